@@ -1,0 +1,393 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::consume::{EventHandler, run_consumer};
+use super::error::PlatformError;
+use super::groups;
+use super::router_worker::RouterWorker;
+use super::runtime_worker::RuntimeWorker;
+use super::status_worker::StatusWorker;
+use super::urls::PublicUrls;
+use crate::events::{Event, topics};
+use crate::model::{Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Phase, Region, ValidationError};
+use crate::ports::{Queue, Router, Runtime, Store, StoreError};
+
+/// What a deploy or delete call accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployReceipt {
+    /// The function.
+    pub name: FunctionName,
+    /// The generation that will be (or was) converged to.
+    pub generation: u64,
+    /// The phase right after the call.
+    pub phase: Phase,
+    /// The public URL.
+    pub url: String,
+}
+
+/// Assembles a [`Platform`] from its ports.
+///
+/// The queue and the store are required. Without a runtime (or router) this
+/// platform runs no runtime (or router) worker: that work is then done by
+/// another process sharing the queue.
+pub struct PlatformBuilder {
+    queue: Option<Arc<dyn Queue>>,
+    runtime: Option<Arc<dyn Runtime>>,
+    router: Option<Arc<dyn Router>>,
+    store: Option<Arc<dyn Store>>,
+    domain: Domain,
+    region: Region,
+    scheme: &'static str,
+    port: Option<u16>,
+    runtime_concurrency: usize,
+}
+
+impl Default for PlatformBuilder {
+    fn default() -> Self {
+        Self {
+            queue: None,
+            runtime: None,
+            router: None,
+            store: None,
+            domain: Domain::new("localhost").unwrap_or_else(|_| unreachable!("`localhost` is a valid domain")),
+            region: Region::new("local").unwrap_or_else(|_| unreachable!("`local` is a valid region")),
+            scheme: "http",
+            port: None,
+            runtime_concurrency: 16,
+        }
+    }
+}
+
+impl PlatformBuilder {
+    /// The work queue.
+    pub fn queue(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+    /// The runtime that runs instances (omit to run no runtime worker here).
+    pub fn runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+    /// The edge (omit to run no router worker here).
+    pub fn router(mut self, router: Arc<dyn Router>) -> Self {
+        self.router = Some(router);
+        self
+    }
+    /// The durable record of functions.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    /// The domain functions are served under (default `localhost`).
+    pub fn domain(mut self, domain: &str) -> Result<Self, ValidationError> {
+        self.domain = Domain::new(domain)?;
+        Ok(self)
+    }
+    /// The region this node serves (default `local`).
+    pub fn region(mut self, region: &str) -> Result<Self, ValidationError> {
+        self.region = Region::new(region)?;
+        Ok(self)
+    }
+    /// How public URLs are written: scheme and edge port (default `http`, port 80).
+    pub fn public_url(mut self, https: bool, port: Option<u16>) -> Self {
+        self.scheme = if https { "https" } else { "http" };
+        self.port = port;
+        self
+    }
+    /// How many deployment events the runtime worker handles at once (default 16).
+    pub fn runtime_concurrency(mut self, n: usize) -> Self {
+        self.runtime_concurrency = n.max(1);
+        self
+    }
+
+    /// Builds the platform; call [`Platform::start`] to run its workers.
+    pub fn build(self) -> Result<Platform, PlatformError> {
+        let queue = self.queue.ok_or_else(|| PlatformError::Config("no queue given (PlatformBuilder::queue)".into()))?;
+        let store = self.store.ok_or_else(|| PlatformError::Config("no store given (PlatformBuilder::store)".into()))?;
+        let urls = PublicUrls { scheme: self.scheme, domain: self.domain, port: self.port };
+        Ok(Platform {
+            inner: Arc::new(Inner {
+                queue,
+                runtime: self.runtime,
+                router: self.router,
+                store,
+                urls,
+                region: self.region,
+                runtime_concurrency: self.runtime_concurrency,
+                changed: watch::Sender::new(0),
+                cancel: CancellationToken::new(),
+                tasks: Mutex::new(JoinSet::new()),
+            }),
+        })
+    }
+}
+
+/// The platform: deploy, inspect and delete functions; run the workers.
+///
+/// Cheap to clone; every clone is the same platform.
+#[derive(Clone)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: Arc<dyn Queue>,
+    runtime: Option<Arc<dyn Runtime>>,
+    router: Option<Arc<dyn Router>>,
+    store: Arc<dyn Store>,
+    urls: PublicUrls,
+    region: Region,
+    runtime_concurrency: usize,
+    changed: watch::Sender<u64>,
+    cancel: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// How often a deploy retries its compare-and-set against concurrent writers.
+const CAS_TRIES: usize = 8;
+
+impl Platform {
+    /// Starts assembling a platform.
+    pub fn builder() -> PlatformBuilder {
+        PlatformBuilder::default()
+    }
+
+    /// The domain functions are served under.
+    pub fn domain(&self) -> &Domain {
+        &self.inner.urls.domain
+    }
+
+    /// The region this node serves.
+    pub fn region(&self) -> &Region {
+        &self.inner.region
+    }
+
+    /// The public URL of a function.
+    pub fn url_for(&self, name: &FunctionName) -> String {
+        self.inner.urls.url_for(name)
+    }
+
+    /// Subscribes the workers, resyncs (stops orphans, reconciles every stored
+    /// function, re-applies the route table) and runs them until [`shutdown`](Self::shutdown).
+    pub async fn start(&self) -> Result<(), PlatformError> {
+        let inner = &self.inner;
+        let mut tasks = inner.tasks.lock().await;
+        // Subscribe every group before publishing anything, so no event falls before a group exists.
+        let status_sub = inner.queue.subscribe(topics::STATUS, groups::STATUS).await?;
+        let status = Arc::new(StatusWorker::new(Arc::clone(&inner.store), inner.changed.clone()));
+        tasks.spawn(run_consumer("status", status_sub, status, 1, inner.cancel.clone()));
+
+        if let Some(router) = &inner.router {
+            let sub = inner.queue.subscribe(topics::ROUTES, groups::ROUTER).await?;
+            let worker = RouterWorker::new(Arc::clone(&inner.queue), Arc::clone(router), inner.urls.clone());
+            let records = inner.store.list().await?;
+            worker.resync(&records).await.map_err(|e| PlatformError::Config(format!("router resync: {e}")))?;
+            tasks.spawn(run_consumer("router", sub, Arc::new(worker) as Arc<dyn EventHandler>, 1, inner.cancel.clone()));
+        }
+
+        if let Some(runtime) = &inner.runtime {
+            let sub = inner.queue.subscribe(topics::DEPLOYMENTS, groups::RUNTIME).await?;
+            let worker = Arc::new(RuntimeWorker::new(
+                Arc::clone(&inner.queue),
+                Arc::clone(runtime),
+                Arc::clone(&inner.store),
+            ));
+            worker.resync().await.map_err(|e| PlatformError::Config(format!("runtime resync: {e}")))?;
+            let watcher = Arc::clone(&worker);
+            let cancel = inner.cancel.clone();
+            tasks.spawn(async move { watcher.watch_exits(cancel).await });
+            tasks.spawn(run_consumer("runtime", sub, worker, inner.runtime_concurrency, inner.cancel.clone()));
+        }
+        tracing::info!(
+            domain = %inner.urls.domain,
+            region = %inner.region,
+            runtime = inner.runtime.is_some(),
+            router = inner.router.is_some(),
+            "platform started"
+        );
+        Ok(())
+    }
+
+    /// Stops the workers: they finish the events in hand (up to 30 s) and take no more.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let mut tasks = self.inner.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Creates or updates a function. Checks the region, records the spec with
+    /// the next generation and queues the deploy; if the queue refuses, the
+    /// record is put back as it was. Deploying the spec that is already wanted
+    /// changes nothing and returns its current generation.
+    pub async fn deploy(&self, spec: FunctionSpec) -> Result<DeployReceipt, PlatformError> {
+        let spec = match spec.region() {
+            None => spec.with_region(self.inner.region.clone()),
+            Some(r) if *r == self.inner.region => spec,
+            Some(r) => {
+                return Err(ValidationError::new(
+                    "region",
+                    format!("this node serves region `{}`, not `{r}`", self.inner.region),
+                )
+                .into());
+            }
+        };
+        let name = spec.name().clone();
+        for _ in 0..CAS_TRIES {
+            let previous = self.inner.store.get(&name).await?;
+            if let Some(p) = previous.as_ref().filter(|p| !p.deleted && p.spec == spec) {
+                return Ok(self.receipt(p));
+            }
+            let generation = previous.as_ref().map_or(1, |p| p.generation + 1);
+            let record = FunctionRecord {
+                spec: spec.clone(),
+                generation,
+                deleted: false,
+                status: FunctionStatus { url: Some(self.url_for(&name)), ..FunctionStatus::new(Phase::Pending, generation) },
+            };
+            let event = Event::DeployRequested { spec: spec.clone(), generation };
+            match self.write_then_publish(previous, record.clone(), event).await {
+                Ok(()) => return Ok(self.receipt(&record)),
+                Err(PlatformError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PlatformError::Conflict(name))
+    }
+
+    /// Deletes a function: its instances stop and its route goes. Idempotent.
+    pub async fn delete(&self, name: &FunctionName) -> Result<DeployReceipt, PlatformError> {
+        for _ in 0..CAS_TRIES {
+            let previous = self.inner.store.get(name).await?.ok_or_else(|| PlatformError::NotFound(name.clone()))?;
+            if previous.deleted {
+                if previous.status.phase == Phase::Deleted {
+                    return Err(PlatformError::NotFound(name.clone()));
+                }
+                return Ok(self.receipt(&previous));
+            }
+            let generation = previous.generation + 1;
+            let record = FunctionRecord {
+                spec: previous.spec.clone(),
+                generation,
+                deleted: true,
+                status: FunctionStatus::new(Phase::Deleting, generation),
+            };
+            let event = Event::DeleteRequested { name: name.clone(), generation };
+            match self.write_then_publish(Some(previous), record.clone(), event).await {
+                Ok(()) => return Ok(self.receipt(&record)),
+                Err(PlatformError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PlatformError::Conflict(name.clone()))
+    }
+
+    /// Stores `record` over `previous`, then publishes `event`. If publishing
+    /// fails the store is put back, so a refused call leaves nothing behind.
+    async fn write_then_publish(
+        &self,
+        previous: Option<FunctionRecord>,
+        record: FunctionRecord,
+        event: Event,
+    ) -> Result<(), PlatformError> {
+        let store = &self.inner.store;
+        let name = record.spec.name().clone();
+        let generation = record.generation;
+        store.compare_and_set(previous.as_ref().map(|p| p.generation), record).await?;
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+        if let Err(e) = self.inner.queue.publish(topics::DEPLOYMENTS, event.to_message()).await {
+            let undo = match previous {
+                Some(p) => store.compare_and_set(Some(generation), p).await,
+                None => store.delete(&name, generation).await,
+            };
+            if let Err(undo) = undo {
+                tracing::error!(function = %name, error = %undo, "cannot undo the record after the queue refused; resync will converge it");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn receipt(&self, r: &FunctionRecord) -> DeployReceipt {
+        DeployReceipt {
+            name: r.spec.name().clone(),
+            generation: r.generation,
+            phase: r.status.phase,
+            url: self.url_for(r.spec.name()),
+        }
+    }
+
+    /// One function's record; `None` once it is deleted.
+    pub async fn get(&self, name: &FunctionName) -> Result<Option<FunctionRecord>, PlatformError> {
+        Ok(self.inner.store.get(name).await?.filter(|r| !is_gone(r)))
+    }
+
+    /// Every function that is not deleted, by name.
+    pub async fn list(&self) -> Result<Vec<FunctionRecord>, PlatformError> {
+        Ok(self.inner.store.list().await?.into_iter().filter(|r| !is_gone(r)).collect())
+    }
+
+    /// Waits until the function's current generation is ready and returns its
+    /// record; fails at once if it failed for good, or when `timeout` passes.
+    pub async fn wait_ready(&self, name: &FunctionName, timeout: Duration) -> Result<FunctionRecord, PlatformError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.inner.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let record = self.inner.store.get(name).await?.ok_or_else(|| PlatformError::NotFound(name.clone()))?;
+            let status = &record.status;
+            if record.deleted {
+                return Err(PlatformError::NotFound(name.clone()));
+            }
+            if status.generation == record.generation {
+                match status.phase {
+                    Phase::Ready => return Ok(record),
+                    Phase::Failed if !status.will_retry => {
+                        return Err(PlatformError::Failed {
+                            name: name.clone(),
+                            message: status.message.clone().unwrap_or_default(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                return Err(PlatformError::Timeout {
+                    name: name.clone(),
+                    waited: timeout,
+                    phase: record.status.phase,
+                    message: record.status.message.clone(),
+                });
+            }
+        }
+    }
+
+    /// Waits until a deleted function is completely gone (instances stopped, route removed).
+    pub async fn wait_deleted(&self, name: &FunctionName, timeout: Duration) -> Result<(), PlatformError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.inner.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let record = self.inner.store.get(name).await?;
+            let Some(record) = record.filter(|r| !is_gone(r)) else { return Ok(()) };
+            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                return Err(PlatformError::Timeout {
+                    name: name.clone(),
+                    waited: timeout,
+                    phase: record.status.phase,
+                    message: record.status.message,
+                });
+            }
+        }
+    }
+}
+
+/// A delete that has completed: kept as a tombstone so generations keep rising.
+fn is_gone(r: &FunctionRecord) -> bool {
+    r.deleted && r.status.phase == Phase::Deleted && r.status.generation == r.generation
+}

@@ -1,0 +1,123 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::consume::{Attempt, EventHandler};
+use super::error::HandlerError;
+use super::urls::PublicUrls;
+use crate::events::{Event, topics};
+use crate::model::{FunctionName, FunctionRecord, Phase, Route, RouteTable};
+use crate::ports::{Queue, Router};
+
+/// Consumes `routes`: keeps the whole route table, applies it to the Router on
+/// every change, and reports the function `Ready` (or `Deleted`) once the edge
+/// serves it.
+///
+/// The table only moves forward: an `EndpointsChanged` older than the
+/// generation already applied for that function is ignored, including after a
+/// delete (the last generation of a deleted function is remembered). If the
+/// Router fails, the table is left as it was and the event is retried.
+pub struct RouterWorker {
+    queue: Arc<dyn Queue>,
+    router: Arc<dyn Router>,
+    urls: PublicUrls,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    table: RouteTable,
+    /// Last generation applied per function, kept after a delete.
+    applied: HashMap<FunctionName, u64>,
+}
+
+impl RouterWorker {
+    /// A worker over these ports, writing URLs with `urls`.
+    pub fn new(queue: Arc<dyn Queue>, router: Arc<dyn Router>, urls: PublicUrls) -> Self {
+        Self { queue, router, urls, state: Mutex::default() }
+    }
+
+    /// On start: re-applies the table, seeded from records whose last status
+    /// was `Ready` (the runtime's resync corrects anything stale after it).
+    pub async fn resync(&self, records: &[FunctionRecord]) -> Result<(), HandlerError> {
+        let mut state = self.state.lock().await;
+        for r in records {
+            if !r.deleted && r.status.phase == Phase::Ready && r.status.generation == r.generation {
+                state.table.upsert(Route {
+                    name: r.spec.name().clone(),
+                    generation: r.generation,
+                    endpoints: r.status.endpoints.clone(),
+                    timeout_ms: u64::try_from(r.spec.timeout().as_millis()).unwrap_or(u64::MAX),
+                });
+                state.applied.insert(r.spec.name().clone(), r.generation);
+            }
+        }
+        self.router.apply(&state.table).await?;
+        tracing::info!(routes = state.table.len(), "router resync done");
+        Ok(())
+    }
+
+    /// The table as last applied.
+    pub async fn table(&self) -> RouteTable {
+        self.state.lock().await.table.clone()
+    }
+
+    async fn endpoints_changed(&self, route: Route, removed: bool, attempt: Attempt) -> Result<(), HandlerError> {
+        let name = route.name.clone();
+        let generation = route.generation;
+        let mut state = self.state.lock().await;
+        if state.applied.get(&name).is_some_and(|g| *g > generation) {
+            tracing::debug!("stale endpoints ignored");
+            return Ok(());
+        }
+        let mut table = state.table.clone();
+        if removed {
+            table.remove(&name);
+        } else {
+            table.upsert(route.clone());
+        }
+        if let Err(e) = self.router.apply(&table).await {
+            let e = HandlerError::from(e);
+            let ev = Event::StatusChanged {
+                name: name.clone(),
+                generation,
+                phase: Phase::Failed,
+                url: None,
+                message: Some(format!("edge: {}", e.message)),
+                will_retry: attempt.will_retry(&e),
+                endpoints: Vec::new(),
+            };
+            if let Err(err) = self.queue.publish(topics::STATUS, ev.to_message()).await {
+                tracing::warn!(error = %err, "cannot publish status");
+            }
+            return Err(e);
+        }
+        state.table = table;
+        state.applied.insert(name.clone(), generation);
+        drop(state);
+        let ev = Event::StatusChanged {
+            url: (!removed).then(|| self.urls.url_for(&name)),
+            name,
+            generation,
+            phase: if removed { Phase::Deleted } else { Phase::Ready },
+            message: None,
+            will_retry: false,
+            endpoints: route.endpoints,
+        };
+        self.queue.publish(topics::STATUS, ev.to_message()).await.map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl EventHandler for RouterWorker {
+    async fn handle(&self, event: Event, attempt: Attempt) -> Result<(), HandlerError> {
+        match event {
+            Event::EndpointsChanged { name, generation, endpoints, timeout_ms, removed } => {
+                self.endpoints_changed(Route { name, generation, endpoints, timeout_ms }, removed, attempt).await
+            }
+            _ => Ok(()),
+        }
+    }
+}

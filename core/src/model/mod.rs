@@ -1,0 +1,25 @@
+//! The validated model. Every type here checks its invariants when it is built
+//! (and when it is deserialized), so a value that exists is a value that is safe
+//! to put in a DNS name, an HTTP header, a container label or a line of a config
+//! file. Every rejection is a [`ValidationError`] naming the field and the rule.
+
+mod env;
+mod image;
+mod instance;
+mod names;
+mod record;
+mod route;
+mod spec;
+mod validation;
+
+pub use env::{EnvVars, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS};
+pub use image::ImageRef;
+pub use instance::{Endpoint, Instance, InstanceId, InstanceState};
+pub use names::{Domain, FunctionName, Region};
+pub use record::{FunctionRecord, FunctionStatus, Phase};
+pub use route::{Route, RouteTable};
+pub use spec::{
+    ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput, Port,
+    Scaling, ScalingInput, Source,
+};
+pub use validation::ValidationError;

@@ -1,0 +1,35 @@
+//! The four ports: what the controller needs from the outside world.
+//!
+//! Each is an `async_trait` object used as `Arc<dyn Port>`. With the `mocks`
+//! feature (or in this crate's tests) mockall generates `MockQueue`,
+//! `MockRuntime`, `MockRouter` and `MockStore`. Each port has its own error
+//! enum whose `is_retryable()` tells a worker whether to nack (retry with
+//! backoff) or dead-letter at once.
+
+mod queue;
+mod router;
+mod runtime;
+mod store;
+
+pub use queue::{
+    Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic,
+    headers,
+};
+pub use router::{Router, RouterError};
+pub use runtime::{
+    ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEvents,
+};
+pub use store::{Store, StoreError};
+
+#[cfg(any(test, feature = "mocks"))]
+pub use queue::MockQueue;
+#[cfg(any(test, feature = "mocks"))]
+pub use router::MockRouter;
+#[cfg(any(test, feature = "mocks"))]
+pub use runtime::MockRuntime;
+#[cfg(any(test, feature = "mocks"))]
+pub use store::MockStore;
+
+/// A backend library's error, carried as the source of a port error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,182 @@
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use super::BoxError;
+use crate::model::{FunctionName, FunctionSpec, Instance, InstanceId};
+
+/// Which output stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line an instance wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Where it was written.
+    pub source: LogSource,
+    /// The text, without its line break.
+    pub line: String,
+    /// When it was read, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// What part of an instance's logs to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Only the last this-many lines kept (all kept lines when `None`).
+    pub tail: Option<usize>,
+    /// Keep the stream open and yield new lines as they are written.
+    pub follow: bool,
+}
+
+/// A stream of log lines.
+pub type LogStream = BoxStream<'static, Result<LogLine, RuntimeError>>;
+
+/// Resource use of one instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStats {
+    /// CPU time used so far, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub memory_bytes: u64,
+    /// The memory limit, in bytes, if the runtime enforces one.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// Why an instance ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// It exited with this status code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+    /// It was killed for using more memory than its limit.
+    OutOfMemory,
+    /// The runtime could not tell.
+    Unknown,
+}
+
+/// Something that happened to an instance without the controller asking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RuntimeEvent {
+    /// An instance ended on its own (crash, OOM, killed from outside).
+    /// Not sent for instances the controller stopped.
+    Exited {
+        /// The instance.
+        id: InstanceId,
+        /// Its function.
+        function: FunctionName,
+        /// Its generation.
+        generation: u64,
+        /// Why.
+        reason: ExitReason,
+    },
+}
+
+/// A stream of runtime events.
+pub type RuntimeEvents = BoxStream<'static, RuntimeEvent>;
+
+/// Runs instances of functions (containers, processes).
+///
+/// Contract (checked by `testkit::runtime`):
+/// - `start` returns only once the instance answers on its endpoint (readiness),
+///   or fails with the instance removed and its last log lines in the error.
+/// - Instances carry labels (platform, function, generation), so `list` finds
+///   those this platform owns even after the platform restarted.
+/// - `stop` is idempotent: stopping a gone instance is Ok.
+/// - A source of the wrong kind (an image for the process runtime) is `InvalidInput`.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Makes sure `spec` can be started (pulls an image, checks an executable). Idempotent.
+    async fn prepare(&self, spec: &FunctionSpec) -> Result<(), RuntimeError>;
+    /// Starts one instance of `spec` at `generation` and waits until it is ready.
+    async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError>;
+    /// Stops an instance gracefully (then forcibly after a grace period) and removes it.
+    async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError>;
+    /// Freezes an instance; it keeps its memory and resumes in milliseconds.
+    async fn pause(&self, id: &InstanceId) -> Result<(), RuntimeError>;
+    /// Thaws a paused instance.
+    async fn resume(&self, id: &InstanceId) -> Result<Instance, RuntimeError>;
+    /// Every instance this platform owns.
+    async fn list(&self) -> Result<Vec<Instance>, RuntimeError>;
+    /// An instance's logs.
+    async fn logs(&self, id: &InstanceId, options: LogOptions) -> Result<LogStream, RuntimeError>;
+    /// An instance's resource use.
+    async fn stats(&self, id: &InstanceId) -> Result<InstanceStats, RuntimeError>;
+    /// Exits and other events the controller did not cause. Each call returns a new stream.
+    fn events(&self) -> RuntimeEvents;
+}
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// No such instance.
+    #[error("instance `{0}` not found")]
+    NotFound(InstanceId),
+    /// The spec cannot run here (e.g. an image given to the process runtime).
+    #[error("invalid `{field}`: {message}")]
+    InvalidInput {
+        /// What was wrong.
+        field: String,
+        /// The rule, or what this runtime accepts instead.
+        message: String,
+    },
+    /// The image or executable cannot be had.
+    #[error("cannot prepare `{what}`: {message}")]
+    Unpreparable {
+        /// The image or program.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The instance did not become ready; it was removed. `logs` are its last lines.
+    #[error("{message}{}", format_logs(.logs))]
+    NotReady {
+        /// What happened (deadline passed, exited early).
+        message: String,
+        /// Its last log lines.
+        logs: Vec<String>,
+    },
+    /// The runtime cannot be reached now; try again.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed.
+    #[error("runtime backend: {source}")]
+    Backend {
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+        /// Whether trying again can help.
+        retryable: bool,
+    },
+}
+
+fn format_logs(logs: &[String]) -> String {
+    if logs.is_empty() {
+        String::new()
+    } else {
+        format!("; last log lines:\n{}", logs.join("\n"))
+    }
+}
+
+impl RuntimeError {
+    /// Whether trying again can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RuntimeError::NotReady { .. } | RuntimeError::Unavailable(_) => true,
+            RuntimeError::Backend { retryable, .. } => *retryable,
+            RuntimeError::NotFound(_) | RuntimeError::InvalidInput { .. } | RuntimeError::Unpreparable { .. } => false,
+        }
+    }
+}

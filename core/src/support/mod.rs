@@ -1,0 +1,12 @@
+//! Pieces that several backends need: a log buffer with follow, time helpers.
+
+mod logs;
+
+pub use logs::LogBuffer;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
