@@ -1,0 +1,47 @@
+//! Conformance suites and fixtures (feature `testkit`).
+//!
+//! Each suite is a set of plain async functions over `&dyn Port` that assert
+//! the port's contract; `run_all` runs them in turn. Core runs them against its
+//! in-memory backends, and every backend crate runs the same suite against the
+//! real thing. They panic with a message naming the check that failed.
+
+pub mod fixtures;
+pub mod http;
+pub mod queue;
+pub mod router;
+pub mod runtime;
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A name no other test in this run (or a recent one, on a shared broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{:x}{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Awaits `fut`, panicking with `what` if it takes longer than `limit`:
+/// a suite fails on a hung backend instead of hanging.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it is true, panicking with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not true after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

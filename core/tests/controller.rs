@@ -1,0 +1,380 @@
+//! The controller's behaviour, with mockall mocks where the order or count of
+//! calls is the point, and the in-memory backends elsewhere.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use mockall::Sequence;
+use pilotlight_core::controller::{Attempt, EventHandler, PublicUrls, RouterWorker, RuntimeWorker, StatusWorker};
+use pilotlight_core::events::{Event, topics};
+use pilotlight_core::memory::{MemoryQueue, MemoryQueueConfig, MemoryRouter, MemoryRuntime, MemoryStore};
+use pilotlight_core::model::{
+    Domain, Endpoint, FunctionName, FunctionRecord, FunctionSpec, FunctionSpecInput, FunctionStatus, Instance,
+    InstanceId, InstanceState, Phase,
+};
+use pilotlight_core::ports::{
+    Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, RuntimeError, Store,
+    Subscription, headers,
+};
+use pilotlight_core::testkit::{eventually, within};
+use pilotlight_core::{Platform, PlatformError};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fast_queue(max_attempts: u32) -> MemoryQueue {
+    MemoryQueue::with_config(MemoryQueueConfig {
+        max_attempts,
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+    })
+}
+
+fn spec(name: &str) -> FunctionSpec {
+    FunctionSpecInput::image(name, "pilotlight/hello:latest", 8080).validate().unwrap()
+}
+
+fn name(n: &str) -> FunctionName {
+    FunctionName::new(n).unwrap()
+}
+
+fn instance(spec: &FunctionSpec, generation: u64, port: u16) -> Instance {
+    Instance {
+        id: InstanceId::new(format!("{}-{generation}-{port}", spec.name())),
+        function: spec.name().clone(),
+        generation,
+        endpoint: Endpoint::new(([127, 0, 0, 1], port).into()),
+        state: InstanceState::Running,
+    }
+}
+
+fn platform(queue: Arc<dyn Queue>, runtime: Arc<dyn Runtime>, router: Arc<dyn Router>, store: Arc<dyn Store>) -> Platform {
+    Platform::builder().queue(queue).runtime(runtime).router(router).store(store).build().unwrap()
+}
+
+/// A runtime mock with the calls every test needs but none asserts.
+fn quiet_runtime() -> MockRuntime {
+    let mut rt = MockRuntime::new();
+    rt.expect_list().returning(|| Ok(Vec::new()));
+    rt.expect_prepare().returning(|_| Ok(()));
+    rt.expect_events().returning(|| futures::stream::pending().boxed());
+    rt
+}
+
+#[tokio::test]
+async fn a_deploy_calls_runtime_then_router_in_that_order() {
+    let mut seq = Sequence::new();
+    let mut runtime = quiet_runtime();
+    let mut router = MockRouter::new();
+    // Resync applies the (empty) table first; that is not part of the deploy.
+    router.expect_apply().withf(|t| t.is_empty()).times(1).returning(|_| Ok(()));
+    runtime
+        .expect_start()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|spec, generation| Ok(instance(spec, generation, 41000)));
+    router
+        .expect_apply()
+        .withf(|t| t.get(&FunctionName::new("hello").unwrap()).is_some_and(|r| r.endpoints.len() == 1))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let p = platform(Arc::new(fast_queue(3)), Arc::new(runtime), Arc::new(router), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    let receipt = p.deploy(spec("hello")).await.unwrap();
+    assert_eq!((receipt.generation, receipt.phase), (1, Phase::Pending));
+    assert_eq!(receipt.url, "http://hello.localhost/");
+    let ready = p.wait_ready(&name("hello"), WAIT).await.unwrap();
+    assert_eq!(ready.status.endpoints, vec![Endpoint::new(([127, 0, 0, 1], 41000).into())]);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_runtime_failure_marks_failed_retries_and_dead_letters() {
+    let starts = Arc::new(AtomicU32::new(0));
+    let mut runtime = quiet_runtime();
+    let counter = Arc::clone(&starts);
+    runtime.expect_start().returning(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Err(RuntimeError::NotReady { message: "boom: port never opened".into(), logs: vec!["last words".into()] })
+    });
+    let queue = Arc::new(fast_queue(3));
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(queue.clone(), Arc::new(runtime), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("doomed")).await.unwrap();
+    match p.wait_ready(&name("doomed"), WAIT).await {
+        Err(PlatformError::Failed { message, .. }) => {
+            assert!(message.contains("boom: port never opened"), "{message}");
+            assert!(message.contains("gave up after attempt 3 of 3"), "{message}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(starts.load(Ordering::SeqCst), 3, "retried up to max_attempts");
+    let record = p.get(&name("doomed")).await.unwrap().unwrap();
+    assert_eq!((record.status.phase, record.status.will_retry), (Phase::Failed, false));
+    // Dead-lettered with the reason, never dropped.
+    let mut dlq = queue.subscribe("deployments.dlq", "inspect").await.unwrap();
+    let dead = within(WAIT, "dead letter", dlq.next()).await.unwrap();
+    let reason = &dead.message().headers[headers::DEAD_LETTER_REASON];
+    assert!(reason.contains("boom"), "{reason}");
+    assert!(matches!(Event::from_payload(&dead.message().payload).unwrap(), Event::DeployRequested { generation: 1, .. }));
+    assert!(router.table().is_empty(), "nothing routed for a failed function");
+    p.shutdown().await;
+}
+
+/// Publishes every message twice: at-least-once delivery at its worst.
+struct DuplicatingQueue(MemoryQueue);
+
+#[async_trait]
+impl Queue for DuplicatingQueue {
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), QueueError> {
+        self.0.publish(topic, message.clone()).await?;
+        self.0.publish(topic, message).await
+    }
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, QueueError> {
+        self.0.subscribe(topic, group).await
+    }
+}
+
+/// Runs the same scenario and returns (instances per function and generation, routes, phases).
+async fn scenario(queue: Arc<dyn Queue>) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, (u64, usize)>, BTreeMap<String, Phase>) {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(queue, runtime.clone(), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    for n in ["a", "b", "c"] {
+        p.deploy(spec(n)).await.unwrap();
+    }
+    for n in ["a", "b", "c"] {
+        p.wait_ready(&name(n), WAIT).await.unwrap();
+    }
+    // Update b to two instances (generation 2), delete c.
+    let mut b2 = FunctionSpecInput::image("b", "pilotlight/hello:v2", 8080);
+    b2.scaling = Some(pilotlight_core::model::ScalingInput { min: Some(2), ..Default::default() });
+    assert_eq!(p.deploy(b2.validate().unwrap()).await.unwrap().generation, 2);
+    p.delete(&name("c")).await.unwrap();
+    p.wait_ready(&name("b"), WAIT).await.unwrap();
+    p.wait_deleted(&name("c"), WAIT).await.unwrap();
+    let r = runtime.clone();
+    eventually(WAIT, "old generation of b stopped", || {
+        let r = r.clone();
+        async move { r.list().await.unwrap().len() == 3 }
+    })
+    .await;
+    // Let any duplicate still in flight land before reading the final state.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut instances: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for i in runtime.list().await.unwrap() {
+        instances.entry(i.function.to_string()).or_default().push(i.generation);
+    }
+    let routes = router.table().iter().map(|r| (r.name.to_string(), (r.generation, r.endpoints.len()))).collect();
+    let phases = p.list().await.unwrap().into_iter().map(|r| (r.spec.name().to_string(), r.status.phase)).collect();
+    p.shutdown().await;
+    (instances, routes, phases)
+}
+
+#[tokio::test]
+async fn delivering_every_event_twice_leaves_the_same_final_state() {
+    let once = scenario(Arc::new(fast_queue(3))).await;
+    let twice = scenario(Arc::new(DuplicatingQueue(fast_queue(3)))).await;
+    assert_eq!(once, twice);
+    let (instances, routes, phases) = once;
+    assert_eq!(instances, BTreeMap::from([("a".into(), vec![1]), ("b".into(), vec![2, 2])]));
+    assert_eq!(routes, BTreeMap::from([("a".into(), (1, 1)), ("b".into(), (2, 2))]));
+    assert_eq!(phases, BTreeMap::from([("a".into(), Phase::Ready), ("b".into(), Phase::Ready)]));
+}
+
+#[tokio::test]
+async fn an_older_generation_after_a_newer_one_is_ignored() {
+    let store = Arc::new(MemoryStore::new());
+    let queue = Arc::new(fast_queue(3));
+    let v2 = FunctionSpecInput::image("svc", "pilotlight/hello:v2", 8080).validate().unwrap();
+    let v1 = spec("svc");
+    store
+        .compare_and_set(
+            None,
+            FunctionRecord { spec: v2.clone(), generation: 2, deleted: false, status: FunctionStatus::new(Phase::Pending, 2) },
+        )
+        .await
+        .unwrap();
+    let mut runtime = quiet_runtime();
+    runtime.expect_start().withf(|_, g| *g == 2).times(1).returning(|s, g| Ok(instance(s, g, 42000)));
+    runtime.expect_start().withf(|_, g| *g == 1).never();
+    let worker = RuntimeWorker::new(queue.clone(), Arc::new(runtime), store.clone());
+    let first = Attempt::first(3);
+    worker.handle(Event::DeployRequested { spec: v2, generation: 2 }, first).await.unwrap();
+    worker.handle(Event::DeployRequested { spec: v1, generation: 1 }, first).await.unwrap();
+
+    let router = Arc::new(MemoryRouter::new());
+    let urls = PublicUrls::http(Domain::new("localhost").unwrap());
+    let rw = RouterWorker::new(queue.clone(), router.clone(), urls);
+    let ep = |port| vec![Endpoint::new(([127, 0, 0, 1], port).into())];
+    let changed = |generation, endpoints| Event::EndpointsChanged {
+        name: name("svc"),
+        generation,
+        endpoints,
+        timeout_ms: 1000,
+        removed: false,
+    };
+    rw.handle(changed(2, ep(42000)), first).await.unwrap();
+    rw.handle(changed(1, ep(41000)), first).await.unwrap();
+    assert_eq!(router.table().get(&name("svc")).map(|r| r.generation), Some(2));
+    assert_eq!(router.table().get(&name("svc")).unwrap().endpoints, ep(42000));
+
+    let sw = StatusWorker::new(store.clone(), tokio::sync::watch::Sender::new(0));
+    let status = |generation, phase| Event::StatusChanged {
+        name: name("svc"),
+        generation,
+        phase,
+        url: None,
+        message: None,
+        will_retry: false,
+        endpoints: Vec::new(),
+    };
+    sw.handle(status(2, Phase::Ready), first).await.unwrap();
+    sw.handle(status(1, Phase::Failed), first).await.unwrap();
+    assert_eq!(store.get(&name("svc")).await.unwrap().unwrap().status.phase, Phase::Ready);
+}
+
+#[tokio::test]
+async fn resync_stops_orphans_and_starts_missing_instances() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let orphan = runtime.start(&spec("orphan"), 1).await.unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store
+        .compare_and_set(
+            None,
+            FunctionRecord { spec: spec("wanted"), generation: 4, deleted: false, status: FunctionStatus::new(Phase::Ready, 4) },
+        )
+        .await
+        .unwrap();
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), store);
+    p.start().await.unwrap();
+    let ready = p.wait_ready(&name("wanted"), WAIT).await;
+    // The stored status said Ready; wait for the reconcile to have started an instance.
+    assert!(ready.is_ok());
+    let rt = runtime.clone();
+    eventually(WAIT, "wanted has an instance and orphan none", || {
+        let rt = rt.clone();
+        let orphan = orphan.id.clone();
+        async move {
+            let list = rt.list().await.unwrap();
+            list.iter().any(|i| i.function.as_str() == "wanted" && i.generation == 4)
+                && !list.iter().any(|i| i.id == orphan)
+        }
+    })
+    .await;
+    let r = router.clone();
+    eventually(WAIT, "wanted is routed", || {
+        let r = r.clone();
+        async move { r.table().get(&FunctionName::new("wanted").unwrap()).is_some_and(|r| r.endpoints.len() == 1) }
+    })
+    .await;
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crashed_instance_is_replaced() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("phoenix")).await.unwrap();
+    let first = p.wait_ready(&name("phoenix"), WAIT).await.unwrap().status.endpoints;
+    let victim = runtime.list().await.unwrap().remove(0);
+    assert!(runtime.crash(&victim.id));
+    let r = router.clone();
+    eventually(WAIT, "a new instance is routed", || {
+        let r = r.clone();
+        let first = first.clone();
+        async move {
+            r.table()
+                .get(&FunctionName::new("phoenix").unwrap())
+                .is_some_and(|route| route.endpoints.len() == 1 && route.endpoints != first)
+        }
+    })
+    .await;
+    assert_eq!(runtime.start_count(), 2);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_and_nothing_is_stored() {
+    let store = Arc::new(MemoryStore::new());
+    let p = Platform::builder().queue(Arc::new(fast_queue(3))).store(store.clone()).region("eu-1").unwrap().build().unwrap();
+    let mut input = FunctionSpecInput::image("elsewhere", "pilotlight/hello", 8080);
+    input.region = Some("us-2".into());
+    match p.deploy(input.validate().unwrap()).await {
+        Err(PlatformError::Invalid(e)) => {
+            assert_eq!(e.field, "region");
+            assert!(e.message.contains("eu-1"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(matches!(Platform::builder().build(), Err(PlatformError::Config(_))));
+}
+
+#[tokio::test]
+async fn a_queue_refusal_leaves_nothing_behind() {
+    let store = Arc::new(MemoryStore::new());
+    let mut queue = MockQueue::new();
+    queue.expect_publish().returning(|_, _| Err(QueueError::Unavailable("broker down".into())));
+    let p = Platform::builder().queue(Arc::new(queue)).store(store.clone()).build().unwrap();
+    let err = p.deploy(spec("ghost")).await.unwrap_err();
+    assert!(err.to_string().contains("broker down"), "{err}");
+    assert!(store.get(&name("ghost")).await.unwrap().is_none(), "record was not rolled back");
+}
+
+#[tokio::test]
+async fn an_edge_failure_keeps_the_old_table_and_is_retried() {
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(Arc::new(fast_queue(5)), Arc::new(MemoryRuntime::new()), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    router.fail_next(2);
+    p.deploy(spec("edgy")).await.unwrap();
+    let rec = p.wait_ready(&name("edgy"), WAIT).await.unwrap();
+    assert_eq!(rec.status.phase, Phase::Ready);
+    assert_eq!(router.table().len(), 1);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn redeploying_the_same_spec_changes_nothing() {
+    let p = platform(
+        Arc::new(fast_queue(3)),
+        Arc::new(MemoryRuntime::new()),
+        Arc::new(MemoryRouter::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    p.start().await.unwrap();
+    assert_eq!(p.deploy(spec("same")).await.unwrap().generation, 1);
+    p.wait_ready(&name("same"), WAIT).await.unwrap();
+    let again = p.deploy(spec("same")).await.unwrap();
+    assert_eq!((again.generation, again.phase), (1, Phase::Ready));
+    // After a delete, a new deploy continues the generations so stale events stay stale.
+    p.delete(&name("same")).await.unwrap();
+    p.wait_deleted(&name("same"), WAIT).await.unwrap();
+    assert!(p.get(&name("same")).await.unwrap().is_none());
+    assert!(matches!(p.delete(&name("same")).await, Err(PlatformError::NotFound(_))));
+    assert_eq!(p.deploy(spec("same")).await.unwrap().generation, 3);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_for_other_topics_are_published_keyed_by_function() {
+    // Every event a deploy causes is keyed by the function's name (ordering per function).
+    let queue = Arc::new(fast_queue(3));
+    let mut routes = queue.subscribe(topics::ROUTES, "spy").await.unwrap();
+    let p = platform(queue.clone(), Arc::new(MemoryRuntime::new()), Arc::new(MemoryRouter::new()), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("keyed")).await.unwrap();
+    let d = within(WAIT, "routes event", routes.next()).await.unwrap();
+    assert_eq!(d.message().key, "keyed");
+    p.shutdown().await;
+}
