@@ -1,1 +1,132 @@
-fn main(){}
+//! hello: the demo function. A std-only HTTP/1.1 server with keep-alive.
+//!
+//! Environment:
+//! - `PORT` (default 8080) and `HOST` (default 0.0.0.0; the process runtime sets 127.0.0.1);
+//! - `PILOTLIGHT_FUNCTION`: the name it greets with (default `hello`);
+//! - `LOG_REQUESTS=0` turns off the per-request log line (for benchmarks).
+//!
+//! Routes:
+//! - `GET /` → 200 `Hello from <name>!`
+//! - `GET /healthz` → 200 `ok`
+//! - `GET /sleep?ms=N` → waits N ms (at most 60000), then 200 (for timeout tests)
+//! - `GET /alloc?mb=N` → touches N MiB of memory and keeps it (for memory-limit tests)
+//! - anything else → 404
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Memory kept by `/alloc`, so the allocation is not freed.
+static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn main() {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+    let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".into());
+    let name = std::env::var("PILOTLIGHT_FUNCTION").unwrap_or_else(|_| "hello".into());
+    let log = std::env::var("LOG_REQUESTS").map_or(true, |v| v != "0");
+    let listener = match TcpListener::bind(format!("{host}:{port}")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hello: cannot listen on {host}:{port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("hello ({name}) listening on {host}:{port}");
+    let greeting: &'static str = Box::leak(format!("Hello from {name}!\n").into_boxed_str());
+    for conn in listener.incoming() {
+        match conn {
+            Ok(conn) => {
+                std::thread::spawn(move || {
+                    let _ = serve(conn, greeting, log);
+                });
+            }
+            Err(e) => eprintln!("hello: accept failed: {e}"),
+        }
+    }
+}
+
+fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut content_length = 0usize;
+        let mut close = false;
+        let mut http10 = request_line.trim_end().ends_with("HTTP/1.0");
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
+                match k.as_str() {
+                    "content-length" => content_length = v.parse().unwrap_or(0),
+                    "connection" if v == "close" => close = true,
+                    "connection" if v == "keep-alive" => http10 = false,
+                    _ => {}
+                }
+            }
+        }
+        // Discard any request body.
+        std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("");
+        let target = parts.next().unwrap_or("/");
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let param = |key: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (status, body): (&str, String) = match (method, path) {
+            ("GET" | "HEAD", "/") => ("200 OK", greeting.to_owned()),
+            ("GET" | "HEAD", "/healthz") => ("200 OK", "ok\n".to_owned()),
+            ("GET", "/sleep") => {
+                let ms = param("ms").min(60_000);
+                std::thread::sleep(Duration::from_millis(ms));
+                ("200 OK", format!("slept {ms} ms\n"))
+            }
+            ("GET", "/alloc") => {
+                let mb = usize::try_from(param("mb").min(16_384)).unwrap_or(0);
+                let mut block = vec![0u8; mb << 20];
+                // Touch every page so the memory is really used.
+                for i in (0..block.len()).step_by(4096) {
+                    block[i] = 1;
+                }
+                HOARD.lock().unwrap_or_else(|p| p.into_inner()).push(block);
+                ("200 OK", format!("allocated {mb} MiB\n"))
+            }
+            _ => ("404 Not Found", "not found\n".to_owned()),
+        };
+        if log {
+            println!("{method} {path} {}", &status[..3]);
+        }
+        let keep_alive = !close && !http10;
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n",
+            body.len(),
+            if keep_alive { "" } else { "connection: close\r\n" }
+        );
+        out.write_all(head.as_bytes())?;
+        if method != "HEAD" {
+            out.write_all(body.as_bytes())?;
+        }
+        out.flush()?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
