@@ -17,8 +17,8 @@ use pilotlight_core::model::{
     InstanceId, InstanceState, Phase,
 };
 use pilotlight_core::ports::{
-    Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, RuntimeError, Store,
-    Subscription, headers,
+    Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, RuntimeError, Store, Subscription,
+    headers,
 };
 use pilotlight_core::testkit::{eventually, within};
 use pilotlight_core::{Platform, PlatformError};
@@ -51,7 +51,12 @@ fn instance(spec: &FunctionSpec, generation: u64, port: u16) -> Instance {
     }
 }
 
-fn platform(queue: Arc<dyn Queue>, runtime: Arc<dyn Runtime>, router: Arc<dyn Router>, store: Arc<dyn Store>) -> Platform {
+fn platform(
+    queue: Arc<dyn Queue>,
+    runtime: Arc<dyn Runtime>,
+    router: Arc<dyn Router>,
+    store: Arc<dyn Store>,
+) -> Platform {
     Platform::builder().queue(queue).runtime(runtime).router(router).store(store).build().unwrap()
 }
 
@@ -121,7 +126,10 @@ async fn a_runtime_failure_marks_failed_retries_and_dead_letters() {
     let dead = within(WAIT, "dead letter", dlq.next()).await.unwrap();
     let reason = &dead.message().headers[headers::DEAD_LETTER_REASON];
     assert!(reason.contains("boom"), "{reason}");
-    assert!(matches!(Event::from_payload(&dead.message().payload).unwrap(), Event::DeployRequested { generation: 1, .. }));
+    assert!(matches!(
+        Event::from_payload(&dead.message().payload).unwrap(),
+        Event::DeployRequested { generation: 1, .. }
+    ));
     assert!(router.table().is_empty(), "nothing routed for a failed function");
     p.shutdown().await;
 }
@@ -141,7 +149,9 @@ impl Queue for DuplicatingQueue {
 }
 
 /// Runs the same scenario and returns (instances per function and generation, routes, phases).
-async fn scenario(queue: Arc<dyn Queue>) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, (u64, usize)>, BTreeMap<String, Phase>) {
+async fn scenario(
+    queue: Arc<dyn Queue>,
+) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, (u64, usize)>, BTreeMap<String, Phase>) {
     let runtime = Arc::new(MemoryRuntime::new());
     let router = Arc::new(MemoryRouter::new());
     let p = platform(queue, runtime.clone(), router.clone(), Arc::new(MemoryStore::new()));
@@ -197,7 +207,12 @@ async fn an_older_generation_after_a_newer_one_is_ignored() {
     store
         .compare_and_set(
             None,
-            FunctionRecord { spec: v2.clone(), generation: 2, deleted: false, status: FunctionStatus::new(Phase::Pending, 2) },
+            FunctionRecord {
+                spec: v2.clone(),
+                generation: 2,
+                deleted: false,
+                status: FunctionStatus::new(Phase::Pending, 2),
+            },
         )
         .await
         .unwrap();
@@ -248,7 +263,12 @@ async fn resync_stops_orphans_and_starts_missing_instances() {
     store
         .compare_and_set(
             None,
-            FunctionRecord { spec: spec("wanted"), generation: 4, deleted: false, status: FunctionStatus::new(Phase::Ready, 4) },
+            FunctionRecord {
+                spec: spec("wanted"),
+                generation: 4,
+                deleted: false,
+                status: FunctionStatus::new(Phase::Ready, 4),
+            },
         )
         .await
         .unwrap();
@@ -306,7 +326,13 @@ async fn a_crashed_instance_is_replaced() {
 #[tokio::test]
 async fn bad_input_is_rejected_and_nothing_is_stored() {
     let store = Arc::new(MemoryStore::new());
-    let p = Platform::builder().queue(Arc::new(fast_queue(3))).store(store.clone()).region("eu-1").unwrap().build().unwrap();
+    let p = Platform::builder()
+        .queue(Arc::new(fast_queue(3)))
+        .store(store.clone())
+        .region("eu-1")
+        .unwrap()
+        .build()
+        .unwrap();
     let mut input = FunctionSpecInput::image("elsewhere", "pilotlight/hello", 8080);
     input.region = Some("us-2".into());
     match p.deploy(input.validate().unwrap()).await {
@@ -334,7 +360,8 @@ async fn a_queue_refusal_leaves_nothing_behind() {
 #[tokio::test]
 async fn an_edge_failure_keeps_the_old_table_and_is_retried() {
     let router = Arc::new(MemoryRouter::new());
-    let p = platform(Arc::new(fast_queue(5)), Arc::new(MemoryRuntime::new()), router.clone(), Arc::new(MemoryStore::new()));
+    let p =
+        platform(Arc::new(fast_queue(5)), Arc::new(MemoryRuntime::new()), router.clone(), Arc::new(MemoryStore::new()));
     p.start().await.unwrap();
     router.fail_next(2);
     p.deploy(spec("edgy")).await.unwrap();
@@ -371,7 +398,12 @@ async fn events_for_other_topics_are_published_keyed_by_function() {
     // Every event a deploy causes is keyed by the function's name (ordering per function).
     let queue = Arc::new(fast_queue(3));
     let mut routes = queue.subscribe(topics::ROUTES, "spy").await.unwrap();
-    let p = platform(queue.clone(), Arc::new(MemoryRuntime::new()), Arc::new(MemoryRouter::new()), Arc::new(MemoryStore::new()));
+    let p = platform(
+        queue.clone(),
+        Arc::new(MemoryRuntime::new()),
+        Arc::new(MemoryRouter::new()),
+        Arc::new(MemoryStore::new()),
+    );
     p.start().await.unwrap();
     p.deploy(spec("keyed")).await.unwrap();
     let d = within(WAIT, "routes event", routes.next()).await.unwrap();

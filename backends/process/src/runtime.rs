@@ -138,13 +138,7 @@ fn pump(stream: impl AsyncRead + Unpin + Send + 'static, source: LogSource, logs
 impl ProcessRuntime {
     /// A runtime with these settings.
     pub fn new(config: ProcessRuntimeConfig) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                children: Mutex::default(),
-                events: broadcast::Sender::new(1024),
-            }),
-        }
+        Self { inner: Arc::new(Inner { config, children: Mutex::default(), events: broadcast::Sender::new(1024) }) }
     }
 
     /// The settings.
@@ -162,7 +156,13 @@ impl ProcessRuntime {
         futures::future::join_all(all.iter().map(|i| self.stop(&i.id))).await.into_iter().collect()
     }
 
-    fn spawn(&self, spec: &FunctionSpec, exec: &ExecSpec, generation: u64, port: u16) -> Result<ChildSlot, RuntimeError> {
+    fn spawn(
+        &self,
+        spec: &FunctionSpec,
+        exec: &ExecSpec,
+        generation: u64,
+        port: u16,
+    ) -> Result<ChildSlot, RuntimeError> {
         let config = &self.inner.config;
         let mut cmd = Command::new(exec.program());
         cmd.args(exec.args())
@@ -239,7 +239,9 @@ impl ProcessRuntime {
         loop {
             let reason = exited.borrow_and_update().clone();
             if let Some(reason) = reason {
-                return Err(self.not_ready(slot, format!("`{}` exited ({reason:?}) before it answered on {addr}", spec.name())).await);
+                return Err(self
+                    .not_ready(slot, format!("`{}` exited ({reason:?}) before it answered on {addr}", spec.name()))
+                    .await);
             }
             if readiness::probe(addr, health).await {
                 return Ok(());
@@ -249,11 +251,16 @@ impl ProcessRuntime {
                     Some(p) => format!("answered GET {p} with 2xx"),
                     None => "accepted TCP".into(),
                 };
-                return Err(self.not_ready(
-                    slot,
-                    format!("`{}` never {what} on {addr} within {:?}", spec.name(), self.inner.config.ready_timeout),
-                )
-                .await);
+                return Err(self
+                    .not_ready(
+                        slot,
+                        format!(
+                            "`{}` never {what} on {addr} within {:?}",
+                            spec.name(),
+                            self.inner.config.ready_timeout
+                        ),
+                    )
+                    .await);
             }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -401,7 +408,9 @@ impl Runtime for ProcessRuntime {
         if self.adopted(id).is_some() {
             let note = pilotlight_core::ports::LogLine {
                 source: LogSource::Stderr,
-                line: "[pilotlight: this instance was started by an earlier run of the platform; its output was not kept]".into(),
+                line:
+                    "[pilotlight: this instance was started by an earlier run of the platform; its output was not kept]"
+                        .into(),
                 at_ms: pilotlight_core::support::now_ms(),
             };
             return Ok(futures::stream::iter([Ok(note)]).boxed());
@@ -414,7 +423,8 @@ impl Runtime for ProcessRuntime {
             Some(slot) => slot.pid,
             None => self.adopted(id).map(|(pid, _)| pid).ok_or_else(|| RuntimeError::NotFound(id.clone()))?,
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| RuntimeError::NotFound(id.clone()))?;
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| RuntimeError::NotFound(id.clone()))?;
         let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
         let fields: Vec<&str> = after.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of stat; `after` starts at field 3.

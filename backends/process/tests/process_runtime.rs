@@ -55,8 +55,11 @@ async fn env_and_port_reach_the_process() {
     let rt = runtime();
     let mut input = FunctionSpecInput::exec("envy", "/bin/sh", &[], 8080);
     let bin = hello_binary();
-    input.exec.as_mut().unwrap().args =
-        vec!["-c".into(), "echo GREETING=$GREETING PORT=$PORT HOST=$HOST; exec \"$0\"".into(), bin.to_string_lossy().into()];
+    input.exec.as_mut().unwrap().args = vec![
+        "-c".into(),
+        "echo GREETING=$GREETING PORT=$PORT HOST=$HOST; exec \"$0\"".into(),
+        bin.to_string_lossy().into(),
+    ];
     input.env.insert("GREETING".into(), "salut; {}".into());
     let spec = input.validate().unwrap();
     let inst = rt.start(&spec, 1).await.unwrap();
@@ -86,7 +89,10 @@ async fn an_exit_nobody_asked_for_is_reported() {
     // A stop the platform asked for is not reported.
     let inst = rt.start(&hello("calm"), 1).await.unwrap();
     rt.stop(&inst.id).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err(), "a requested stop was reported");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err(),
+        "a requested stop was reported"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +109,11 @@ async fn stop_kills_what_ignores_sigterm() {
 #[tokio::test]
 async fn a_restarted_platform_finds_its_processes_by_label() {
     let platform_id = unique("adopt");
-    let config = ProcessRuntimeConfig { platform_id: platform_id.clone(), stop_grace: Duration::from_millis(500), ..Default::default() };
+    let config = ProcessRuntimeConfig {
+        platform_id: platform_id.clone(),
+        stop_grace: Duration::from_millis(500),
+        ..Default::default()
+    };
     let first = ProcessRuntime::new(config.clone());
     let inst = first.start(&hello("survivor"), 9).await.unwrap();
     drop(first);

@@ -1,1 +1,175 @@
+//! pilotlight-redb: the durable [`Store`] in one redb file.
+//!
+//! Records are kept as JSON (the same shape the API shows) in one table keyed
+//! by function name; every write is one redb write transaction, committed with
+//! fsync before it returns, and the compare-and-set check runs inside that
+//! transaction. Reading re-validates each record, so a file edited by hand
+//! cannot smuggle an invalid name or image into the platform.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pilotlight_core::model::{FunctionName, FunctionRecord};
+use pilotlight_core::ports::{Store, StoreError};
+use redb::{Database, ReadableTable, TableDefinition};
+
+const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layout of the file; bumped when it changes incompatibly.
+const SCHEMA_VERSION: u64 = 1;
+
+/// A [`Store`] in one redb file.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    let retryable = matches!(e, redb::Error::Io(_));
+    StoreError::Backend { source: Box::new(e), retryable }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file at `path`, creating parent directories.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                "store file {} is already open (is another pilotlight running on this data directory?)",
+                path.display()
+            )),
+            other => StoreError::Unavailable(format!("cannot open store file {}: {other}", path.display())),
+        })?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(FUNCTIONS).map_err(backend)?;
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            let version = meta.get("schema_version").map_err(backend)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(backend)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "store file {} has schema version {other}; this build reads version {SCHEMA_VERSION}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        txn.commit().map_err(backend)?;
+        tracing::debug!(path = %path.display(), "redb store open");
+        Ok(Self { db: Arc::new(db), path })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend { source: Box::new(e), retryable: true })?
+    }
+}
+
+fn decode(name: &str, bytes: &[u8]) -> Result<FunctionRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend {
+        source: format!("record `{name}` cannot be read: {e}").into(),
+        retryable: false,
+    })
+}
+
+fn encode(record: &FunctionRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Backend { source: Box::new(e), retryable: false })
+}
+
+fn generation_of(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<u64>, StoreError> {
+    match table.get(name).map_err(backend)? {
+        Some(v) => Ok(Some(decode(name, v.value())?.generation)),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn get(&self, name: &FunctionName) -> Result<Option<FunctionRecord>, StoreError> {
+        let name = name.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(FUNCTIONS).map_err(backend)?;
+            let value = table.get(name.as_str()).map_err(backend)?;
+            value.map(|v| decode(name.as_str(), v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<FunctionRecord>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(FUNCTIONS).map_err(backend)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn compare_and_set(&self, expected: Option<u64>, record: FunctionRecord) -> Result<(), StoreError> {
+        let bytes = encode(&record)?;
+        let name = record.spec.name().clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut table = txn.open_table(FUNCTIONS).map_err(backend)?;
+                let actual = generation_of(&table, name.as_str())?;
+                if actual != expected {
+                    return Err(StoreError::Conflict { name, expected, actual });
+                }
+                table.insert(name.as_str(), bytes.as_slice()).map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &FunctionName, expected: u64) -> Result<(), StoreError> {
+        let name = name.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut table = txn.open_table(FUNCTIONS).map_err(backend)?;
+                match generation_of(&table, name.as_str())? {
+                    None => return Err(StoreError::NotFound(name)),
+                    Some(actual) if actual != expected => {
+                        return Err(StoreError::Conflict { name, expected: Some(expected), actual: Some(actual) });
+                    }
+                    Some(_) => {
+                        table.remove(name.as_str()).map_err(backend)?;
+                    }
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+}

@@ -14,7 +14,9 @@ use super::runtime_worker::RuntimeWorker;
 use super::status_worker::StatusWorker;
 use super::urls::PublicUrls;
 use crate::events::{Event, topics};
-use crate::model::{Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Phase, Region, ValidationError};
+use crate::model::{
+    Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Phase, Region, ValidationError,
+};
 use crate::ports::{Queue, Router, Runtime, Store, StoreError};
 
 /// What a deploy or delete call accepted.
@@ -108,8 +110,10 @@ impl PlatformBuilder {
 
     /// Builds the platform; call [`Platform::start`] to run its workers.
     pub fn build(self) -> Result<Platform, PlatformError> {
-        let queue = self.queue.ok_or_else(|| PlatformError::Config("no queue given (PlatformBuilder::queue)".into()))?;
-        let store = self.store.ok_or_else(|| PlatformError::Config("no store given (PlatformBuilder::store)".into()))?;
+        let queue =
+            self.queue.ok_or_else(|| PlatformError::Config("no queue given (PlatformBuilder::queue)".into()))?;
+        let store =
+            self.store.ok_or_else(|| PlatformError::Config("no store given (PlatformBuilder::store)".into()))?;
         let urls = PublicUrls { scheme: self.scheme, domain: self.domain, port: self.port };
         Ok(Platform {
             inner: Arc::new(Inner {
@@ -188,16 +192,19 @@ impl Platform {
             let worker = RouterWorker::new(Arc::clone(&inner.queue), Arc::clone(router), inner.urls.clone());
             let records = inner.store.list().await?;
             worker.resync(&records).await.map_err(|e| PlatformError::Config(format!("router resync: {e}")))?;
-            tasks.spawn(run_consumer("router", sub, Arc::new(worker) as Arc<dyn EventHandler>, 1, inner.cancel.clone()));
+            tasks.spawn(run_consumer(
+                "router",
+                sub,
+                Arc::new(worker) as Arc<dyn EventHandler>,
+                1,
+                inner.cancel.clone(),
+            ));
         }
 
         if let Some(runtime) = &inner.runtime {
             let sub = inner.queue.subscribe(topics::DEPLOYMENTS, groups::RUNTIME).await?;
-            let worker = Arc::new(RuntimeWorker::new(
-                Arc::clone(&inner.queue),
-                Arc::clone(runtime),
-                Arc::clone(&inner.store),
-            ));
+            let worker =
+                Arc::new(RuntimeWorker::new(Arc::clone(&inner.queue), Arc::clone(runtime), Arc::clone(&inner.store)));
             worker.resync().await.map_err(|e| PlatformError::Config(format!("runtime resync: {e}")))?;
             let watcher = Arc::clone(&worker);
             let cancel = inner.cancel.clone();
@@ -248,7 +255,10 @@ impl Platform {
                 spec: spec.clone(),
                 generation,
                 deleted: false,
-                status: FunctionStatus { url: Some(self.url_for(&name)), ..FunctionStatus::new(Phase::Pending, generation) },
+                status: FunctionStatus {
+                    url: Some(self.url_for(&name)),
+                    ..FunctionStatus::new(Phase::Pending, generation)
+                },
             };
             let event = Event::DeployRequested { spec: spec.clone(), generation };
             match self.write_then_publish(previous, record.clone(), event).await {

@@ -52,7 +52,8 @@ impl RuntimeWorker {
             }
         }
         for record in &records {
-            let event = Event::ReconcileRequested { name: record.spec.name().clone(), reason: "resync on start".into() };
+            let event =
+                Event::ReconcileRequested { name: record.spec.name().clone(), reason: "resync on start".into() };
             self.queue.publish(topics::DEPLOYMENTS, event.to_message()).await?;
         }
         tracing::info!(functions = records.len(), "runtime resync done");
@@ -71,10 +72,8 @@ impl RuntimeWorker {
             let RuntimeEvent::Exited { id, function, generation, reason } = event;
             {
                 tracing::warn!(%function, instance = %id, generation, ?reason, "instance exited; reconciling");
-                let ev = Event::ReconcileRequested {
-                    name: function,
-                    reason: format!("instance {id} exited: {reason:?}"),
-                };
+                let ev =
+                    Event::ReconcileRequested { name: function, reason: format!("instance {id} exited: {reason:?}") };
                 if let Err(e) = self.queue.publish(topics::DEPLOYMENTS, ev.to_message()).await {
                     tracing::error!(error = %e, "cannot publish the reconcile after an exit; resync will catch it");
                 }
@@ -86,7 +85,14 @@ impl RuntimeWorker {
         self.queue.publish(topic, event.to_message()).await.map_err(Into::into)
     }
 
-    async fn status(&self, name: &FunctionName, generation: u64, phase: Phase, message: Option<String>, will_retry: bool) {
+    async fn status(
+        &self,
+        name: &FunctionName,
+        generation: u64,
+        phase: Phase,
+        message: Option<String>,
+        will_retry: bool,
+    ) {
         let ev = Event::StatusChanged {
             name: name.clone(),
             generation,
@@ -135,7 +141,12 @@ impl RuntimeWorker {
         self.converge_or_report(&spec, generation, attempt).await
     }
 
-    async fn converge_or_report(&self, spec: &FunctionSpec, generation: u64, attempt: Attempt) -> Result<(), HandlerError> {
+    async fn converge_or_report(
+        &self,
+        spec: &FunctionSpec,
+        generation: u64,
+        attempt: Attempt,
+    ) -> Result<(), HandlerError> {
         match self.converge(spec, generation).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -164,10 +175,8 @@ impl RuntimeWorker {
     async fn converge(&self, spec: &FunctionSpec, generation: u64) -> Result<(), HandlerError> {
         let name = spec.name();
         let all = self.instances_of(name).await?;
-        let (mut current, others): (Vec<Instance>, Vec<Instance>) = all
-            .into_iter()
-            .filter(|i| i.state != InstanceState::Exited)
-            .partition(|i| i.generation == generation);
+        let (mut current, others): (Vec<Instance>, Vec<Instance>) =
+            all.into_iter().filter(|i| i.state != InstanceState::Exited).partition(|i| i.generation == generation);
         let want = usize::try_from(spec.scaling().initial_instances()).unwrap_or(1);
         let paused = current.iter().filter(|i| i.state == InstanceState::Paused).count();
         let busy = current.len() < want || paused > 0 || !others.is_empty();
@@ -235,7 +244,13 @@ impl RuntimeWorker {
             self.runtime.stop(&instance.id).await?;
         }
         self.publish(
-            Event::EndpointsChanged { name: name.clone(), generation, endpoints: Vec::new(), timeout_ms: 0, removed: true },
+            Event::EndpointsChanged {
+                name: name.clone(),
+                generation,
+                endpoints: Vec::new(),
+                timeout_ms: 0,
+                removed: true,
+            },
             topics::ROUTES,
         )
         .await

@@ -56,10 +56,7 @@ impl MemoryRouter {
 #[async_trait]
 impl Router for MemoryRouter {
     async fn apply(&self, table: &RouteTable) -> Result<(), RouterError> {
-        let failing = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let failing = self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if failing {
             return Err(RouterError::Unavailable("injected failure (MemoryRouter::fail_next)".into()));
         }

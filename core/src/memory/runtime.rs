@@ -139,11 +139,8 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
-        let failing = self
-            .inner
-            .failing_starts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let failing =
+            self.inner.failing_starts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if failing {
             return Err(RuntimeError::NotReady {
                 message: format!("instance of `{}` did not become ready (injected failure)", spec.name()),
@@ -153,9 +150,7 @@ impl Runtime for MemoryRuntime {
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
+        let addr = listener.local_addr().map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
         let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         let id = InstanceId::new(format!("mem-{}-{n}", spec.name()));
         let logs = Arc::new(LogBuffer::new(1000));

@@ -95,10 +95,7 @@ fn check_name(field: &str, name: &str) -> Result<(), ValidationError> {
         ));
     }
     if name == "PORT" || name.starts_with("PILOTLIGHT_") {
-        return Err(ValidationError::new(
-            field,
-            "is set by the platform (PORT and PILOTLIGHT_*) and cannot be given",
-        ));
+        return Err(ValidationError::new(field, "is set by the platform (PORT and PILOTLIGHT_*) and cannot be given"));
     }
     Ok(())
 }
@@ -140,8 +137,7 @@ mod tests {
     fn caps_count_and_total() {
         let many: BTreeMap<_, _> = (0..=MAX_ENV_VARS).map(|i| (format!("V{i}"), String::new())).collect();
         assert_eq!(EnvVars::new(many).unwrap_err().field, "env");
-        let big: BTreeMap<_, _> =
-            (0..20).map(|i| (format!("V{i}"), "x".repeat(MAX_ENV_VALUE_BYTES))).collect();
+        let big: BTreeMap<_, _> = (0..20).map(|i| (format!("V{i}"), "x".repeat(MAX_ENV_VALUE_BYTES))).collect();
         assert!(EnvVars::new(big).unwrap_err().message.contains("total"));
     }
 }

@@ -31,9 +31,7 @@ impl ImageRef {
 
     /// Parses and validates a reference, reporting errors against `field`.
     pub fn parse_field(field: &str, value: &str) -> Result<Self, ValidationError> {
-        let bad = |rule: &str| {
-            ValidationError::new(field, format!("{rule} (got {})", shown(value)))
-        };
+        let bad = |rule: &str| ValidationError::new(field, format!("{rule} (got {})", shown(value)));
         if value.is_empty() {
             return Err(bad("must not be empty"));
         }
@@ -61,7 +59,9 @@ impl ImageRef {
                 && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
             if !ok {
-                return Err(bad("tag must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.', '-', not starting with '.' or '-'"));
+                return Err(bad(
+                    "tag must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.', '-', not starting with '.' or '-'",
+                ));
             }
         }
         if name.is_empty() || name.len() > 255 {
@@ -207,8 +207,22 @@ mod tests {
     #[test]
     fn rejects_what_docker_rejects() {
         for bad in [
-            "", "Hello", "app:", "app:-x", "a//b", "/a", "a/", "a..b", "a_-b", "app@sha256:xyz",
-            "app@md5:abc", "a b", "a;rm -rf", "app:tag\n", "-app", "app-",
+            "",
+            "Hello",
+            "app:",
+            "app:-x",
+            "a//b",
+            "/a",
+            "a/",
+            "a..b",
+            "a_-b",
+            "app@sha256:xyz",
+            "app@md5:abc",
+            "a b",
+            "a;rm -rf",
+            "app:tag\n",
+            "-app",
+            "app-",
         ] {
             let e = ImageRef::new(bad).unwrap_err();
             assert_eq!(e.field, "image", "{bad}");

@@ -57,9 +57,7 @@ impl HealthPath {
     pub fn parse_field(field: &str, value: &str) -> Result<Self, ValidationError> {
         let ok = value.starts_with('/')
             && value.len() <= 256
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._~-?=&%".contains(&b));
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._~-?=&%".contains(&b));
         if ok {
             Ok(Self(value.to_owned()))
         } else {
@@ -394,10 +392,7 @@ impl FunctionSpecInput {
     pub fn exec(name: &str, program: &str, args: &[&str], port: i64) -> Self {
         Self {
             name: Some(name.into()),
-            exec: Some(ExecInput {
-                program: program.into(),
-                args: args.iter().map(|a| (*a).to_owned()).collect(),
-            }),
+            exec: Some(ExecInput { program: program.into(), args: args.iter().map(|a| (*a).to_owned()).collect() }),
             port: Some(port),
             ..Self::default()
         }
@@ -405,19 +400,14 @@ impl FunctionSpecInput {
 
     /// Checks every field and builds the spec; the first broken rule is returned.
     pub fn validate(self) -> Result<FunctionSpec, ValidationError> {
-        let name = FunctionName::parse_field(
-            "name",
-            self.name.ok_or_else(|| ValidationError::new("name", "is required"))?,
-        )?;
+        let name =
+            FunctionName::parse_field("name", self.name.ok_or_else(|| ValidationError::new("name", "is required"))?)?;
         let source = match (self.image, self.exec) {
             (Some(_), Some(_)) => {
                 return Err(ValidationError::new("image", "give either `image` or `exec`, not both"));
             }
             (None, None) => {
-                return Err(ValidationError::new(
-                    "image",
-                    "is required (or `exec` for the process runtime)",
-                ));
+                return Err(ValidationError::new("image", "is required (or `exec` for the process runtime)"));
             }
             (Some(image), None) => Source::Image(ImageRef::parse_field("image", &image)?),
             (None, Some(exec)) => Source::Exec(validate_exec(exec)?),

@@ -40,18 +40,13 @@ pub(crate) fn shown(value: &str) -> String {
 /// Checks the rules of an RFC 1123 DNS label, lower case only: 1 to 63
 /// characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
 pub(crate) fn check_dns_label(field: &str, value: &str) -> Result<(), ValidationError> {
-    const RULE: &str =
-        "must be a DNS label: 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'";
+    const RULE: &str = "must be a DNS label: 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'";
     let ok = !value.is_empty()
         && value.len() <= 63
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(field, format!("{RULE} (got {})", shown(value))))
-    }
+    if ok { Ok(()) } else { Err(ValidationError::new(field, format!("{RULE} (got {})", shown(value)))) }
 }
 
 /// Checks an integer against an inclusive range and converts it.
@@ -63,10 +58,7 @@ pub(crate) fn check_range<T: TryFrom<i64>>(
     unit: &str,
 ) -> Result<T, ValidationError> {
     if value < min || value > max {
-        return Err(ValidationError::new(
-            field,
-            format!("must be between {min} and {max}{unit} (got {value})"),
-        ));
+        return Err(ValidationError::new(field, format!("must be between {min} and {max}{unit} (got {value})")));
     }
     T::try_from(value).map_err(|_| ValidationError::new(field, format!("is out of range (got {value})")))
 }

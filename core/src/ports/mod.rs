@@ -12,8 +12,7 @@ mod runtime;
 mod store;
 
 pub use queue::{
-    Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic,
-    headers,
+    Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic, headers,
 };
 pub use router::{Router, RouterError};
 pub use runtime::{

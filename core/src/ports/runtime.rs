@@ -163,11 +163,7 @@ pub enum RuntimeError {
 }
 
 fn format_logs(logs: &[String]) -> String {
-    if logs.is_empty() {
-        String::new()
-    } else {
-        format!("; last log lines:\n{}", logs.join("\n"))
-    }
+    if logs.is_empty() { String::new() } else { format!("; last log lines:\n{}", logs.join("\n")) }
 }
 
 impl RuntimeError {

@@ -24,7 +24,11 @@ impl LogBuffer {
     /// Keeps the last `capacity` lines (at least 1).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity, tx: broadcast::Sender::new(capacity) }
+        Self {
+            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+            tx: broadcast::Sender::new(capacity),
+        }
     }
 
     /// Records one line.

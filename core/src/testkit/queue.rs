@@ -139,7 +139,10 @@ pub async fn dead_letter_after_max_attempts(q: &dyn Queue, s: &QueueSuite) {
     assert_eq!(text(&dead), "poison");
     assert_eq!(dead.message().key, "k");
     let h = &dead.message().headers;
-    assert_eq!(h.get(headers::DEAD_LETTER_REASON).map(String::as_str), Some(format!("failure {}", s.max_attempts).as_str()));
+    assert_eq!(
+        h.get(headers::DEAD_LETTER_REASON).map(String::as_str),
+        Some(format!("failure {}", s.max_attempts).as_str())
+    );
     assert_eq!(h.get(headers::ATTEMPTS), Some(&s.max_attempts.to_string()));
     assert_eq!(h.get(headers::ORIGINAL_TOPIC), Some(&topic));
     dead.ack().await.expect("ack");

@@ -81,7 +81,7 @@ pub async fn pause_and_resume(r: &dyn Runtime, f: &RuntimeFixture) {
 pub async fn logs_tail_and_follow(r: &dyn Runtime, f: &RuntimeFixture) {
     let spec = (f.hello)(&name("rt-logs"));
     let inst = within(f.start_timeout, "start", r.start(&spec, 1)).await.expect("start");
-    let r2 = &*r;
+    let r2 = r;
     let id = inst.id.clone();
     eventually(Duration::from_secs(5), "instance wrote a first log line", || async {
         let s = r2.logs(&id, LogOptions { tail: Some(10), follow: false }).await.expect("logs");

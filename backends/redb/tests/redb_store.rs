@@ -1,0 +1,71 @@
+//! The redb store: the conformance suite, and nothing lost across close and reopen.
+
+use pilotlight_core::model::{FunctionName, Phase};
+use pilotlight_core::ports::{Store, StoreError};
+use pilotlight_core::testkit::{self, store::sample_record};
+use pilotlight_redb::RedbStore;
+
+#[tokio::test]
+async fn redb_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("store.redb")).unwrap();
+    testkit::store::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_across_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/store.redb");
+    let mut written = Vec::new();
+    {
+        let store = RedbStore::open(&path).unwrap();
+        for i in 0..50 {
+            let rec = sample_record(&format!("fn-{i:02}"), 1);
+            store.compare_and_set(None, rec.clone()).await.unwrap();
+            written.push(rec);
+        }
+        let mut updated = sample_record("fn-07", 2);
+        updated.status.phase = Phase::Failed;
+        updated.status.message = Some("kept across restarts".into());
+        store.compare_and_set(Some(1), updated.clone()).await.unwrap();
+        written[7] = updated;
+        store.delete(&FunctionName::new("fn-49").unwrap(), 1).await.unwrap();
+        written.pop();
+    }
+    let reopened = RedbStore::open(&path).unwrap();
+    assert_eq!(reopened.list().await.unwrap(), written);
+    // Generations carry on after the reopen.
+    let err = reopened.compare_and_set(Some(1), sample_record("fn-07", 3)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: Some(2), .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_file_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let _first = RedbStore::open(&path).unwrap();
+    match RedbStore::open(&path) {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("already open"), "{msg}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("functions")).unwrap();
+            t.insert("evil", br#"{"spec":{"name":"Evil;Name","image":"x","port":1},"generation":1,"status":{"phase":"ready","generation":1}}"#.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let err = store.list().await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("DNS label"), "{err}");
+}

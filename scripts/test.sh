@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every check of the workspace, on a fresh machine as on a laptop:
+# installs what the tests need, then format, lints, build, doc tests, a smoke
+# run of the embed example, and the unit + integration tests (nextest) last.
+#
+# Tests that need a real service fail loudly under CI=true when it is missing,
+# and skip with a printed reason otherwise. (The foundation needs none; the
+# NGINX, RabbitMQ and Pebble backends add theirs to scripts/deps.sh.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+command -v cargo >/dev/null || { echo "cargo is required: install Rust with rustup" >&2; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest is missing; installing it from crates.io"
+  cargo install --locked cargo-nextest
+fi
+bash scripts/deps.sh
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+step "build (workspace, including the hello function the tests run)"
+cargo build --workspace --all-targets --all-features --quiet
+
+step "doc tests"
+cargo test --workspace --all-features --doc --quiet
+
+step "smoke: the embed example deploys hello, calls it and deletes it"
+data=$(mktemp -d)
+trap 'rm -rf "$data"' EXIT
+PILOTLIGHT_DATA="$data" RUST_LOG=warn cargo run --quiet --example embed
+
+step "unit and integration tests"
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+cargo nextest run --workspace --all-features --profile "$profile"
