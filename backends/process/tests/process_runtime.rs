@@ -63,15 +63,23 @@ async fn env_and_port_reach_the_process() {
     input.env.insert("GREETING".into(), "salut; {}".into());
     let spec = input.validate().unwrap();
     let inst = rt.start(&spec, 1).await.unwrap();
-    let lines: Vec<String> = rt
-        .logs(&inst.id, LogOptions { tail: None, follow: false })
-        .await
-        .unwrap()
-        .map(|l| l.unwrap().line)
-        .collect()
-        .await;
     let expected = format!("GREETING=salut; {{}} PORT={} HOST=127.0.0.1", inst.endpoint.addr().port());
-    assert!(lines.contains(&expected), "{lines:?}");
+    // Output is read asynchronously from the pipe: wait for the line rather than race it.
+    let (rt2, id) = (rt.clone(), inst.id.clone());
+    testkit::eventually(Duration::from_secs(5), &format!("log line {expected:?}"), || {
+        let (rt, id, expected) = (rt2.clone(), id.clone(), expected.clone());
+        async move {
+            let lines: Vec<String> = rt
+                .logs(&id, LogOptions { tail: None, follow: false })
+                .await
+                .unwrap()
+                .map(|l| l.unwrap().line)
+                .collect()
+                .await;
+            lines.contains(&expected)
+        }
+    })
+    .await;
     rt.stop(&inst.id).await.unwrap();
 }
 

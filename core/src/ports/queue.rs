@@ -138,6 +138,8 @@ impl fmt::Debug for Delivery {
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits for the next delivery for this member. Returns `Closed` when the queue shut down.
+    ///
+    /// Must be cancel-safe: dropping the future before it completes loses no message.
     async fn next(&mut self) -> Result<Delivery, QueueError>;
 }
 

@@ -168,7 +168,13 @@ pub async fn order_per_key_survives_retries(q: &dyn Queue, s: &QueueSuite) {
     for i in 1..=5 {
         q.publish(&topic, Message::new("fn-a", format!("a{i}"))).await.expect("publish");
     }
-    let mut seen = Vec::new();
+    // While a1 is out (not settled), a2 must not be handed out, even to the same member.
+    let first = recv(s, &mut sub, "order_per_key_survives_retries: a1").await;
+    assert_eq!(text(&first), "a1");
+    nothing(&mut sub, Duration::from_millis(300), "order_per_key_survives_retries: a2 came while a1 was unsettled")
+        .await;
+    first.ack().await.expect("ack");
+    let mut seen = vec!["a1".to_owned()];
     let mut nacked = false;
     while seen.len() < 5 {
         let d = recv(s, &mut sub, "order_per_key_survives_retries").await;
