@@ -17,7 +17,7 @@ use crate::events::{Event, topics};
 use crate::model::{
     Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Phase, Region, ValidationError,
 };
-use crate::ports::{Queue, Router, Runtime, Store, StoreError};
+use crate::ports::{ActivationError, Activator, Queue, Router, Runtime, Store, StoreError};
 
 /// What a deploy or delete call accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,6 +394,25 @@ impl Platform {
                 });
             }
         }
+    }
+}
+
+/// The platform wakes a function by asking the runtime worker to reconcile it,
+/// which starts an instance if none runs.
+#[async_trait::async_trait]
+impl Activator for Platform {
+    async fn activate(&self, name: &FunctionName) -> Result<(), ActivationError> {
+        match self.inner.store.get(name).await {
+            Ok(Some(r)) if !r.deleted => {}
+            Ok(_) => return Err(ActivationError::NotFound(name.clone())),
+            Err(e) => return Err(ActivationError::Unavailable(e.to_string())),
+        }
+        let event = Event::ReconcileRequested { name: name.clone(), reason: "activation: a request is waiting".into() };
+        self.inner
+            .queue
+            .publish(topics::DEPLOYMENTS, event.to_message())
+            .await
+            .map_err(|e| ActivationError::Unavailable(e.to_string()))
     }
 }
 

@@ -6,11 +6,13 @@
 //! enum whose `is_retryable()` tells a worker whether to nack (retry with
 //! backoff) or dead-letter at once.
 
+mod activator;
 mod queue;
 mod router;
 mod runtime;
 mod store;
 
+pub use activator::{ActivationError, Activator};
 pub use queue::{
     Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic, headers,
 };
@@ -21,6 +23,8 @@ pub use runtime::{
 };
 pub use store::{Store, StoreError};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use activator::MockActivator;
 #[cfg(any(test, feature = "mocks"))]
 pub use queue::MockQueue;
 #[cfg(any(test, feature = "mocks"))]

@@ -10,6 +10,8 @@
 //! - `GET /healthz` → 200 `ok`
 //! - `GET /sleep?ms=N` → waits N ms (at most 60000), then 200 (for timeout tests)
 //! - `GET /alloc?mb=N` → touches N MiB of memory and keeps it (for memory-limit tests)
+//! - `GET /headers` → the request's headers, one `name: value` per line
+//! - `GET /stream?chunks=N&ms=M` → N chunks, M ms apart (for streaming tests)
 //! - anything else → 404
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,6 +48,21 @@ fn main() {
     }
 }
 
+/// A chunked response of `chunks` lines, flushed one by one, `ms` apart.
+fn stream(out: &mut TcpStream, chunks: u64, ms: u64) -> std::io::Result<()> {
+    out.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")?;
+    for i in 0..chunks {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let line = format!("chunk {i}\n");
+        write!(out, "{:x}\r\n{line}\r\n", line.len())?;
+        out.flush()?;
+    }
+    out.write_all(b"0\r\n\r\n")?;
+    out.flush()
+}
+
 fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
@@ -56,6 +73,7 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
             return Ok(());
         }
         let mut content_length = 0usize;
+        let mut received = String::new();
         let mut close = false;
         let mut http10 = request_line.trim_end().ends_with("HTTP/1.0");
         loop {
@@ -67,6 +85,8 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
             if header.is_empty() {
                 break;
             }
+            received.push_str(header);
+            received.push('\n');
             if let Some((k, v)) = header.split_once(':') {
                 let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
                 match k.as_str() {
@@ -108,6 +128,18 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 }
                 HOARD.lock().unwrap_or_else(|p| p.into_inner()).push(block);
                 ("200 OK", format!("allocated {mb} MiB\n"))
+            }
+            ("GET", "/headers") => ("200 OK", received),
+            ("GET", "/stream") => {
+                let (chunks, ms) = (param("chunks").min(1000), param("ms").min(60_000));
+                if log {
+                    println!("{method} {path} 200");
+                }
+                stream(&mut out, chunks, ms)?;
+                if close || http10 {
+                    return Ok(());
+                }
+                continue;
             }
             _ => ("404 Not Found", "not found\n".to_owned()),
         };

@@ -1,0 +1,80 @@
+//! Per-function counters. They outlive table swaps: the autoscaler reads the
+//! in-flight count, and metrics handles are registered once per function, not
+//! per request.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram};
+use pilotlight_core::model::FunctionName;
+use tokio::sync::Semaphore;
+
+/// What can go wrong with a proxied request, as the `kind` label.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ErrorKind {
+    Timeout,
+    Upstream,
+    NoInstance,
+}
+
+pub(crate) struct FunctionCounters {
+    in_flight: AtomicUsize,
+    /// Requests allowed to wait for an instance at once.
+    pub(crate) waiting: Semaphore,
+    last_activation: Mutex<Option<Instant>>,
+    requests: Counter,
+    errors: [Counter; 3],
+    in_flight_gauge: Gauge,
+    latency: Histogram,
+}
+
+impl FunctionCounters {
+    pub(crate) fn new(name: &FunctionName, max_waiting: usize) -> Self {
+        let f = name.to_string();
+        let error = |kind: &'static str| metrics::counter!("pilotlight_gateway_errors_total", "function" => f.clone(), "kind" => kind);
+        Self {
+            in_flight: AtomicUsize::new(0),
+            waiting: Semaphore::new(max_waiting),
+            last_activation: Mutex::new(None),
+            requests: metrics::counter!("pilotlight_gateway_requests_total", "function" => f.clone()),
+            errors: [error("timeout"), error("upstream"), error("no_instance")],
+            in_flight_gauge: metrics::gauge!("pilotlight_gateway_in_flight", "function" => f.clone()),
+            latency: metrics::histogram!("pilotlight_gateway_request_duration_seconds", "function" => f),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start(&self) {
+        self.requests.increment(1);
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.in_flight_gauge.set(n as f64);
+    }
+
+    pub(crate) fn finish(&self) {
+        let n = self.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        self.in_flight_gauge.set(n as f64);
+    }
+
+    pub(crate) fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].increment(1);
+    }
+
+    pub(crate) fn latency(&self, d: Duration) {
+        self.latency.record(d.as_secs_f64());
+    }
+
+    /// Whether to ask the activator again: at most once per `every`.
+    pub(crate) fn should_activate(&self, every: Duration) -> bool {
+        let mut last = self.last_activation.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}

@@ -1,0 +1,225 @@
+//! Forwarding one request to an instance and its answer back, streaming both bodies.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::activation;
+use crate::counters::{ErrorKind, FunctionCounters};
+use crate::headers::{set_forwarded, strip_hop_by_hop};
+use crate::responses;
+use crate::server::Shared;
+use crate::table::{EndpointGuard, EndpointState, RouteState, function_label};
+
+/// What the gateway sends upstream: the client's body, or nothing (a retry).
+pub(crate) type ReqBody = Either<Incoming, Empty<Bytes>>;
+/// What the gateway answers: the upstream's body, or one of its own.
+pub(crate) type RespBody = Either<Tracked, Full<Bytes>>;
+/// The pooled upstream client.
+pub(crate) type UpstreamClient = Client<HttpConnector, ReqBody>;
+
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+fn own(resp: Response<Full<Bytes>>) -> Response<RespBody> {
+    resp.map(Either::Right)
+}
+
+/// Counts a request as in flight for its function until dropped.
+struct InFlight(Arc<FunctionCounters>);
+
+impl InFlight {
+    fn new(c: Arc<FunctionCounters>) -> Self {
+        c.start();
+        Self(c)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// The upstream's response body; the request stays counted until it is fully sent.
+pub(crate) struct Tracked {
+    inner: Incoming,
+    _in_flight: InFlight,
+    _endpoint: EndpointGuard,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
+    }
+    // HTTP/2 carries the host in the :authority pseudo-header, i.e. the URI.
+    req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// Handles one request from a client.
+pub(crate) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    https: bool,
+) -> Response<RespBody> {
+    if !https && let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
+        return own(match shared.challenges.get(token) {
+            Some(key_auth) => responses::text(key_auth),
+            None => responses::error(StatusCode::NOT_FOUND, "not_found", "no such ACME challenge"),
+        });
+    }
+    let Some(host) = host_of(&req) else {
+        return own(responses::error(StatusCode::BAD_REQUEST, "missing_host", "the request has no Host header"));
+    };
+    let Some(host_str) = host.to_str().ok() else {
+        return own(responses::error(StatusCode::BAD_REQUEST, "bad_host", "the Host header is not text"));
+    };
+    let domain = shared.config.domain.as_str();
+    let route = function_label(host_str, domain).and_then(|label| {
+        let table = shared.table.load();
+        match table.get(label) {
+            Some(r) => Some(Arc::clone(r)),
+            None if label.bytes().any(|b| b.is_ascii_uppercase()) => table.get(&label.to_ascii_lowercase()).cloned(),
+            None => None,
+        }
+    });
+    let Some(route) = route else {
+        return own(responses::error(
+            StatusCode::NOT_FOUND,
+            "unknown_host",
+            &format!("no function is served at {host_str:?}; functions are served at <name>.{domain}"),
+        ));
+    };
+    let route = if route.endpoints.is_empty() {
+        match activation::wait(shared, route).await {
+            Ok(r) => r,
+            Err(resp) => return own(resp),
+        }
+    } else {
+        route
+    };
+    forward(shared, route, req, peer, https, host).await
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+enum SendError {
+    Timeout,
+    Connect(String),
+    Other(String),
+}
+
+async fn send(
+    client: &UpstreamClient,
+    route: &RouteState,
+    endpoint: &Arc<EndpointState>,
+    method: Method,
+    pq: &PathAndQuery,
+    headers: HeaderMap,
+    body: ReqBody,
+) -> Result<(Response<Incoming>, EndpointGuard), SendError> {
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(endpoint.authority.clone())
+        .path_and_query(pq.clone())
+        .build()
+        .map_err(|e| SendError::Other(e.to_string()))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    let guard = EndpointGuard::new(Arc::clone(endpoint));
+    match tokio::time::timeout(route.timeout, client.request(req)).await {
+        Err(_) => Err(SendError::Timeout),
+        Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(e.to_string())),
+        Ok(Err(e)) => Err(SendError::Other(e.to_string())),
+        Ok(Ok(resp)) => Ok((resp, guard)),
+    }
+}
+
+async fn forward(
+    shared: &Shared,
+    route: Arc<RouteState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    https: bool,
+    host: HeaderValue,
+) -> Response<RespBody> {
+    let started = Instant::now();
+    let in_flight = InFlight::new(Arc::clone(&route.counters));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    set_forwarded(&mut headers, peer.ip(), if https { "https" } else { "http" }, &host);
+    if !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, host);
+    }
+    let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Only a request without a body can be sent twice: the body streams and is gone.
+    let retry_headers = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| headers.clone());
+    let Some(endpoint) = route.pick(None) else {
+        route.counters.error(ErrorKind::NoInstance);
+        return own(responses::unavailable(&format!("`{}` has no ready instance", route.name), 1));
+    };
+    let mut outcome =
+        send(&shared.client, &route, &endpoint, parts.method.clone(), &pq, headers, Either::Left(body)).await;
+    if let (Err(SendError::Connect(first)), Some(headers)) = (&outcome, retry_headers)
+        && let Some(other) = route.pick(Some(endpoint.addr))
+    {
+        tracing::debug!(function = %route.name, failed = %endpoint.addr, retry = %other.addr, error = %first, "upstream refused; retrying once on another instance");
+        outcome = send(&shared.client, &route, &other, parts.method, &pq, headers, Either::Right(Empty::new())).await;
+    }
+    route.counters.latency(started.elapsed());
+    match outcome {
+        Ok((resp, endpoint_guard)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(
+                parts,
+                Either::Left(Tracked { inner: body, _in_flight: in_flight, _endpoint: endpoint_guard }),
+            )
+        }
+        Err(SendError::Timeout) => {
+            route.counters.error(ErrorKind::Timeout);
+            own(responses::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                &format!("`{}` did not answer within {:?}", route.name, route.timeout),
+            ))
+        }
+        Err(SendError::Connect(e) | SendError::Other(e)) => {
+            route.counters.error(ErrorKind::Upstream);
+            tracing::warn!(function = %route.name, error = %e, "upstream failed");
+            own(responses::error(StatusCode::BAD_GATEWAY, "upstream_failed", &format!("`{}` failed: {e}", route.name)))
+        }
+    }
+}

@@ -1,0 +1,300 @@
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use pilotlight_core::model::{FunctionName, RouteTable};
+use pilotlight_core::ports::{Activator, Router, RouterError};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::acme::{AcmeConfig, AcmeIssuer, Challenges};
+use crate::config::{GatewayConfig, TlsSource};
+use crate::counters::FunctionCounters;
+use crate::error::GatewayError;
+use crate::proxy::{self, UpstreamClient};
+use crate::table::Table;
+use crate::tls::{self, CertStore, DevCa};
+
+/// State every connection shares.
+pub(crate) struct Shared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) table: ArcSwap<Table>,
+    /// Bumped after every swap, so held requests look again.
+    pub(crate) version: watch::Sender<u64>,
+    pub(crate) client: UpstreamClient,
+    pub(crate) activator: RwLock<Option<Arc<dyn Activator>>>,
+    pub(crate) counters: Mutex<HashMap<FunctionName, Arc<FunctionCounters>>>,
+    pub(crate) challenges: Arc<Challenges>,
+}
+
+/// The running gateway: listeners bound, serving until [`shutdown`](Self::shutdown).
+///
+/// It is also the platform's [`Router`]: `apply` swaps the route table in.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    dev_ca: Option<DevCa>,
+    certs: Arc<CertStore>,
+    acme: RwLock<Option<Arc<AcmeIssuer>>>,
+    /// Serializes applies, so table compiles never interleave.
+    apply_lock: tokio::sync::Mutex<()>,
+    stop_accepting: CancellationToken,
+    drain: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Gateway {
+    /// Binds the listeners, prepares TLS and starts serving an empty table.
+    pub async fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
+        // The process-wide default provider may be unset or different; name ours.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = Arc::new(CertStore::default());
+        let mut dev_ca = None;
+        let tls = match &config.tls {
+            TlsSource::Disabled => None,
+            TlsSource::Pem { cert, key } => {
+                certs.set_wildcard(Arc::new(tls::load_pem_files(cert, key)?));
+                Some(())
+            }
+            TlsSource::DevCa { dir } => {
+                let ca = DevCa::load_or_create(dir)?;
+                certs.set_wildcard(Arc::new(ca.wildcard(&config.domain)?));
+                dev_ca = Some(ca);
+                Some(())
+            }
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(Table::default()),
+            version: watch::Sender::new(0),
+            client,
+            activator: RwLock::new(None),
+            counters: Mutex::default(),
+            challenges: Arc::default(),
+            config,
+        });
+        let http = TcpListener::bind(shared.config.http_addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr: shared.config.http_addr, source })?;
+        let http_addr =
+            http.local_addr().map_err(|source| GatewayError::Bind { addr: shared.config.http_addr, source })?;
+        let gw = Self {
+            shared: Arc::clone(&shared),
+            http_addr,
+            https_addr: None,
+            dev_ca,
+            certs: Arc::clone(&certs),
+            acme: RwLock::new(None),
+            apply_lock: tokio::sync::Mutex::new(()),
+            stop_accepting: CancellationToken::new(),
+            drain: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        };
+        let mut gw = gw;
+        if tls.is_some() {
+            let addr = shared.config.https_addr;
+            let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
+            gw.https_addr = Some(listener.local_addr().map_err(|source| GatewayError::Bind { addr, source })?);
+            let mut server = ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| GatewayError::Certificate(e.to_string()))?
+                .with_no_client_auth()
+                .with_cert_resolver(certs);
+            server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            gw.spawn_accept(listener, Some(TlsAcceptor::from(Arc::new(server))));
+        }
+        gw.spawn_accept(http, None);
+        tracing::info!(
+            http = %gw.http_addr,
+            https = ?gw.https_addr,
+            domain = %shared.config.domain,
+            dev_ca = ?gw.dev_ca.as_ref().map(DevCa::path),
+            "gateway listening"
+        );
+        Ok(gw)
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The HTTPS listener's address, if TLS is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// The development CA's certificate, when the gateway made or used one.
+    pub fn dev_ca_path(&self) -> Option<&std::path::Path> {
+        self.dev_ca.as_ref().map(DevCa::path)
+    }
+
+    /// Sets who wakes functions with no ready instance (the platform).
+    pub fn set_activator(&self, activator: Arc<dyn Activator>) {
+        *self.shared.activator.write().unwrap_or_else(|p| p.into_inner()) = Some(activator);
+    }
+
+    /// Requests in flight for a function right now: the autoscaler's signal.
+    pub fn in_flight(&self, name: &FunctionName) -> usize {
+        let counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.get(name).map_or(0, |c| c.in_flight())
+    }
+
+    /// Turns on ACME: certificates for every routed function's host name are
+    /// obtained in the background (and renewed twice a day when due).
+    pub async fn enable_acme(&self, config: AcmeConfig) -> Result<Arc<AcmeIssuer>, GatewayError> {
+        let issuer =
+            Arc::new(AcmeIssuer::new(config, Arc::clone(&self.shared.challenges), Arc::clone(&self.certs)).await?);
+        *self.acme.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&issuer));
+        let (renewer, stop) = (Arc::clone(&issuer), self.stop_accepting.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(12 * 3600)) => {}
+                }
+                for (host, e) in renewer.renew_due().await {
+                    tracing::warn!(host, error = %e, "certificate renewal failed; will retry");
+                }
+            }
+        });
+        Ok(issuer)
+    }
+
+    fn spawn_accept(&self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        let shared = Arc::clone(&self.shared);
+        let (stop, drain, tracker) = (self.stop_accepting.clone(), self.drain.clone(), self.connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let (shared, drain, tls) = (Arc::clone(&shared), drain.clone(), tls.clone());
+                tracker.spawn(async move {
+                    match tls {
+                        None => serve(shared, TokioIo::new(stream), peer, false, drain).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(tls_stream)) => serve(shared, TokioIo::new(tls_stream), peer, true, drain).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the configured
+    /// grace), then closes what is left.
+    pub async fn shutdown(&self) {
+        self.stop_accepting.cancel();
+        self.drain.cancel();
+        self.connections.close();
+        let grace = self.shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.connections.wait()).await.is_err() {
+            tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
+        }
+    }
+}
+
+async fn serve<I>(shared: Arc<Shared>, io: TokioIo<I>, peer: SocketAddr, https: bool, drain: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(proxy::handle(&shared, req, peer, https).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = drain.cancelled() => {
+            // Finish the request in progress, then close; no new requests on this connection.
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Router for Gateway {
+    async fn apply(&self, table: &RouteTable) -> Result<(), RouterError> {
+        let _one = self.apply_lock.lock().await;
+        let compiled = {
+            let previous = self.shared.table.load();
+            let mut counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+            Table::compile(table, &previous, &mut counters, self.shared.config.max_waiting_per_function)
+        };
+        // Certificates first, so a route never serves HTTPS without its own.
+        if let Some(ca) = &self.dev_ca {
+            for route in table.iter() {
+                let host = self.shared.config.domain.host_for(&route.name);
+                if !self.certs.has_host(&host) {
+                    let key = ca
+                        .issue(vec![host.clone()])
+                        .map_err(|e| RouterError::Backend { source: Box::new(e), retryable: false })?;
+                    self.certs.set_host(&host, Arc::new(key));
+                }
+            }
+        }
+        self.shared.table.store(Arc::new(compiled));
+        self.shared.version.send_modify(|v| *v = v.wrapping_add(1));
+        let issuer = self.acme.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(issuer) = issuer {
+            for route in table.iter() {
+                let host = self.shared.config.domain.host_for(&route.name);
+                if !issuer.is_fresh(&host) {
+                    let issuer = Arc::clone(&issuer);
+                    tokio::spawn(async move {
+                        if let Err(e) = issuer.ensure(&host).await {
+                            tracing::warn!(host, error = %e, "ACME certificate not obtained; the wildcard certificate serves meanwhile");
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The compiled route table: what one request needs, ready to read without locks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::uri::Authority;
+use pilotlight_core::model::{FunctionName, RouteTable};
+
+use crate::counters::FunctionCounters;
+
+/// One upstream instance and the requests in flight to it.
+pub(crate) struct EndpointState {
+    pub(crate) addr: SocketAddr,
+    pub(crate) authority: Authority,
+    in_flight: AtomicUsize,
+}
+
+impl EndpointState {
+    fn new(addr: SocketAddr) -> Option<Self> {
+        let authority = Authority::try_from(addr.to_string()).ok()?;
+        Some(Self { addr, authority, in_flight: AtomicUsize::new(0) })
+    }
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds one request's place on an endpoint until dropped.
+pub(crate) struct EndpointGuard(Arc<EndpointState>);
+
+impl EndpointGuard {
+    pub(crate) fn new(e: Arc<EndpointState>) -> Self {
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(e)
+    }
+}
+
+impl Drop for EndpointGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct RouteState {
+    pub(crate) name: FunctionName,
+    pub(crate) timeout: Duration,
+    pub(crate) endpoints: Vec<Arc<EndpointState>>,
+    pub(crate) counters: Arc<FunctionCounters>,
+    next: AtomicUsize,
+}
+
+impl RouteState {
+    /// The endpoint with the fewest requests in flight, skipping `exclude`;
+    /// ties go round-robin so idle endpoints share the load.
+    pub(crate) fn pick(&self, exclude: Option<SocketAddr>) -> Option<Arc<EndpointState>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<&Arc<EndpointState>> = None;
+        for i in 0..n {
+            let e = &self.endpoints[(start + i) % n];
+            if Some(e.addr) == exclude {
+                continue;
+            }
+            if best.is_none_or(|b| e.in_flight() < b.in_flight()) {
+                best = Some(e);
+            }
+        }
+        best.cloned()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
+    routes: HashMap<String, Arc<RouteState>>,
+}
+
+impl Table {
+    pub(crate) fn get(&self, label: &str) -> Option<&Arc<RouteState>> {
+        self.routes.get(label)
+    }
+
+    /// Builds the table for `routes`, keeping the in-flight counts of
+    /// endpoints that stay, and each function's counters.
+    pub(crate) fn compile(
+        routes: &RouteTable,
+        previous: &Table,
+        counters: &mut HashMap<FunctionName, Arc<FunctionCounters>>,
+        max_waiting: usize,
+    ) -> Table {
+        let mut out = HashMap::with_capacity(routes.len());
+        for route in routes.iter() {
+            let old = previous.routes.get(route.name.as_str());
+            let endpoints = route
+                .endpoints
+                .iter()
+                .filter_map(|ep| {
+                    let addr = ep.addr();
+                    old.and_then(|o| o.endpoints.iter().find(|e| e.addr == addr).cloned())
+                        .or_else(|| EndpointState::new(addr).map(Arc::new))
+                })
+                .collect();
+            let c = counters
+                .entry(route.name.clone())
+                .or_insert_with(|| Arc::new(FunctionCounters::new(&route.name, max_waiting)))
+                .clone();
+            out.insert(
+                route.name.to_string(),
+                Arc::new(RouteState {
+                    name: route.name.clone(),
+                    timeout: route.timeout(),
+                    endpoints,
+                    counters: c,
+                    next: AtomicUsize::new(0),
+                }),
+            );
+        }
+        // Counters of functions that left the table go, unless a request still holds them.
+        counters.retain(|name, c| out.contains_key(name.as_str()) || Arc::strong_count(c) > 1);
+        Table { routes: out }
+    }
+}
+
+/// The function label of a `Host` value under `domain`: `hello.example.com:8080`
+/// with domain `example.com` gives `hello`. Case-insensitive; anything else is `None`.
+pub(crate) fn function_label<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.len() <= domain.len() + 1 {
+        return None;
+    }
+    let (label, rest) = host.split_at(host.len() - domain.len() - 1);
+    let ok = rest.as_bytes()[0] == b'.' && rest[1..].eq_ignore_ascii_case(domain) && !label.contains('.');
+    ok.then_some(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_from_hosts() {
+        let d = "localhost";
+        assert_eq!(function_label("hello.localhost", d), Some("hello"));
+        assert_eq!(function_label("hello.localhost:8080", d), Some("hello"));
+        assert_eq!(function_label("Hello.LOCALHOST", d), Some("Hello"));
+        assert_eq!(function_label("hello.localhost.", d), Some("hello"));
+        assert_eq!(function_label("localhost", d), None);
+        assert_eq!(function_label(".localhost", d), None);
+        assert_eq!(function_label("a.b.localhost", d), None);
+        assert_eq!(function_label("hellolocalhost", d), None);
+        assert_eq!(function_label("hello.example.com", "example.com"), Some("hello"));
+        assert_eq!(function_label("[::1]:80", d), None);
+    }
+
+    #[test]
+    fn picks_fewest_in_flight_and_skips_excluded() {
+        let eps: Vec<_> = (1..=3).map(|p| Arc::new(EndpointState::new(([127, 0, 0, 1], p).into()).unwrap())).collect();
+        let name = FunctionName::new("f").unwrap();
+        let route = RouteState {
+            counters: Arc::new(FunctionCounters::new(&name, 1)),
+            name,
+            timeout: Duration::from_secs(1),
+            endpoints: eps.clone(),
+            next: AtomicUsize::new(0),
+        };
+        let _g1 = EndpointGuard::new(eps[0].clone());
+        let _g2 = EndpointGuard::new(eps[1].clone());
+        assert_eq!(route.pick(None).unwrap().addr.port(), 3);
+        assert_eq!(route.pick(Some(eps[2].addr)).map(|e| e.in_flight()), Some(1));
+        let picks: std::collections::HashSet<u16> =
+            (0..10).map(|_| route.pick(Some(eps[2].addr)).unwrap().addr.port()).collect();
+        assert_eq!(picks.len(), 2, "ties are shared round-robin");
+    }
+}
