@@ -1,20 +1,20 @@
 //! The smallest program that embeds pilotlight: the memory queue, the redb
-//! store, the process runtime and core's recording router. It deploys the
-//! hello function, waits until it is ready, calls it, deletes it and exits.
+//! store, the process runtime and the built-in gateway. It deploys the hello
+//! function, waits until it is ready, calls it through the gateway at
+//! `http://hello.localhost:<port>/`, deletes it and exits.
 //!
 //! ```sh
 //! cargo build -p hello && cargo run --example embed
 //! ```
-//!
-//! Until the gateway lands, the router only records the route table, so this
-//! example calls the instance's endpoint directly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilotlight::core::memory::{MemoryQueue, MemoryRouter};
+use pilotlight::core::memory::MemoryQueue;
+use pilotlight::core::model::Domain;
+use pilotlight::gateway::{Gateway, GatewayConfig};
 use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
 use pilotlight::redb::RedbStore;
 use pilotlight::{FunctionName, FunctionSpecInput, Platform};
@@ -34,30 +34,37 @@ async fn main() -> Result<(), Error> {
         platform_id: "pilotlight-embed".into(),
         ..Default::default()
     }));
-    let router = Arc::new(MemoryRouter::new());
+    // Free loopback ports, so the example never collides with a running server.
+    let gateway = Arc::new(Gateway::start(GatewayConfig::new(Domain::new("localhost")?, &data).ephemeral()).await?);
     let platform = Platform::builder()
         .queue(Arc::new(MemoryQueue::new()))
         .store(Arc::new(RedbStore::open(data.join("store.redb"))?))
         .runtime(runtime.clone())
-        .router(router.clone())
+        .router(gateway.clone())
+        .public_url(false, Some(gateway.http_addr().port()))
         .build()?;
+    gateway.set_activator(Arc::new(platform.clone()));
     platform.start().await?;
+    println!("gateway on http://{} and https://{}", gateway.http_addr(), gateway.https_addr().ok_or("no https")?);
+    if let Some(ca) = gateway.dev_ca_path() {
+        println!("development CA (trust it for HTTPS): {}", ca.display());
+    }
 
     let spec = FunctionSpecInput::exec("hello", &hello.to_string_lossy(), &[], 8080).validate()?;
     let receipt = platform.deploy(spec).await?;
     println!("deploying {} (generation {}) at {}", receipt.name, receipt.generation, receipt.url);
     let name: FunctionName = "hello".parse()?;
     let ready = platform.wait_ready(&name, Duration::from_secs(30)).await?;
-    let endpoint = ready.status.endpoints.first().ok_or("ready without an endpoint")?.addr();
-    println!("ready: {} instance(s), first at {endpoint}", ready.status.endpoints.len());
-    println!("route table: {} route(s)", router.table().len());
-    let body = get(endpoint, "hello.localhost").await?;
-    println!("GET / -> {}", body.trim());
+    println!("ready: {} instance(s)", ready.status.endpoints.len());
+    // `*.localhost` resolves to loopback; connect to the gateway and name the host.
+    let body = get(gateway.http_addr(), "hello.localhost").await?;
+    println!("GET {} -> {}", receipt.url, body.trim());
 
     platform.delete(&name).await?;
     platform.wait_deleted(&name, Duration::from_secs(30)).await?;
     println!("deleted hello; its process is gone");
     platform.shutdown().await;
+    gateway.shutdown().await;
     runtime.stop_all().await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 # service (nginx, rabbitmq-server, pebble, chromium-driver) adds it here.
 set -euo pipefail
 
-packages=()
+packages=(pebble)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

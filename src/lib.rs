@@ -10,6 +10,7 @@
 //!
 //! | feature | module | what |
 //! |---|---|---|
+//! | `gateway` (default) | [`gateway`] | Router: the built-in HTTP/HTTPS edge and activator |
 //! | `process` (default) | [`process`] | Runtime: local child processes |
 //! | `redb` (default) | [`redb`] | Store: one redb file |
 //!
@@ -38,6 +39,10 @@ pub use pilotlight_core::{
     DeployReceipt, FunctionName, FunctionSpec, FunctionSpecInput, Platform, PlatformBuilder, PlatformError, Queue,
     Router, Runtime, Store, ValidationError,
 };
+
+/// The built-in edge: HTTP/HTTPS gateway and activator (feature `gateway`).
+#[cfg(feature = "gateway")]
+pub use pilotlight_gateway as gateway;
 
 /// Runtime on local child processes (feature `process`).
 #[cfg(feature = "process")]
