@@ -32,6 +32,7 @@ async fn main() -> Result<(), Error> {
     let data = std::env::var_os("PILOTLIGHT_DATA").map_or_else(|| PathBuf::from("pilotlight-data"), PathBuf::from);
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
         platform_id: "pilotlight-embed".into(),
+        kill_on_drop: true,
         ..Default::default()
     }));
     // Free loopback ports, so the example never collides with a running server.

@@ -18,6 +18,7 @@ async fn deployed_functions_answer_through_the_gateway_and_vanish_when_deleted()
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
         platform_id: unique("gw-e2e"),
         stop_grace: Duration::from_secs(2),
+        kill_on_drop: true,
         ..Default::default()
     }));
     let gw = Arc::new(

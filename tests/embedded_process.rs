@@ -15,10 +15,12 @@ use pilotlight::{FunctionName, FunctionSpecInput, Platform, Runtime};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn runtime(platform_id: &str) -> Arc<ProcessRuntime> {
+/// `kill_on_drop` is off only where a test drops a runtime to play a restart.
+fn runtime(platform_id: &str, kill_on_drop: bool) -> Arc<ProcessRuntime> {
     Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
         platform_id: platform_id.into(),
         stop_grace: Duration::from_secs(2),
+        kill_on_drop,
         ..Default::default()
     }))
 }
@@ -54,7 +56,7 @@ fn labelled_processes(platform_id: &str) -> Vec<i32> {
 async fn twenty_functions_deploy_answer_and_leave_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let id = unique("e2e");
-    let rt = runtime(&id);
+    let rt = runtime(&id, true);
     let router = Arc::new(MemoryRouter::new());
     let p = platform(&dir.path().join("store.redb"), rt.clone(), router.clone());
     p.start().await.unwrap();
@@ -106,7 +108,7 @@ async fn a_restarted_platform_adopts_its_instances_without_duplicates_or_orphans
     let names: Vec<FunctionName> = ["alpha", "beta", "gamma"].iter().map(|n| n.parse().unwrap()).collect();
 
     let before = {
-        let rt = runtime(&id);
+        let rt = runtime(&id, false);
         let p = platform(&store, rt.clone(), Arc::new(MemoryRouter::new()));
         p.start().await.unwrap();
         for n in &names {
@@ -124,7 +126,7 @@ async fn a_restarted_platform_adopts_its_instances_without_duplicates_or_orphans
     assert_eq!(before.len(), 3);
 
     // A new platform process: new runtime object, same label, same store file.
-    let rt = runtime(&id);
+    let rt = runtime(&id, true);
     let router = Arc::new(MemoryRouter::new());
     let p = platform(&store, rt.clone(), router.clone());
     p.start().await.unwrap();

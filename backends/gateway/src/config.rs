@@ -44,6 +44,10 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     /// Idle keep-alive connections to upstreams are closed after this long.
     pub upstream_idle_timeout: Duration,
+    /// Event-loop threads. Each has its own listener (`SO_REUSEPORT`), its own
+    /// runtime and its own upstream connection pool, so a request and its
+    /// upstream connection never wake another thread. Default: one per core.
+    pub threads: usize,
 }
 
 impl GatewayConfig {
@@ -58,6 +62,7 @@ impl GatewayConfig {
             max_waiting_per_function: 1000,
             shutdown_grace: Duration::from_secs(30),
             upstream_idle_timeout: Duration::from_secs(90),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 

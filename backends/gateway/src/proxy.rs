@@ -84,6 +84,7 @@ fn host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// Handles one request from a client.
 pub(crate) async fn handle(
     shared: &Shared,
+    client: &UpstreamClient,
     req: Request<Incoming>,
     peer: SocketAddr,
     https: bool,
@@ -124,7 +125,7 @@ pub(crate) async fn handle(
     } else {
         route
     };
-    forward(shared, route, req, peer, https, host).await
+    forward(client, route, req, peer, https, host).await
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -167,7 +168,7 @@ async fn send(
 }
 
 async fn forward(
-    shared: &Shared,
+    client: &UpstreamClient,
     route: Arc<RouteState>,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -184,19 +185,20 @@ async fn forward(
         headers.insert(header::HOST, host);
     }
     let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    // Only a request without a body can be sent twice: the body streams and is gone.
-    let retry_headers = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| headers.clone());
+    // Only a request without a body can be sent twice (the body streams and is
+    // gone), and only where there is another instance to send it to.
+    let retry_headers =
+        (route.endpoints.len() > 1 && is_idempotent(&parts.method) && body.is_end_stream()).then(|| headers.clone());
     let Some(endpoint) = route.pick(None) else {
         route.counters.error(ErrorKind::NoInstance);
         return own(responses::unavailable(&format!("`{}` has no ready instance", route.name), 1));
     };
-    let mut outcome =
-        send(&shared.client, &route, &endpoint, parts.method.clone(), &pq, headers, Either::Left(body)).await;
+    let mut outcome = send(client, &route, &endpoint, parts.method.clone(), &pq, headers, Either::Left(body)).await;
     if let (Err(SendError::Connect(first)), Some(headers)) = (&outcome, retry_headers)
         && let Some(other) = route.pick(Some(endpoint.addr))
     {
         tracing::debug!(function = %route.name, failed = %endpoint.addr, retry = %other.addr, error = %first, "upstream refused; retrying once on another instance");
-        outcome = send(&shared.client, &route, &other, parts.method, &pq, headers, Either::Right(Empty::new())).await;
+        outcome = send(client, &route, &other, parts.method, &pq, headers, Either::Right(Empty::new())).await;
     }
     route.counters.latency(started.elapsed());
     match outcome {

@@ -34,7 +34,6 @@ pub(crate) struct Shared {
     pub(crate) table: ArcSwap<Table>,
     /// Bumped after every swap, so held requests look again.
     pub(crate) version: watch::Sender<u64>,
-    pub(crate) client: UpstreamClient,
     pub(crate) activator: RwLock<Option<Arc<dyn Activator>>>,
     pub(crate) counters: Mutex<HashMap<FunctionName, Arc<FunctionCounters>>>,
     pub(crate) challenges: Arc<Challenges>,
@@ -54,7 +53,10 @@ pub struct Gateway {
     apply_lock: tokio::sync::Mutex<()>,
     stop_accepting: CancellationToken,
     drain: CancellationToken,
+    /// Fired when the shutdown grace is over: what still runs is cut.
+    kill: CancellationToken,
     connections: TaskTracker,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Gateway {
@@ -77,57 +79,60 @@ impl Gateway {
                 Some(())
             }
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(Table::default()),
             version: watch::Sender::new(0),
-            client,
             activator: RwLock::new(None),
             counters: Mutex::default(),
             challenges: Arc::default(),
             config,
         });
-        let http = TcpListener::bind(shared.config.http_addr)
-            .await
-            .map_err(|source| GatewayError::Bind { addr: shared.config.http_addr, source })?;
+        let threads = shared.config.threads.max(1);
+        let http = reuseport_group(shared.config.http_addr, threads)?;
         let http_addr =
-            http.local_addr().map_err(|source| GatewayError::Bind { addr: shared.config.http_addr, source })?;
-        let gw = Self {
-            shared: Arc::clone(&shared),
-            http_addr,
-            https_addr: None,
-            dev_ca,
-            certs: Arc::clone(&certs),
-            acme: RwLock::new(None),
-            apply_lock: tokio::sync::Mutex::new(()),
-            stop_accepting: CancellationToken::new(),
-            drain: CancellationToken::new(),
-            connections: TaskTracker::new(),
-        };
-        let mut gw = gw;
+            http[0].local_addr().map_err(|source| GatewayError::Bind { addr: shared.config.http_addr, source })?;
+        let mut https_addr = None;
+        let mut https: Vec<Option<(std::net::TcpListener, TlsAcceptor)>> = (0..threads).map(|_| None).collect();
         if tls.is_some() {
-            let addr = shared.config.https_addr;
-            let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
-            gw.https_addr = Some(listener.local_addr().map_err(|source| GatewayError::Bind { addr, source })?);
+            let listeners = reuseport_group(shared.config.https_addr, threads)?;
+            https_addr = Some(
+                listeners[0]
+                    .local_addr()
+                    .map_err(|source| GatewayError::Bind { addr: shared.config.https_addr, source })?,
+            );
             let mut server = ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| GatewayError::Certificate(e.to_string()))?
                 .with_no_client_auth()
-                .with_cert_resolver(certs);
+                .with_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
             server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            gw.spawn_accept(listener, Some(TlsAcceptor::from(Arc::new(server))));
+            let acceptor = TlsAcceptor::from(Arc::new(server));
+            for (slot, l) in https.iter_mut().zip(listeners) {
+                *slot = Some((l, acceptor.clone()));
+            }
         }
-        gw.spawn_accept(http, None);
+        let gw = Self {
+            shared: Arc::clone(&shared),
+            http_addr,
+            https_addr,
+            dev_ca,
+            certs,
+            acme: RwLock::new(None),
+            apply_lock: tokio::sync::Mutex::new(()),
+            stop_accepting: CancellationToken::new(),
+            drain: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            threads: Mutex::new(Vec::new()),
+        };
+        for (i, (http, https)) in http.into_iter().zip(https).enumerate() {
+            gw.spawn_thread(i, http, https)?;
+        }
         tracing::info!(
             http = %gw.http_addr,
             https = ?gw.https_addr,
             domain = %shared.config.domain,
+            threads,
             dev_ca = ?gw.dev_ca.as_ref().map(DevCa::path),
             "gateway listening"
         );
@@ -181,39 +186,49 @@ impl Gateway {
         Ok(issuer)
     }
 
-    fn spawn_accept(&self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    /// One event-loop thread: a current-thread runtime serving its own
+    /// listeners, with its own upstream pool.
+    fn spawn_thread(
+        &self,
+        index: usize,
+        http: std::net::TcpListener,
+        https: Option<(std::net::TcpListener, TlsAcceptor)>,
+    ) -> Result<(), GatewayError> {
         let shared = Arc::clone(&self.shared);
-        let (stop, drain, tracker) = (self.stop_accepting.clone(), self.drain.clone(), self.connections.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+        let (stop, drain, kill, tracker) =
+            (self.stop_accepting.clone(), self.drain.clone(), self.kill.clone(), self.connections.clone());
+        let addr = self.http_addr;
+        let handle = std::thread::Builder::new()
+            .name(format!("pilotlight-gw-{index}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "gateway thread cannot build its runtime");
+                        return;
+                    }
                 };
-                let _ = stream.set_nodelay(true);
-                let (shared, drain, tls) = (Arc::clone(&shared), drain.clone(), tls.clone());
-                tracker.spawn(async move {
-                    match tls {
-                        None => serve(shared, TokioIo::new(stream), peer, false, drain).await,
-                        Some(acceptor) => {
-                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                                Ok(Ok(tls_stream)) => serve(shared, TokioIo::new(tls_stream), peer, true, drain).await,
-                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            }
+                rt.block_on(async move {
+                    let client = upstream_client(&shared.config);
+                    let serve_http = accept_loop(http, None, &shared, &client, &stop, &drain, &kill, &tracker);
+                    match https {
+                        Some((l, acceptor)) => {
+                            let serve_https =
+                                accept_loop(l, Some(acceptor), &shared, &client, &stop, &drain, &kill, &tracker);
+                            tokio::join!(serve_http, serve_https);
                         }
+                        None => serve_http.await,
+                    }
+                    // Keep driving this thread's connections until they are done.
+                    tokio::select! {
+                        _ = tracker.wait() => {}
+                        _ = kill.cancelled() => {}
                     }
                 });
-            }
-        });
+            })
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+        Ok(())
     }
 
     /// Stops accepting, lets requests in flight finish (up to the configured
@@ -226,16 +241,122 @@ impl Gateway {
         if tokio::time::timeout(grace, self.connections.wait()).await.is_err() {
             tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
         }
+        self.kill.cancel();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
-async fn serve<I>(shared: Arc<Shared>, io: TokioIo<I>, peer: SocketAddr, https: bool, drain: CancellationToken)
-where
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Without a shutdown call the threads would serve on; end them.
+        self.stop_accepting.cancel();
+        self.drain.cancel();
+        self.kill.cancel();
+        self.connections.close();
+    }
+}
+
+fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.upstream_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// `n` listeners on one address with `SO_REUSEPORT`, so the kernel spreads
+/// connections over the threads. A plain bind first makes sure nobody else
+/// holds the port (another process could otherwise join the group silently).
+fn reuseport_group(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, GatewayError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind_err = |source| GatewayError::Bind { addr, source };
+    let probe = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    let addr = probe.local_addr().map_err(bind_err)?;
+    drop(probe);
+    (0..n)
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(bind_err)?;
+            socket.set_reuse_address(true).map_err(bind_err)?;
+            socket.set_reuse_port(true).map_err(bind_err)?;
+            socket.set_nonblocking(true).map_err(bind_err)?;
+            socket.bind(&addr.into()).map_err(bind_err)?;
+            socket.listen(1024).map_err(bind_err)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: &Arc<Shared>,
+    client: &UpstreamClient,
+    stop: &CancellationToken,
+    drain: &CancellationToken,
+    kill: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway listener cannot join the runtime");
+            return;
+        }
+    };
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, client, drain, kill, tls) =
+            (Arc::clone(shared), client.clone(), drain.clone(), kill.clone(), tls.clone());
+        tracker.spawn(async move {
+            match tls {
+                None => serve(shared, client, TokioIo::new(stream), peer, false, drain, kill).await,
+                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        serve(shared, client, TokioIo::new(tls_stream), peer, true, drain, kill).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve<I>(
+    shared: Arc<Shared>,
+    client: UpstreamClient,
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    https: bool,
+    drain: CancellationToken,
+    kill: CancellationToken,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(proxy::handle(&shared, req, peer, https).await) }
+        let (shared, client) = (Arc::clone(&shared), client.clone());
+        async move { Ok::<_, Infallible>(proxy::handle(&shared, &client, req, peer, https).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
@@ -251,8 +372,13 @@ where
         _ = drain.cancelled() => {
             // Finish the request in progress, then close; no new requests on this connection.
             conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
+                    }
+                }
+                _ = kill.cancelled() => tracing::debug!(%peer, "connection cut at the end of the shutdown grace"),
             }
         }
     }

@@ -242,11 +242,9 @@ async fn forwarded_headers_are_set_and_hop_by_hop_headers_stripped() {
     let inst = hello(&rt, "echo").await;
     let gw = gateway(dir.path()).await;
     gw.apply(&table(vec![route("echo", &[inst.endpoint.addr()], 5000)])).await.unwrap();
-    let req = format!(
-        "GET /headers HTTP/1.1\r\nHost: echo.localhost\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
-         Keep-Alive: timeout=5\r\nProxy-Authorization: x\r\nX-Forwarded-For: 10.1.2.3\r\nX-Kept: yes\r\n\r\n"
-    );
-    let raw = raw_request(gw.http_addr(), &req).await;
+    let req = "GET /headers HTTP/1.1\r\nHost: echo.localhost\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Authorization: x\r\nX-Forwarded-For: 10.1.2.3\r\nX-Kept: yes\r\n\r\n";
+    let raw = raw_request(gw.http_addr(), req).await;
     let body = raw.split_once("\r\n\r\n").unwrap().1.to_ascii_lowercase();
     assert!(body.contains("x-forwarded-for: 10.1.2.3, 127.0.0.1"), "{body}");
     assert!(body.contains("x-forwarded-proto: http"), "{body}");

@@ -38,6 +38,9 @@ pub struct ProcessRuntimeConfig {
     pub log_lines: usize,
     /// Variables passed through from the platform's own environment (`PATH` and locale by default).
     pub inherit_env: Vec<String>,
+    /// Kill every child when the runtime is dropped (tests: nothing outlives a
+    /// failed test). Off by default, so a restarted platform adopts its instances.
+    pub kill_on_drop: bool,
 }
 
 impl Default for ProcessRuntimeConfig {
@@ -48,6 +51,7 @@ impl Default for ProcessRuntimeConfig {
             stop_grace: Duration::from_secs(5),
             log_lines: 1000,
             inherit_env: ["PATH", "LANG", "LC_ALL", "TZ"].map(String::from).to_vec(),
+            kill_on_drop: false,
         }
     }
 }
@@ -72,6 +76,18 @@ struct ChildSlot {
     /// Set before the platform stops it, so its exit is not reported as a crash.
     stopping: Arc<AtomicBool>,
     exited: watch::Receiver<Option<ExitReason>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.config.kill_on_drop {
+            let children = self.children.get_mut().unwrap_or_else(|p| p.into_inner());
+            for slot in children.values() {
+                slot.stopping.store(true, Ordering::SeqCst);
+                signal_group(slot.pid, Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> RuntimeError {

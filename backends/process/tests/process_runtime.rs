@@ -13,6 +13,7 @@ fn runtime() -> ProcessRuntime {
         platform_id: unique("test"),
         ready_timeout: Duration::from_secs(10),
         stop_grace: Duration::from_millis(500),
+        kill_on_drop: true,
         ..Default::default()
     })
 }
@@ -146,4 +147,16 @@ async fn a_missing_program_is_a_clear_prepare_error() {
         Err(e @ RuntimeError::Unpreparable { .. }) => assert!(e.to_string().contains("/no/such/program"), "{e}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn kill_on_drop_leaves_no_process_behind() {
+    let rt = runtime();
+    let inst = rt.start(&hello("dropped"), 1).await.unwrap();
+    let pid: i32 = inst.id.as_str().trim_start_matches("pid-").parse().unwrap();
+    drop(rt);
+    testkit::eventually(Duration::from_secs(5), "the child is gone with its runtime", || async move {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+    .await;
 }

@@ -21,6 +21,7 @@ pub fn runtime() -> ProcessRuntime {
     ProcessRuntime::new(ProcessRuntimeConfig {
         platform_id: unique("gw-test"),
         stop_grace: Duration::from_secs(1),
+        kill_on_drop: true,
         ..Default::default()
     })
 }

@@ -1,0 +1,277 @@
+//! Benchmark of the edge: the same hello instance reached directly, through
+//! pilotlight's gateway, and through a plain NGINX reverse proxy with upstream
+//! keepalive that this program configures itself. Load comes from `wrk`.
+//!
+//! ```sh
+//! bash scripts/bench.sh gateway     # installs wrk and nginx-light, builds release, runs this
+//! ```
+//!
+//! Prints, for 1 and 32 connections, throughput and p50/p99 latency of each
+//! path (median of the rounds, paths interleaved so drift hits all alike), the
+//! ratios between them, and each proxy's CPU time per request. Environment:
+//! `BENCH_SECONDS` (per run, default 5), `BENCH_ROUNDS` (default 3).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilotlight::core::model::{Domain, Endpoint, FunctionName, Route, RouteTable};
+use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
+use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
+use pilotlight::{FunctionSpecInput, Router, Runtime};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn need(tool: &str) -> Result<(), Error> {
+    let ok = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status()?.success();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{tool}` is missing: run `bash scripts/bench.sh gateway`, which installs it").into())
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Parses wrk's `--latency` output.
+fn parse_wrk(out: &str) -> Result<Sample, Error> {
+    let micros = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n,
+            "ms" => n * 1e3,
+            "s" => n * 1e6,
+            _ => return None,
+        })
+    };
+    let mut s = Sample::default();
+    for line in out.lines() {
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some("Requests/sec:"), Some(v)) => s.rps = v.parse()?,
+            (Some("50%"), Some(v)) => s.p50_us = micros(v).ok_or("bad p50")?,
+            (Some("99%"), Some(v)) => s.p99_us = micros(v).ok_or("bad p99")?,
+            _ => {}
+        }
+        if line.contains("Non-2xx") || line.contains("Socket errors") {
+            return Err(format!("wrk saw errors: {line}").into());
+        }
+    }
+    if s.rps == 0.0 {
+        return Err(format!("cannot read wrk's output:\n{out}").into());
+    }
+    Ok(s)
+}
+
+async fn wrk(addr: &str, host: &str, connections: u32, seconds: u64) -> Result<Sample, Error> {
+    let threads = connections.min(2).to_string();
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
+        .args(["-H", &format!("Host: {host}"), &format!("http://{addr}/")])
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(format!("wrk failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// CPU seconds (user + system) of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| f.get(*i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+fn nginx_pids(master: u32) -> Vec<u32> {
+    let mut pids = vec![master];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids
+}
+
+struct Nginx {
+    child: std::process::Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(dir: &Path, listen: u16, upstream: std::net::SocketAddr) -> Result<Nginx, Error> {
+    let conf = format!(
+        "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           upstream hello {{ server {upstream}; keepalive 64; }}\n\
+           server {{\n    listen 127.0.0.1:{listen};\n    server_name hello.localhost;\n\
+             location / {{ proxy_pass http://hello; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+               proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }}\n  }}\n}}\n",
+        d = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let test = Command::new("nginx").arg("-t").arg("-c").arg(&path).arg("-p").arg(dir).output()?;
+    if !test.status.success() {
+        return Err(format!("nginx -t: {}", String::from_utf8_lossy(&test.stderr)).into());
+    }
+    let child = Command::new("nginx").arg("-c").arg(&path).arg("-p").arg(dir).stderr(Stdio::inherit()).spawn()?;
+    Ok(Nginx { child })
+}
+
+async fn wait_port(port: u16) -> Result<(), Error> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("nothing listens on 127.0.0.1:{port}").into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn hello_path() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()?;
+    let hello = exe.parent().and_then(|p| p.parent()).ok_or("no target dir")?.join("hello");
+    if hello.exists() {
+        Ok(hello)
+    } else {
+        Err(format!("{} missing: cargo build --release -p hello", hello.display()).into())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    need("wrk")?;
+    need("nginx")?;
+    let seconds = env_u64("BENCH_SECONDS", 5);
+    let rounds = env_u64("BENCH_ROUNDS", 3);
+    let work = tempfile::tempdir()?;
+
+    let rt = ProcessRuntime::new(ProcessRuntimeConfig {
+        platform_id: "pilotlight-bench".into(),
+        kill_on_drop: true,
+        ..Default::default()
+    });
+    let mut spec = FunctionSpecInput::exec("hello", &hello_path()?.to_string_lossy(), &[], 8080);
+    spec.env.insert("LOG_REQUESTS".into(), "0".into());
+    let instance = rt.start(&spec.validate()?, 1).await?;
+    let direct = instance.endpoint.addr();
+
+    let mut config = GatewayConfig::new(Domain::new("localhost")?, work.path()).ephemeral();
+    config.tls = TlsSource::Disabled;
+    let gateway = Arc::new(Gateway::start(config).await?);
+    let mut table = RouteTable::new();
+    table.upsert(Route {
+        name: FunctionName::new("hello")?,
+        generation: 1,
+        endpoints: vec![Endpoint::new(direct)],
+        timeout_ms: 30_000,
+    });
+    gateway.apply(&table).await?;
+
+    let nginx_port = pilotlight::core::testkit::free_port();
+    let nginx = start_nginx(work.path(), nginx_port, direct)?;
+    wait_port(nginx_port).await?;
+
+    let paths = [
+        ("direct", direct.to_string()),
+        ("gateway", gateway.http_addr().to_string()),
+        ("nginx", format!("127.0.0.1:{nginx_port}")),
+    ];
+    // `BENCH_ONLY=gateway` loads one path only (for profiling); no ratios then.
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        let (_, addr) = paths.iter().find(|(n, _)| *n == only).ok_or("BENCH_ONLY: direct, gateway or nginx")?;
+        println!("pid {me}: loading {only} only", me = std::process::id());
+        for connections in [1u32, 32] {
+            let s = wrk(addr, "hello.localhost", connections, seconds).await?;
+            println!("{only} at {connections}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs", s.rps, s.p50_us, s.p99_us);
+        }
+        return Ok(());
+    }
+    println!(
+        "pilotlight edge benchmark: wrk, {seconds}s per run, {rounds} rounds, paths interleaved; {} cores",
+        num_cores()
+    );
+    let me = std::process::id();
+    for connections in [1u32, 32] {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); paths.len()];
+        let mut cpu = [0.0f64; 3];
+        let mut requests = [0.0f64; 3];
+        for (i, (_, addr)) in paths.iter().enumerate() {
+            wrk(addr, "hello.localhost", connections, 1).await?; // warm-up: pools, caches
+            let _ = i;
+        }
+        for _ in 0..rounds {
+            for (i, (name, addr)) in paths.iter().enumerate() {
+                let pids: Vec<u32> = match *name {
+                    "gateway" => vec![me],
+                    "nginx" => nginx_pids(nginx.child.id()),
+                    _ => vec![],
+                };
+                let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                let s = wrk(addr, "hello.localhost", connections, seconds).await?;
+                let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                cpu[i] += after - before;
+                requests[i] += s.rps * seconds as f64;
+                samples[i].push(s);
+            }
+        }
+        let med: Vec<Sample> = samples
+            .iter()
+            .map(|v| Sample {
+                rps: median(v.iter().map(|s| s.rps).collect()),
+                p50_us: median(v.iter().map(|s| s.p50_us).collect()),
+                p99_us: median(v.iter().map(|s| s.p99_us).collect()),
+            })
+            .collect();
+        println!("\n{connections} connection(s)");
+        println!("  {:<8} {:>12} {:>10} {:>10} {:>16}", "path", "req/s", "p50 µs", "p99 µs", "proxy CPU/req µs");
+        for (i, (name, _)) in paths.iter().enumerate() {
+            let per_req = if i == 0 { "-".to_owned() } else { format!("{:.1}", cpu[i] / requests[i] * 1e6) };
+            println!(
+                "  {:<8} {:>12.0} {:>10.0} {:>10.0} {:>16}",
+                name, med[i].rps, med[i].p50_us, med[i].p99_us, per_req
+            );
+        }
+        let (d, g, n) = (med[0], med[1], med[2]);
+        println!(
+            "  gateway/direct throughput {:.2}x, nginx/direct {:.2}x, gateway/nginx {:.2}x",
+            g.rps / d.rps,
+            n.rps / d.rps,
+            g.rps / n.rps
+        );
+        println!("  added p50: gateway {:+.0} µs, nginx {:+.0} µs", g.p50_us - d.p50_us, n.p50_us - d.p50_us);
+        println!("  added p99: gateway {:+.0} µs, nginx {:+.0} µs", g.p99_us - d.p99_us, n.p99_us - d.p99_us);
+    }
+    drop(nginx);
+    gateway.shutdown().await;
+    rt.stop_all().await?;
+    Ok(())
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

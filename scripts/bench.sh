@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs a benchmark in release mode, installing what it needs from Debian's packages.
+#   bash scripts/bench.sh gateway    # direct vs gateway vs NGINX, with wrk
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which=${1:-gateway}
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
+fi
+cargo build --release -q -p hello
+case "$which" in
+  gateway) cargo run --release -q --example bench_gateway ;;
+  *) echo "unknown benchmark: $which (try: gateway)" >&2; exit 2 ;;
+esac
