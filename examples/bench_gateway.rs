@@ -9,8 +9,10 @@
 //! Prints, for 1 and 32 connections, throughput and p50/p99 latency of each
 //! path (median of the rounds, paths interleaved so drift hits all alike), the
 //! ratios between them, and each proxy's CPU time per request. Environment:
-//! `BENCH_SECONDS` (per run, default 5), `BENCH_ROUNDS` (default 3).
+//! `BENCH_SECONDS` (per run, default 5), `BENCH_ROUNDS` (default 3),
+//! `BENCH_GATEWAY_THREADS` (default: one per core), `BENCH_ONLY=direct|gateway|nginx`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -109,8 +111,19 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the whole process group (master and workers), SIGKILL if it lingers:
+    /// killing only the master would orphan its workers.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{Signal, killpg};
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -133,7 +146,14 @@ fn start_nginx(dir: &Path, listen: u16, upstream: std::net::SocketAddr) -> Resul
     if !test.status.success() {
         return Err(format!("nginx -t: {}", String::from_utf8_lossy(&test.stderr)).into());
     }
-    let child = Command::new("nginx").arg("-c").arg(&path).arg("-p").arg(dir).stderr(Stdio::inherit()).spawn()?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()?;
     Ok(Nginx { child })
 }
 
@@ -182,6 +202,9 @@ async fn main() -> Result<(), Error> {
 
     let mut config = GatewayConfig::new(Domain::new("localhost")?, work.path()).ephemeral();
     config.tls = TlsSource::Disabled;
+    if let Ok(n) = std::env::var("BENCH_GATEWAY_THREADS") {
+        config.threads = n.parse()?;
+    }
     let gateway = Arc::new(Gateway::start(config).await?);
     let mut table = RouteTable::new();
     table.upsert(Route {
