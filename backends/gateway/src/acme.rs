@@ -55,9 +55,21 @@ pub struct AcmeIssuer {
     certs: Arc<CertStore>,
     /// Expiry of each certificate held.
     expiry: RwLock<HashMap<String, SystemTime>>,
-    /// One issuance per host at a time.
+    /// One issuance at a time.
     in_progress: tokio::sync::Mutex<()>,
+    /// Hosts with an order queued or running, and when each last failed:
+    /// table changes must not turn into a stream of orders to the CA.
+    requests: std::sync::Mutex<Requests>,
 }
+
+#[derive(Default)]
+struct Requests {
+    queued: std::collections::HashSet<String>,
+    failed_at: HashMap<String, std::time::Instant>,
+}
+
+/// After a failed order for a host, wait this long before the next.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(600);
 
 fn acme_err(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::Acme(e.to_string())
@@ -110,6 +122,7 @@ impl AcmeIssuer {
             certs,
             expiry: RwLock::default(),
             in_progress: tokio::sync::Mutex::new(()),
+            requests: std::sync::Mutex::default(),
         };
         issuer.load_stored()?;
         Ok(issuer)
@@ -167,6 +180,36 @@ impl AcmeIssuer {
         }
         tracing::info!(host, "certificate obtained by ACME");
         Ok(())
+    }
+
+    /// Orders a certificate for `host` in the background, unless it is fresh,
+    /// already queued, or failed less than 10 minutes ago.
+    pub fn request(self: &Arc<Self>, host: String) {
+        if self.is_fresh(&host) {
+            return;
+        }
+        {
+            let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            let recently_failed = r.failed_at.get(&host).is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE);
+            if recently_failed || !r.queued.insert(host.clone()) {
+                return;
+            }
+        }
+        let issuer = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = issuer.ensure(&host).await;
+            let mut r = issuer.requests.lock().unwrap_or_else(|p| p.into_inner());
+            r.queued.remove(&host);
+            match outcome {
+                Ok(()) => {
+                    r.failed_at.remove(&host);
+                }
+                Err(e) => {
+                    r.failed_at.insert(host.clone(), std::time::Instant::now());
+                    tracing::warn!(host, error = %e, "ACME certificate not obtained; the wildcard certificate serves meanwhile; retrying in 10 minutes");
+                }
+            }
+        });
     }
 
     /// Renews every held certificate that is due.

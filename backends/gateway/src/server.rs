@@ -410,15 +410,7 @@ impl Router for Gateway {
         let issuer = self.acme.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(issuer) = issuer {
             for route in table.iter() {
-                let host = self.shared.config.domain.host_for(&route.name);
-                if !issuer.is_fresh(&host) {
-                    let issuer = Arc::clone(&issuer);
-                    tokio::spawn(async move {
-                        if let Err(e) = issuer.ensure(&host).await {
-                            tracing::warn!(host, error = %e, "ACME certificate not obtained; the wildcard certificate serves meanwhile");
-                        }
-                    });
-                }
+                issuer.request(self.shared.config.domain.host_for(&route.name));
             }
         }
         Ok(())
