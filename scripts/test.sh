@@ -3,9 +3,8 @@
 # installs what the tests need, then format, lints, build, doc tests, a smoke
 # run of the embed example, and the unit + integration tests (nextest) last.
 #
-# Tests that need a real service fail loudly under CI=true when it is missing,
-# and skip with a printed reason otherwise. (The foundation needs none; the
-# NGINX, RabbitMQ and Pebble backends add theirs to scripts/deps.sh.)
+# Tests that need a real service (Docker, pebble) fail loudly under CI=true
+# when it is missing, and skip with a printed reason otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +26,8 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "build (workspace, including the hello function the tests run)"
 cargo build --workspace --all-targets --all-features --quiet
+# The Docker tests package hello as a FROM-scratch image around a static binary.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p hello --target x86_64-unknown-linux-gnu
 
 step "doc tests"
 cargo test --workspace --all-features --doc --quiet

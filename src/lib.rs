@@ -10,6 +10,7 @@
 //!
 //! | feature | module | what |
 //! |---|---|---|
+//! | `docker` (default) | [`docker`] | Runtime: hardened, limited containers on Docker |
 //! | `gateway` (default) | [`gateway`] | Router: the built-in HTTP/HTTPS edge and activator |
 //! | `process` (default) | [`process`] | Runtime: local child processes |
 //! | `redb` (default) | [`redb`] | Store: one redb file |
@@ -39,6 +40,10 @@ pub use pilotlight_core::{
     DeployReceipt, FunctionName, FunctionSpec, FunctionSpecInput, Platform, PlatformBuilder, PlatformError, Queue,
     Router, Runtime, Store, ValidationError,
 };
+
+/// Runtime on Docker (feature `docker`).
+#[cfg(feature = "docker")]
+pub use pilotlight_docker as docker;
 
 /// The built-in edge: HTTP/HTTPS gateway and activator (feature `gateway`).
 #[cfg(feature = "gateway")]

@@ -6,9 +6,9 @@
 //!   function's env, and label variables (`PILOTLIGHT_PLATFORM`,
 //!   `PILOTLIGHT_FUNCTION`, `PILOTLIGHT_GENERATION`) by which a restarted
 //!   platform finds its instances again in `/proc`.
-//! - `start` returns once the process accepts TCP on its port (and answers the
-//!   health path with 2xx, if the spec has one); if it exits first, or the
-//!   deadline passes, the error carries its last output.
+//! - `start` returns once the process answers HTTP on its port (2xx on the
+//!   health path, if the spec has one); if it exits first, or the deadline
+//!   passes, the error carries its last output.
 //! - stdout and stderr are kept as logs; exits nobody asked for are reported.
 //! - `stop` sends SIGTERM to the group, then SIGKILL after a grace period;
 //!   `pause`/`resume` send SIGSTOP/SIGCONT.
@@ -17,7 +17,6 @@
 //! isolate the process. Use the Docker runtime for that.
 
 mod adopt;
-mod readiness;
 mod runtime;
 
 pub use runtime::{ProcessRuntime, ProcessRuntimeConfig};

@@ -21,7 +21,6 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::adopt::{self, LABEL_FUNCTION, LABEL_GENERATION, LABEL_PLATFORM};
-use crate::readiness;
 
 /// Settings of a [`ProcessRuntime`].
 #[derive(Clone, Debug)]
@@ -259,13 +258,13 @@ impl ProcessRuntime {
                     .not_ready(slot, format!("`{}` exited ({reason:?}) before it answered on {addr}", spec.name()))
                     .await);
             }
-            if readiness::probe(addr, health).await {
+            if pilotlight_core::support::probe(addr, health).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 let what = match health {
                     Some(p) => format!("answered GET {p} with 2xx"),
-                    None => "accepted TCP".into(),
+                    None => "answered HTTP".into(),
                 };
                 return Err(self
                     .not_ready(

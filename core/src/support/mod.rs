@@ -1,8 +1,10 @@
-//! Pieces that several backends need: a log buffer with follow, time helpers.
+//! Pieces that several backends need: a log buffer with follow, readiness probes, time helpers.
 
 mod logs;
+mod readiness;
 
 pub use logs::LogBuffer;
+pub use readiness::probe;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {

@@ -1,0 +1,719 @@
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions,
+};
+use futures::StreamExt;
+use pilotlight_core::model::{
+    Endpoint, FunctionName, FunctionSpec, ImageRef, Instance, InstanceId, InstanceState, Source,
+};
+use pilotlight_core::ports::{
+    ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEvents,
+};
+use pilotlight_core::support::{now_ms, probe};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// Label naming the platform that owns a container.
+pub const LABEL_PLATFORM: &str = "io.pilotlight.platform";
+/// Label naming the function a container runs.
+pub const LABEL_FUNCTION: &str = "io.pilotlight.function";
+/// Label with the generation of the function's spec.
+pub const LABEL_GENERATION: &str = "io.pilotlight.generation";
+
+/// Where the edge reaches a container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EndpointMode {
+    /// The port published on 127.0.0.1 (through docker-proxy when the userland proxy is on).
+    #[default]
+    PublishedPort,
+    /// The container's address on the platform network: skips docker-proxy;
+    /// the edge must run on this host.
+    NetworkAddress,
+}
+
+/// Settings of a [`DockerRuntime`].
+#[derive(Clone, Debug)]
+pub struct DockerRuntimeConfig {
+    /// Label value that marks this platform's containers: a DNS label.
+    pub platform_id: String,
+    /// The Docker network instances join (created if missing).
+    pub network: String,
+    /// Published port or network address.
+    pub endpoint_mode: EndpointMode,
+    /// How long a start may take until the container answers.
+    pub ready_timeout: Duration,
+    /// How long `stop` waits after SIGTERM before the engine kills.
+    pub stop_grace: Duration,
+    /// json-file log cap per container: size of one file, and how many files.
+    pub log_max_size: String,
+    /// See `log_max_size`.
+    pub log_max_files: u32,
+    /// Credentials for pulling from a private registry.
+    pub registry_auth: Option<DockerCredentials>,
+}
+
+impl Default for DockerRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            platform_id: "pilotlight".into(),
+            network: "pilotlight".into(),
+            endpoint_mode: EndpointMode::PublishedPort,
+            ready_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(5),
+            log_max_size: "1m".into(),
+            log_max_files: 2,
+            registry_auth: None,
+        }
+    }
+}
+
+/// Runs instances as containers. See the crate docs.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    config: DockerRuntimeConfig,
+    events: broadcast::Sender<RuntimeEvent>,
+    /// Containers the platform is stopping: their exit is not news.
+    stopping: Mutex<HashSet<String>>,
+    counter: AtomicU64,
+}
+
+fn backend(e: BollardError) -> RuntimeError {
+    let retryable = !matches!(e, BollardError::DockerResponseServerError { status_code: 400..=499, .. });
+    RuntimeError::Backend { source: Box::new(e), retryable }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn image_of(spec: &FunctionSpec) -> Result<&ImageRef, RuntimeError> {
+    match spec.source() {
+        Source::Image(i) => Ok(i),
+        other => Err(RuntimeError::InvalidInput {
+            field: other.kind().into(),
+            message: format!(
+                "the Docker runtime runs `image` sources, but `{}` gives an `{}`; use the process runtime for executables",
+                spec.name(),
+                other.kind()
+            ),
+        }),
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to the engine named by `DOCKER_HOST` (or the default socket),
+    /// negotiates the API version (the engine here speaks 1.41), makes sure the
+    /// platform network exists and starts watching container exits.
+    pub async fn connect(config: DockerRuntimeConfig) -> Result<Self, RuntimeError> {
+        pilotlight_core::model::Region::new(config.platform_id.clone())
+            .map_err(|e| RuntimeError::InvalidInput { field: "platform_id".into(), message: e.message })?;
+        let place = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unavailable = |e: BollardError| {
+            RuntimeError::Unavailable(format!(
+                "no Docker engine answered at {place} ({e}); start dockerd, set DOCKER_HOST, or use the process runtime"
+            ))
+        };
+        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        docker.ping().await.map_err(unavailable)?;
+        let runtime = Self {
+            inner: Arc::new(Inner {
+                docker,
+                config,
+                events: broadcast::Sender::new(1024),
+                stopping: Mutex::default(),
+                counter: AtomicU64::new(0),
+            }),
+        };
+        runtime.ensure_network().await?;
+        runtime.watch_events();
+        Ok(runtime)
+    }
+
+    /// The bollard client, e.g. to build test images with [`crate::build_image_from_dir`].
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    fn platform_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([("label".into(), vec![format!("{LABEL_PLATFORM}={}", self.inner.config.platform_id)])])
+    }
+
+    /// Finds or creates the platform network. Docker lets racing creators make
+    /// two networks of one name, and then refuses to start containers on it
+    /// ("ambiguous"), so creation is serialized across processes on this host
+    /// with a file lock, and extra same-named networks are removed.
+    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        use bollard::query_parameters::ListNetworksOptions;
+        let name = self.inner.config.network.clone();
+        let docker = &self.inner.docker;
+        let lock_path = std::env::temp_dir().join(format!("pilotlight-docker-network-{name}.lock"));
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?
+        .map_err(|e| RuntimeError::Unavailable(format!("cannot lock the network setup: {e}")))?;
+        let find = || async {
+            let filters = HashMap::from([("name".to_owned(), vec![name.clone()])]);
+            let mut found: Vec<_> = docker
+                .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+                .await
+                .map_err(backend)?
+                .into_iter()
+                .filter(|n| n.name.as_deref() == Some(name.as_str()))
+                .filter_map(|n| Some((n.created.map(|c| c.to_string()).unwrap_or_default(), n.id?)))
+                .collect();
+            found.sort();
+            Ok::<_, RuntimeError>(found)
+        };
+        let mut found = find().await?;
+        if found.is_empty() {
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([(LABEL_PLATFORM.into(), self.inner.config.platform_id.clone())])),
+                ..Default::default()
+            };
+            docker.create_network(request).await.map_err(backend)?;
+            found = find().await?;
+        }
+        for (_, extra) in found.iter().skip(1) {
+            tracing::warn!(network = %name, id = %extra, "removing a duplicate platform network");
+            if let Err(e) = docker.remove_network(extra).await {
+                tracing::warn!(network = %name, id = %extra, error = %e, "cannot remove the duplicate network");
+            }
+        }
+        drop(lock);
+        if found.is_empty() {
+            return Err(RuntimeError::Unavailable(format!("network `{name}` vanished right after it was created")));
+        }
+        Ok(())
+    }
+
+    /// Reports containers of this platform that die or are OOM-killed without being asked to stop.
+    fn watch_events(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let mut filters = self.platform_filter();
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), vec!["die".into(), "oom".into()]);
+        let mut stream = self.inner.docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
+        tokio::spawn(async move {
+            let mut oom: HashSet<String> = HashSet::new();
+            while let Some(item) = stream.next().await {
+                let Some(inner) = inner.upgrade() else { return };
+                let Ok(event) = item else {
+                    tracing::warn!("docker event stream failed; exits are found by the next resync");
+                    return;
+                };
+                let Some(actor) = event.actor else { continue };
+                let (Some(id), Some(attrs)) = (actor.id, actor.attributes) else { continue };
+                match event.action.as_deref() {
+                    Some("oom") => {
+                        oom.insert(id);
+                    }
+                    Some("die") => {
+                        let asked = inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&id);
+                        let was_oom = oom.remove(&id);
+                        if asked {
+                            continue;
+                        }
+                        let (Some(function), Some(generation)) = (
+                            attrs.get(LABEL_FUNCTION).and_then(|f| FunctionName::new(f.clone()).ok()),
+                            attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
+                        ) else {
+                            continue;
+                        };
+                        let reason = if was_oom {
+                            ExitReason::OutOfMemory
+                        } else {
+                            attrs
+                                .get("exitCode")
+                                .and_then(|c| c.parse().ok())
+                                .map_or(ExitReason::Unknown, ExitReason::Code)
+                        };
+                        tracing::warn!(%function, container = %id, ?reason, "container died");
+                        let _ = inner.events.send(RuntimeEvent::Exited {
+                            id: InstanceId::new(id),
+                            function,
+                            generation,
+                            reason,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    fn container_name(&self, spec: &FunctionSpec, generation: u64) -> String {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        format!("pl-{}-{}-g{generation}-{:x}{n}", self.inner.config.platform_id, spec.name(), now_ms() & 0xffff_ffff)
+    }
+
+    fn create_body(&self, spec: &FunctionSpec, image: &ImageRef, generation: u64) -> ContainerCreateBody {
+        let c = &self.inner.config;
+        let port_key = format!("{}/tcp", spec.port());
+        let mut env: Vec<String> = spec.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("PORT={}", spec.port()));
+        env.push(format!("PILOTLIGHT_FUNCTION={}", spec.name()));
+        let memory = i64::from(spec.limits().memory_mb()) * 1024 * 1024;
+        let port_bindings = (c.endpoint_mode == EndpointMode::PublishedPort).then(|| {
+            HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
+            )])
+        });
+        ContainerCreateBody {
+            image: Some(image.to_string()),
+            env: Some(env),
+            exposed_ports: Some(vec![port_key]),
+            labels: Some(HashMap::from([
+                (LABEL_PLATFORM.into(), c.platform_id.clone()),
+                (LABEL_FUNCTION.into(), spec.name().to_string()),
+                (LABEL_GENERATION.into(), generation.to_string()),
+            ])),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                nano_cpus: Some(i64::from(spec.limits().cpu_millis()) * 1_000_000),
+                pids_limit: Some(i64::from(spec.limits().pids())),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                privileged: Some(false),
+                readonly_rootfs: Some(spec.limits().read_only_rootfs()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".into()),
+                    config: Some(HashMap::from([
+                        ("max-size".into(), c.log_max_size.clone()),
+                        ("max-file".into(), c.log_max_files.to_string()),
+                    ])),
+                }),
+                port_bindings,
+                network_mode: Some(c.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn endpoint_of(&self, inspect: &ContainerInspectResponse, port: u16) -> Option<SocketAddr> {
+        let settings = inspect.network_settings.as_ref()?;
+        match self.inner.config.endpoint_mode {
+            EndpointMode::PublishedPort => {
+                let bindings = settings.ports.as_ref()?.get(&format!("{port}/tcp"))?.as_ref()?;
+                let b = bindings.iter().find(|b| b.host_ip.as_deref() == Some("127.0.0.1"))?;
+                let host_port: u16 = b.host_port.as_deref()?.parse().ok()?;
+                Some(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+            }
+            EndpointMode::NetworkAddress => {
+                let net = settings.networks.as_ref()?.get(&self.inner.config.network)?;
+                let ip: IpAddr = net.ip_address.as_deref()?.parse().ok()?;
+                Some(SocketAddr::from((ip, port)))
+            }
+        }
+    }
+
+    async fn last_logs(&self, id: &str, n: usize) -> Vec<String> {
+        let options =
+            LogsOptions { stdout: true, stderr: true, tail: n.to_string(), until: i32::MAX, ..Default::default() };
+        self.inner
+            .docker
+            .logs(id, Some(options))
+            .filter_map(|l| async move { l.ok() })
+            .flat_map(|l| futures::stream::iter(l.to_string().lines().map(str::to_owned).collect::<Vec<_>>()))
+            .collect()
+            .await
+    }
+
+    async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        if let Err(e) = self.inner.docker.remove_container(id, Some(options)).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(container = id, error = %e, "cannot remove container");
+        }
+    }
+
+    /// Fails a start: the container's last lines go into the error and the container is removed.
+    async fn not_ready(&self, id: &str, message: String) -> RuntimeError {
+        self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+        let logs = self.last_logs(id, 20).await;
+        self.remove(id).await;
+        RuntimeError::NotReady { message, logs }
+    }
+
+    async fn await_ready(&self, spec: &FunctionSpec, id: &str) -> Result<SocketAddr, RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.ready_timeout;
+        let health = spec.health_path().map(|p| p.as_str());
+        let mut pause = Duration::from_millis(2);
+        let mut endpoint = None;
+        loop {
+            let inspect = self.inner.docker.inspect_container(id, None).await.map_err(backend)?;
+            let state = inspect.state.as_ref();
+            if matches!(
+                state.and_then(|s| s.status),
+                Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+            ) {
+                let code = state.and_then(|s| s.exit_code).unwrap_or(-1);
+                let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
+                return Err(self
+                    .not_ready(
+                        id,
+                        format!(
+                            "`{}` exited (code {code}{}) before it answered",
+                            spec.name(),
+                            if oom { ", OOM-killed" } else { "" }
+                        ),
+                    )
+                    .await);
+            }
+            if endpoint.is_none() {
+                endpoint = self.endpoint_of(&inspect, spec.port().get());
+            }
+            if let Some(addr) = endpoint
+                && probe(addr, health).await
+            {
+                return Ok(addr);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self
+                    .not_ready(
+                        id,
+                        format!(
+                            "`{}` never answered on port {} within {:?}",
+                            spec.name(),
+                            spec.port(),
+                            self.inner.config.ready_timeout
+                        ),
+                    )
+                    .await);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn instance_from_summary(&self, c: &ContainerSummary) -> Option<Instance> {
+        let labels = c.labels.as_ref()?;
+        let function = FunctionName::new(labels.get(LABEL_FUNCTION)?.clone()).ok()?;
+        let generation = labels.get(LABEL_GENERATION)?.parse().ok()?;
+        let state = match c.state? {
+            ContainerSummaryStateEnum::RUNNING => InstanceState::Running,
+            ContainerSummaryStateEnum::PAUSED => InstanceState::Paused,
+            ContainerSummaryStateEnum::CREATED => InstanceState::Created,
+            _ => InstanceState::Exited,
+        };
+        let endpoint = match self.inner.config.endpoint_mode {
+            EndpointMode::PublishedPort => c
+                .ports
+                .as_ref()?
+                .iter()
+                .find(|p| p.ip.as_deref() == Some("127.0.0.1") && p.public_port.is_some())
+                .and_then(|p| Some(SocketAddr::from((Ipv4Addr::LOCALHOST, p.public_port?)))),
+            EndpointMode::NetworkAddress => {
+                let nets = c.network_settings.as_ref()?.networks.as_ref()?;
+                let ip: IpAddr = nets.get(&self.inner.config.network)?.ip_address.as_deref()?.parse().ok()?;
+                let port = c.ports.as_ref()?.iter().find_map(|p| (p.typ.is_some()).then_some(p.private_port))?;
+                Some(SocketAddr::from((ip, port)))
+            }
+        };
+        Some(Instance {
+            id: InstanceId::new(c.id.clone()?),
+            function,
+            generation,
+            endpoint: Endpoint::new(endpoint.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))),
+            state,
+        })
+    }
+
+    async fn instance(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        let mut filters = self.platform_filter();
+        filters.insert("id".into(), vec![id.to_string()]);
+        let found = self
+            .inner
+            .docker
+            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .await
+            .map_err(backend)?;
+        found.iter().find_map(|c| self.instance_from_summary(c)).ok_or_else(|| RuntimeError::NotFound(id.clone()))
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn prepare(&self, spec: &FunctionSpec) -> Result<(), RuntimeError> {
+        let image = image_of(spec)?.to_string();
+        if self.inner.docker.inspect_image(&image).await.is_ok() {
+            return Ok(());
+        }
+        let options = CreateImageOptions { from_image: Some(image.clone()), ..Default::default() };
+        let mut pull = self.inner.docker.create_image(Some(options), None, self.inner.config.registry_auth.clone());
+        while let Some(progress) = pull.next().await {
+            match progress {
+                Ok(p) => {
+                    if let Some(detail) = p.error_detail.and_then(|d| d.message) {
+                        return Err(RuntimeError::Unpreparable {
+                            what: image,
+                            message: format!("pull failed: {detail}"),
+                        });
+                    }
+                    if let Some(status) = p.status {
+                        tracing::info!(image, layer = p.id.unwrap_or_default(), status, "pulling");
+                    }
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Unpreparable {
+                        what: image,
+                        message: format!("not present locally and the pull failed: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
+        let image = image_of(spec)?;
+        let name = self.container_name(spec, generation);
+        let body = self.create_body(spec, image, generation);
+        let created = self
+            .inner
+            .docker
+            .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
+            .await
+            .map_err(|e| match e {
+                BollardError::DockerResponseServerError { status_code: 404, message } => RuntimeError::Unpreparable {
+                    what: image.to_string(),
+                    message: format!("image not present locally: {message}"),
+                },
+                other => backend(other),
+            })?;
+        let id = created.id;
+        if let Err(e) = self.inner.docker.start_container(&id, None).await {
+            let logs = self.last_logs(&id, 20).await;
+            self.remove(&id).await;
+            return Err(RuntimeError::NotReady {
+                message: format!("the engine could not start `{}`: {e}", spec.name()),
+                logs,
+            });
+        }
+        // Probing starts only now that the start call returned (the one-second trap).
+        let addr = self.await_ready(spec, &id).await?;
+        Ok(Instance {
+            id: InstanceId::new(id),
+            function: spec.name().clone(),
+            generation,
+            endpoint: Endpoint::new(addr),
+            state: InstanceState::Running,
+        })
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        let grace = i32::try_from(self.inner.config.stop_grace.as_secs()).unwrap_or(5);
+        // A paused container cannot act on SIGTERM; thaw it first.
+        let _ = self.inner.docker.unpause_container(id.as_str()).await;
+        match self
+            .inner
+            .docker
+            .stop_container(id.as_str(), Some(StopContainerOptions { t: Some(grace), ..Default::default() }))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => {}
+            Err(e) => return Err(backend(e)),
+        }
+        self.remove(id.as_str()).await;
+        Ok(())
+    }
+
+    async fn pause(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        self.inner
+            .docker
+            .pause_container(id.as_str())
+            .await
+            .map_err(|e| if is_not_found(&e) { RuntimeError::NotFound(id.clone()) } else { backend(e) })
+    }
+
+    async fn resume(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        self.inner
+            .docker
+            .unpause_container(id.as_str())
+            .await
+            .map_err(|e| if is_not_found(&e) { RuntimeError::NotFound(id.clone()) } else { backend(e) })?;
+        let mut instance = self.instance(id).await?;
+        instance.state = InstanceState::Running;
+        Ok(instance)
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
+        let options = ListContainersOptions { all: true, filters: Some(self.platform_filter()), ..Default::default() };
+        let containers = self.inner.docker.list_containers(Some(options)).await.map_err(backend)?;
+        let stopping = self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(containers
+            .iter()
+            .filter_map(|c| self.instance_from_summary(c))
+            // Still starting (not ready) or being stopped: not ours to manage from a listing.
+            .filter(|i| i.state != InstanceState::Created && !stopping.contains(i.id.as_str()))
+            .collect())
+    }
+
+    /// The kept lines as asked, then (with `follow`) new ones. bollard sends the
+    /// follow request only when its stream is first polled, so a follow alone
+    /// would miss what is written between this call and that poll. Instead: a
+    /// timestamped snapshot, then a follow from the snapshot's last second,
+    /// dropping lines not newer than the snapshot's last.
+    async fn logs(&self, id: &InstanceId, options: LogOptions) -> Result<LogStream, RuntimeError> {
+        self.instance(id).await?;
+        let query = |follow: bool, since: i32, tail: String| LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            since,
+            tail,
+            // bollard always sends `until`; its default 0 means "until 1970" to the
+            // engine, which ends a follow at once. i32 is all bollard takes.
+            until: i32::MAX,
+        };
+        let tail = options.tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let snapshot: Vec<(String, LogLine)> = self
+            .inner
+            .docker
+            .logs(id.as_str(), Some(query(false, 0, tail)))
+            .map(|item| item.map(split_stamped).map_err(backend))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let cutoff = snapshot.last().map(|(ts, _)| ts.clone());
+        let head = futures::stream::iter(snapshot.into_iter().map(|(_, l)| Ok(l)).collect::<Vec<_>>());
+        if !options.follow {
+            return Ok(head.boxed());
+        }
+        let since_secs = cutoff.as_deref().and_then(epoch_seconds).unwrap_or_else(|| now_ms() / 1000);
+        let since = i32::try_from(since_secs).unwrap_or(i32::MAX);
+        let follow =
+            self.inner.docker.logs(id.as_str(), Some(query(true, since, "all".into()))).flat_map(move |item| {
+                let lines: Vec<Result<LogLine, RuntimeError>> = match item {
+                    Ok(out) => split_stamped(out)
+                        .into_iter()
+                        .filter(|(ts, _)| cutoff.as_ref().is_none_or(|c| newer(ts, c)))
+                        .map(|(_, l)| Ok(l))
+                        .collect(),
+                    Err(e) => vec![Err(backend(e))],
+                };
+                futures::stream::iter(lines)
+            });
+        Ok(head.chain(follow).boxed())
+    }
+
+    async fn stats(&self, id: &InstanceId) -> Result<InstanceStats, RuntimeError> {
+        let options = StatsOptions { stream: false, one_shot: true };
+        let mut s = self.inner.docker.stats(id.as_str(), Some(options));
+        let stats = match s.next().await {
+            Some(Ok(stats)) => stats,
+            Some(Err(e)) if is_not_found(&e) => return Err(RuntimeError::NotFound(id.clone())),
+            Some(Err(e)) => return Err(backend(e)),
+            None => return Err(RuntimeError::NotFound(id.clone())),
+        };
+        let cpu_ns = stats.cpu_stats.and_then(|c| c.cpu_usage).and_then(|u| u.total_usage).unwrap_or(0);
+        let memory = stats.memory_stats.unwrap_or_default();
+        Ok(InstanceStats {
+            cpu_seconds: cpu_ns as f64 / 1e9,
+            memory_bytes: memory.usage.unwrap_or(0),
+            memory_limit_bytes: memory.limit,
+        })
+    }
+
+    fn events(&self) -> RuntimeEvents {
+        BroadcastStream::new(self.inner.events.subscribe()).filter_map(|e| async move { e.ok() }).boxed()
+    }
+}
+
+/// Splits one chunk of engine output (`<RFC 3339 timestamp> <text>` per line).
+fn split_stamped(out: bollard::container::LogOutput) -> Vec<(String, LogLine)> {
+    let source = match out {
+        bollard::container::LogOutput::StdErr { .. } => LogSource::Stderr,
+        _ => LogSource::Stdout,
+    };
+    out.to_string()
+        .lines()
+        .map(|l| {
+            let (ts, text) = l.split_once(' ').unwrap_or(("", l));
+            (ts.to_owned(), LogLine { source, line: text.to_owned(), at_ms: now_ms() })
+        })
+        .collect()
+}
+
+/// `a` is later than `b` (RFC 3339 UTC stamps; fractions padded to compare as text).
+fn newer(a: &str, b: &str) -> bool {
+    fn norm(t: &str) -> String {
+        let t = t.trim_end_matches('Z');
+        let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+        format!("{whole}.{frac:0<9}")
+    }
+    norm(a) > norm(b)
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC stamp such as `2026-11-26T21:46:04.123Z`.
+fn epoch_seconds(ts: &str) -> Option<u64> {
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.get(..8)?.split(':').map(|p| p.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(epoch_seconds("2026-11-26T21:46:04.123456789Z"), Some(1_795_729_564));
+        assert!(newer("2026-11-26T21:46:04.5Z", "2026-11-26T21:46:04.123456789Z"));
+        assert!(!newer("2026-11-26T21:46:04.1Z", "2026-11-26T21:46:04.123Z"));
+    }
+}
