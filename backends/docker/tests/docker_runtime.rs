@@ -1,35 +1,20 @@
 //! The Docker runtime against the real engine. The hello image is built here,
 //! `FROM scratch` around a static binary, through the engine's build API.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
 use pilotlight_core::model::{FunctionSpec, FunctionSpecInput, LimitsInput};
 use pilotlight_core::ports::{ExitReason, Runtime, RuntimeError, RuntimeEvent};
+use pilotlight_core::testkit::fixtures::DockerCleanup;
 use pilotlight_core::testkit::{self, runtime::RuntimeFixture, unique, within};
 use pilotlight_docker::{DockerRuntime, DockerRuntimeConfig, LABEL_PLATFORM, build_image_from_dir};
 use tokio::sync::OnceCell;
 
 const IMAGE: &str = "pilotlight/hello:test";
 
-/// Removes every container of one test's platform when dropped, panics included.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label={LABEL_PLATFORM}={}", self.0);
-        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() else { return };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
-        }
-    }
-}
-
 /// A runtime on the local engine, or `None` (skip) when there is none and this is not CI.
-async fn runtime() -> Option<(DockerRuntime, Cleanup)> {
+async fn runtime() -> Option<(DockerRuntime, DockerCleanup)> {
     let platform_id = unique("t").replace('_', "-");
     let config = DockerRuntimeConfig {
         platform_id: platform_id.clone(),
@@ -41,7 +26,7 @@ async fn runtime() -> Option<(DockerRuntime, Cleanup)> {
     match DockerRuntime::connect(config).await {
         Ok(rt) => {
             hello_image(&rt).await;
-            Some((rt, Cleanup(platform_id)))
+            Some((rt, DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }))
         }
         // Only a missing engine skips (on a laptop); any other failure is a failure.
         Err(e @ RuntimeError::Unavailable(_)) => {
@@ -53,42 +38,12 @@ async fn runtime() -> Option<(DockerRuntime, Cleanup)> {
     }
 }
 
-/// The static hello binary (`x86_64-unknown-linux-gnu` with `+crt-static`), built if missing.
-fn static_hello() -> PathBuf {
-    let host = testkit::fixtures::hello_binary();
-    let target = host.ancestors().nth(2).expect("target dir").to_path_buf();
-    let bin = target.join("x86_64-unknown-linux-gnu/release/hello");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "hello",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building the static hello failed");
-    }
-    bin
-}
-
 async fn hello_image(rt: &DockerRuntime) {
     static BUILT: OnceCell<()> = OnceCell::const_new();
     BUILT
         .get_or_init(|| async {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::copy(static_hello(), dir.path().join("hello")).unwrap();
-            std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY hello /hello\nENTRYPOINT [\"/hello\"]\n")
-                .unwrap();
-            build_image_from_dir(rt.docker(), IMAGE, dir.path()).await.expect("build the hello image");
+            let context = testkit::fixtures::hello_image_context();
+            build_image_from_dir(rt.docker(), IMAGE, context.path()).await.expect("build the hello image");
         })
         .await;
 }

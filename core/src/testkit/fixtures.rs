@@ -38,3 +38,89 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 pub fn hello_binary() -> PathBuf {
     workspace_binary("hello")
 }
+
+/// The `hello` demo function as a static binary (`x86_64-unknown-linux-gnu`
+/// with `+crt-static`), for `FROM scratch` images; built with cargo if missing
+/// (CI builds it beforehand).
+pub fn static_hello_binary() -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let host = hello_binary();
+    let target = host.ancestors().nth(2).expect("target dir").to_path_buf();
+    let bin = target.join("x86_64-unknown-linux-gnu/release/hello");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "hello",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()
+            .expect("run cargo to build the static hello");
+        assert!(status.success(), "building the static hello failed");
+    }
+    bin
+}
+
+/// A Docker build context for the hello image: `FROM scratch` around the static binary.
+pub fn hello_image_context() -> tempfile_dir::TempDir {
+    let dir = tempfile_dir::TempDir::new("pilotlight-hello-image");
+    std::fs::copy(static_hello_binary(), dir.path().join("hello")).expect("copy the static hello");
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY hello /hello\nENTRYPOINT [\"/hello\"]\n")
+        .expect("write the Dockerfile");
+    dir
+}
+
+/// A temporary directory removed on drop (the testkit has no tempfile dependency).
+pub mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory under the system temp dir, removed with its contents on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        /// Makes a fresh directory whose name starts with `prefix`.
+        pub fn new(prefix: &str) -> Self {
+            let path = std::env::temp_dir().join(super::super::unique(prefix));
+            std::fs::create_dir_all(&path).expect("create a temp dir");
+            Self(path)
+        }
+        /// Its path.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Removes, when dropped (panics included), every Docker container carrying
+/// the label `key=value`: a failed test leaves nothing running. Uses the
+/// `docker` CLI, since a destructor cannot await.
+pub struct DockerCleanup {
+    /// The label filter, `key=value`.
+    pub label: String,
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={}", self.label);
+        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() else { return };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+}
