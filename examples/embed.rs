@@ -44,7 +44,7 @@ async fn main() -> Result<(), Error> {
         .router(gateway.clone())
         .public_url(false, Some(gateway.http_addr().port()))
         .build()?;
-    gateway.set_activator(Arc::new(platform.clone()));
+    gateway.set_activator(platform.activator());
     platform.start().await?;
     println!("gateway on http://{} and https://{}", gateway.http_addr(), gateway.https_addr().ok_or("no https")?);
     if let Some(ca) = gateway.dev_ca_path() {

@@ -32,7 +32,7 @@ async fn deployed_functions_answer_through_the_gateway_and_vanish_when_deleted()
         .public_url(false, Some(gw.http_addr().port()))
         .build()
         .unwrap();
-    gw.set_activator(Arc::new(p.clone()));
+    gw.set_activator(p.activator());
     p.start().await.unwrap();
 
     let names: Vec<FunctionName> = ["one", "two", "three"].iter().map(|n| n.parse().unwrap()).collect();

@@ -413,15 +413,15 @@ async fn events_for_other_topics_are_published_keyed_by_function() {
 
 #[tokio::test]
 async fn the_platform_wakes_a_function_by_asking_for_a_reconcile() {
-    use pilotlight_core::ports::{ActivationError, Activator};
+    use pilotlight_core::ports::ActivationError;
     let queue = Arc::new(fast_queue(3));
     let mut spy = queue.subscribe(topics::DEPLOYMENTS, "spy").await.unwrap();
     let store = Arc::new(MemoryStore::new());
     let p = Platform::builder().queue(queue.clone()).store(store.clone()).build().unwrap();
-    assert_eq!(p.activate(&name("nobody")).await, Err(ActivationError::NotFound(name("nobody"))));
+    assert_eq!(p.activator().activate(&name("nobody")).await, Err(ActivationError::NotFound(name("nobody"))));
     p.deploy(spec("lazy")).await.unwrap();
     within(WAIT, "deploy event", spy.next()).await.unwrap().ack().await.unwrap();
-    p.activate(&name("lazy")).await.unwrap();
+    p.activator().activate(&name("lazy")).await.unwrap();
     let d = within(WAIT, "reconcile event", spy.next()).await.unwrap();
     assert!(
         matches!(Event::from_payload(&d.message().payload).unwrap(), Event::ReconcileRequested { name, .. } if name.as_str() == "lazy")

@@ -22,4 +22,9 @@ mod build;
 mod runtime;
 
 pub use build::{build_image_from_dir, build_image_from_tar};
+
+/// bollard's kill options, for tests and tools that kill a container from outside.
+pub mod bollard_kill {
+    pub use bollard::query_parameters::KillContainerOptions;
+}
 pub use runtime::{DockerRuntime, DockerRuntimeConfig, EndpointMode, LABEL_FUNCTION, LABEL_GENERATION, LABEL_PLATFORM};

@@ -95,6 +95,9 @@ struct Inner {
     events: broadcast::Sender<RuntimeEvent>,
     /// Containers the platform is stopping: their exit is not news.
     stopping: Mutex<HashSet<String>>,
+    /// Containers whose death the engine reported. Its container list can
+    /// still say "running" right after the `die` event, so `list` trusts this.
+    dead: Mutex<HashSet<String>>,
     counter: AtomicU64,
 }
 
@@ -143,6 +146,7 @@ impl DockerRuntime {
                 config,
                 events: broadcast::Sender::new(1024),
                 stopping: Mutex::default(),
+                dead: Mutex::default(),
                 counter: AtomicU64::new(0),
             }),
         };
@@ -236,11 +240,13 @@ impl DockerRuntime {
                         oom.insert(id);
                     }
                     Some("die") => {
-                        let asked = inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&id);
+                        // Asked for: forget it now that it is done (the set would only grow).
+                        let asked = inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         let was_oom = oom.remove(&id);
                         if asked {
                             continue;
                         }
+                        inner.dead.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
                         let (Some(function), Some(generation)) = (
                             attrs.get(LABEL_FUNCTION).and_then(|f| FunctionName::new(f.clone()).ok()),
                             attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
@@ -553,6 +559,7 @@ impl Runtime for DockerRuntime {
             Err(e) => return Err(backend(e)),
         }
         self.remove(id.as_str()).await;
+        self.inner.dead.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
         Ok(())
     }
 
@@ -579,9 +586,16 @@ impl Runtime for DockerRuntime {
         let options = ListContainersOptions { all: true, filters: Some(self.platform_filter()), ..Default::default() };
         let containers = self.inner.docker.list_containers(Some(options)).await.map_err(backend)?;
         let stopping = self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let dead = self.inner.dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(containers
             .iter()
             .filter_map(|c| self.instance_from_summary(c))
+            .map(|mut i| {
+                if dead.contains(i.id.as_str()) {
+                    i.state = InstanceState::Exited;
+                }
+                i
+            })
             // Still starting (not ready) or being stopped: not ours to manage from a listing.
             .filter(|i| i.state != InstanceState::Created && !stopping.contains(i.id.as_str()))
             .collect())

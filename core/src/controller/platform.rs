@@ -221,6 +221,11 @@ impl Platform {
         Ok(())
     }
 
+    /// The activator an edge calls to wake a function with no ready instance.
+    pub fn activator(&self) -> Arc<dyn Activator> {
+        Arc::new(PlatformActivator(Arc::downgrade(&self.inner)))
+    }
+
     /// Stops the workers: they finish the events in hand (up to 30 s) and take no more.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
@@ -397,18 +402,26 @@ impl Platform {
     }
 }
 
-/// The platform wakes a function by asking the runtime worker to reconcile it,
-/// which starts an instance if none runs.
+/// Wakes functions for an edge by asking the runtime worker to reconcile them
+/// (which starts an instance if none runs). Made by [`Platform::activator`].
+///
+/// It holds the platform weakly: the platform holds its router (the edge) and
+/// the edge holds its activator, so a strong handle would be a cycle that keeps
+/// both (and the store file) alive forever.
+pub struct PlatformActivator(std::sync::Weak<Inner>);
+
 #[async_trait::async_trait]
-impl Activator for Platform {
+impl Activator for PlatformActivator {
     async fn activate(&self, name: &FunctionName) -> Result<(), ActivationError> {
-        match self.inner.store.get(name).await {
+        let inner =
+            self.0.upgrade().ok_or_else(|| ActivationError::Unavailable("the platform has shut down".into()))?;
+        match inner.store.get(name).await {
             Ok(Some(r)) if !r.deleted => {}
             Ok(_) => return Err(ActivationError::NotFound(name.clone())),
             Err(e) => return Err(ActivationError::Unavailable(e.to_string())),
         }
         let event = Event::ReconcileRequested { name: name.clone(), reason: "activation: a request is waiting".into() };
-        self.inner
+        inner
             .queue
             .publish(topics::DEPLOYMENTS, event.to_message())
             .await

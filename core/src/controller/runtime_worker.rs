@@ -174,9 +174,15 @@ impl RuntimeWorker {
 
     async fn converge(&self, spec: &FunctionSpec, generation: u64) -> Result<(), HandlerError> {
         let name = spec.name();
-        let all = self.instances_of(name).await?;
+        let (exited, live): (Vec<Instance>, Vec<Instance>) =
+            self.instances_of(name).await?.into_iter().partition(|i| i.state == InstanceState::Exited);
+        // What died (crash, OOM, killed) is removed; it is replaced below.
+        for dead in &exited {
+            tracing::info!(instance = %dead.id, "removing an exited instance");
+            self.runtime.stop(&dead.id).await?;
+        }
         let (mut current, others): (Vec<Instance>, Vec<Instance>) =
-            all.into_iter().filter(|i| i.state != InstanceState::Exited).partition(|i| i.generation == generation);
+            live.into_iter().partition(|i| i.generation == generation);
         let want = usize::try_from(spec.scaling().initial_instances()).unwrap_or(1);
         let paused = current.iter().filter(|i| i.state == InstanceState::Paused).count();
         let busy = current.len() < want || paused > 0 || !others.is_empty();
