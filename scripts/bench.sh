@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark in release mode, installing what it needs from Debian's packages.
 #   bash scripts/bench.sh gateway    # direct vs gateway vs NGINX, with wrk
+#   bash scripts/bench.sh docker     # raw engine vs pilotlight: cold start, unpause, concurrent starts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-gateway}
@@ -15,5 +16,8 @@ fi
 cargo build --release -q -p hello
 case "$which" in
   gateway) cargo run --release -q --example bench_gateway ;;
-  *) echo "unknown benchmark: $which (try: gateway)" >&2; exit 2 ;;
+  docker)
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
+    cargo run --release -q --example bench_docker ;;
+  *) echo "unknown benchmark: $which (try: gateway, docker)" >&2; exit 2 ;;
 esac

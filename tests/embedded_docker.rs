@@ -17,37 +17,11 @@ use pilotlight::{FunctionName, FunctionSpecInput, Platform, Runtime};
 #[tokio::test]
 async fn hello_in_a_container_answers_through_the_gateway() {
     let platform_id = unique("e2e").replace('_', "-");
-    let config = DockerRuntimeConfig {
-        platform_id: platform_id.clone(),
-        network: "pilotlight-test".into(),
-        ..Default::default()
-    };
-    let runtime = match DockerRuntime::connect(config).await {
-        Ok(rt) => Arc::new(rt),
-        Err(e @ RuntimeError::Unavailable(_)) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "Docker is required under CI: {e}");
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
     let _cleanup = DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") };
-    let context = hello_image_context();
-    build_image_from_dir(runtime.docker(), "pilotlight/hello:e2e", context.path()).await.unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Arc::new(
-        Gateway::start(GatewayConfig::new(Domain::new("localhost").unwrap(), dir.path()).ephemeral()).await.unwrap(),
-    );
-    let p = Platform::builder()
-        .queue(Arc::new(MemoryQueue::new()))
-        .store(Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap()))
-        .runtime(runtime.clone())
-        .router(gw.clone())
-        .build()
-        .unwrap();
-    gw.set_activator(p.activator());
-    p.start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let Some((p, runtime, gw, _dir)) = docker_platform(&platform_id, &store_dir.path().join("s.redb")).await else {
+        return;
+    };
     let name: FunctionName = "boxed".parse().unwrap();
     p.deploy(FunctionSpecInput::image("boxed", "pilotlight/hello:e2e", 8080).validate().unwrap()).await.unwrap();
     p.wait_ready(&name, Duration::from_secs(60)).await.unwrap();
