@@ -122,12 +122,8 @@ async fn main() -> Result<(), Error> {
     let _cleanup =
         (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: RAW_LABEL.into() });
     let runtime = Arc::new(
-        DockerRuntime::connect(DockerRuntimeConfig {
-            platform_id,
-            network: "pilotlight-bench".into(),
-            ..Default::default()
-        })
-        .await?,
+        DockerRuntime::connect(DockerRuntimeConfig { platform_id, network: NETWORK.into(), ..Default::default() })
+            .await?,
     );
     let docker = runtime.docker().clone();
     let context = hello_image_context();

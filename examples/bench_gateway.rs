@@ -25,69 +25,9 @@ use pilotlight::{FunctionSpecInput, Router, Runtime};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Sample {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn need(tool: &str) -> Result<(), Error> {
-    let ok = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status()?.success();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{tool}` is missing: run `bash scripts/bench.sh gateway`, which installs it").into())
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Parses wrk's `--latency` output.
-fn parse_wrk(out: &str) -> Result<Sample, Error> {
-    let micros = |v: &str| -> Option<f64> {
-        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
-        let n: f64 = num.parse().ok()?;
-        Some(match unit {
-            "us" => n,
-            "ms" => n * 1e3,
-            "s" => n * 1e6,
-            _ => return None,
-        })
-    };
-    let mut s = Sample::default();
-    for line in out.lines() {
-        let mut parts = line.split_whitespace();
-        match (parts.next(), parts.next()) {
-            (Some("Requests/sec:"), Some(v)) => s.rps = v.parse()?,
-            (Some("50%"), Some(v)) => s.p50_us = micros(v).ok_or("bad p50")?,
-            (Some("99%"), Some(v)) => s.p99_us = micros(v).ok_or("bad p99")?,
-            _ => {}
-        }
-        if line.contains("Non-2xx") || line.contains("Socket errors") {
-            return Err(format!("wrk saw errors: {line}").into());
-        }
-    }
-    if s.rps == 0.0 {
-        return Err(format!("cannot read wrk's output:\n{out}").into());
-    }
-    Ok(s)
-}
-
-async fn wrk(addr: &str, host: &str, connections: u32, seconds: u64) -> Result<Sample, Error> {
-    let threads = connections.min(2).to_string();
-    let out = tokio::process::Command::new("wrk")
-        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
-        .args(["-H", &format!("Host: {host}"), &format!("http://{addr}/")])
-        .output()
-        .await?;
-    if !out.status.success() {
-        return Err(format!("wrk failed: {}", String::from_utf8_lossy(&out.stderr)).into());
-    }
-    parse_wrk(&String::from_utf8_lossy(&out.stdout))
-}
+#[path = "common/wrk.rs"]
+mod wrk;
+use wrk::{Sample, env_u64, median, need, wrk};
 
 /// CPU seconds (user + system) of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -165,11 +105,6 @@ async fn wait_port(port: u16) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Err(format!("nothing listens on 127.0.0.1:{port}").into())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn hello_path() -> Result<PathBuf, Error> {
