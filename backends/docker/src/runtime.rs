@@ -113,14 +113,9 @@ fn is_not_found(e: &BollardError) -> bool {
 fn image_of(spec: &FunctionSpec) -> Result<&ImageRef, RuntimeError> {
     match spec.source() {
         Source::Image(i) => Ok(i),
-        other => Err(RuntimeError::InvalidInput {
-            field: other.kind().into(),
-            message: format!(
-                "the Docker runtime runs `image` sources, but `{}` gives an `{}`; use the process runtime for executables",
-                spec.name(),
-                other.kind()
-            ),
-        }),
+        _ => {
+            Err(RuntimeError::wrong_source(spec, "Docker runtime", "image", "use the process runtime for executables"))
+        }
     }
 }
 

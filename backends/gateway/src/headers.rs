@@ -32,20 +32,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Sets `X-Forwarded-For` (appending to what came), `-Proto` and `-Host`.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: &HeaderValue) {
+/// `client` is the peer's address as a header value, made once per connection.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, proto: &'static str, host: &HeaderValue) {
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    let client = client.to_string();
-    let forwarded_for = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {client}"),
-        _ => client,
+    let appended = match headers.get(&XFF).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+        // Only a request that already came through a proxy pays for a new string.
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", client.to_str().unwrap_or_default())).ok(),
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(v) = appended {
         headers.insert(XFF.clone(), v);
     }
     headers.insert(XFP.clone(), HeaderValue::from_static(proto));
     headers.insert(XFH.clone(), host.clone());
+}
+
+/// The peer's address as an `X-Forwarded-For` value.
+pub(crate) fn client_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -70,7 +76,7 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(&mut h, [127, 0, 0, 1].into(), "https", &HeaderValue::from_static("a.localhost"));
+        set_forwarded(&mut h, &client_value([127, 0, 0, 1].into()), "https", &HeaderValue::from_static("a.localhost"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.localhost");

@@ -1,6 +1,5 @@
 //! Forwarding one request to an instance and its answer back, streaming both bodies.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -86,7 +85,7 @@ pub(crate) async fn handle(
     shared: &Shared,
     client: &UpstreamClient,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client_ip: &HeaderValue,
     https: bool,
 ) -> Response<RespBody> {
     if !https && let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
@@ -125,7 +124,7 @@ pub(crate) async fn handle(
     } else {
         route
     };
-    forward(client, route, req, peer, https, host).await
+    forward(client, route, req, client_ip, https, host).await
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -171,7 +170,7 @@ async fn forward(
     client: &UpstreamClient,
     route: Arc<RouteState>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client_ip: &HeaderValue,
     https: bool,
     host: HeaderValue,
 ) -> Response<RespBody> {
@@ -180,7 +179,7 @@ async fn forward(
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    set_forwarded(&mut headers, peer.ip(), if https { "https" } else { "http" }, &host);
+    set_forwarded(&mut headers, client_ip, if https { "https" } else { "http" }, &host);
     if !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, host);
     }

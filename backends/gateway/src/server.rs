@@ -354,9 +354,10 @@ async fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let client_ip = crate::headers::client_value(peer.ip());
     let svc = service_fn(move |req| {
-        let (shared, client) = (Arc::clone(&shared), client.clone());
-        async move { Ok::<_, Infallible>(proxy::handle(&shared, &client, req, peer, https).await) }
+        let (shared, client, client_ip) = (Arc::clone(&shared), client.clone(), client_ip.clone());
+        async move { Ok::<_, Infallible>(proxy::handle(&shared, &client, req, &client_ip, https).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));

@@ -96,15 +96,7 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> RuntimeError {
 fn exec_of(spec: &FunctionSpec) -> Result<&ExecSpec, RuntimeError> {
     match spec.source() {
         Source::Exec(e) => Ok(e),
-        other => Err(RuntimeError::InvalidInput {
-            field: other.kind().into(),
-            message: format!(
-                "the process runtime runs `exec` sources (a local executable), but `{}` gives an `{}`; \
-                 use the Docker runtime for images",
-                spec.name(),
-                other.kind()
-            ),
-        }),
+        _ => Err(RuntimeError::wrong_source(spec, "process runtime", "exec", "use the Docker runtime for images")),
     }
 }
 

@@ -167,6 +167,16 @@ fn format_logs(logs: &[String]) -> String {
 }
 
 impl RuntimeError {
+    /// The error a runtime gives for a source it does not run: `runtime` (e.g.
+    /// "Docker runtime") runs `wants` sources; `hint` says where to go instead.
+    pub fn wrong_source(spec: &crate::model::FunctionSpec, runtime: &str, wants: &str, hint: &str) -> Self {
+        let kind = spec.source().kind();
+        RuntimeError::InvalidInput {
+            field: kind.into(),
+            message: format!("the {runtime} runs `{wants}` sources, but `{}` gives an `{kind}`; {hint}", spec.name()),
+        }
+    }
+
     /// Whether trying again can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
