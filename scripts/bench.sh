@@ -2,6 +2,7 @@
 # Runs a benchmark in release mode, installing what it needs from Debian's packages.
 #   bash scripts/bench.sh gateway    # direct vs gateway vs NGINX, with wrk
 #   bash scripts/bench.sh docker     # raw engine vs pilotlight: cold start, unpause, concurrent starts
+#   bash scripts/bench.sh nginx      # NGINX router: apply time at 10..10,000 functions vs the gateway; requests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-gateway}
@@ -16,8 +17,9 @@ fi
 cargo build --release -q -p hello
 case "$which" in
   gateway) cargo run --release -q --example bench_gateway ;;
+  nginx) cargo run --release -q --example bench_nginx ;;
   docker)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_docker ;;
-  *) echo "unknown benchmark: $which (try: gateway, docker)" >&2; exit 2 ;;
+  *) echo "unknown benchmark: $which (try: gateway, docker, nginx)" >&2; exit 2 ;;
 esac

@@ -2,9 +2,11 @@
 # Installs and starts the outside services the tests need, from Debian's
 # packages. Idempotent. The foundation needs none; each backend that needs a
 # service (nginx, rabbitmq-server, pebble, chromium-driver) adds it here.
+# nginx-light: the NGINX router's tests run a real NGINX (managed, as the current user);
+# the package's own service is not started.
 set -euo pipefail
 
-packages=(pebble)
+packages=(pebble nginx-light)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

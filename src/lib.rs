@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `docker` (default) | [`docker`] | Runtime: hardened, limited containers on Docker |
 //! | `gateway` (default) | [`gateway`] | Router: the built-in HTTP/HTTPS edge and activator |
+//! | `nginx` (default) | [`nginx`] | Router: NGINX, generated and reloaded atomically |
 //! | `process` (default) | [`process`] | Runtime: local child processes |
 //! | `redb` (default) | [`redb`] | Store: one redb file |
 //!
@@ -56,3 +57,7 @@ pub use pilotlight_process as process;
 /// Durable store in one redb file (feature `redb`).
 #[cfg(feature = "redb")]
 pub use pilotlight_redb as redb;
+
+/// Router on NGINX: rendered server blocks, `nginx -t`, atomic switch, confirmed reloads (feature `nginx`).
+#[cfg(feature = "nginx")]
+pub use pilotlight_nginx as nginx;
