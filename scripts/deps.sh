@@ -3,10 +3,11 @@
 # packages. Idempotent. The foundation needs none; each backend that needs a
 # service (nginx, rabbitmq-server, pebble, chromium-driver) adds it here.
 # nginx-light: the NGINX router's tests run a real NGINX (managed, as the current user);
-# the package's own service is not started.
+# the package's own service is not started. libssl-dev, pkg-config: librdkafka with TLS
+# (pilotlight-kafka's `ssl` feature).
 set -euo pipefail
 
-packages=(pebble nginx-light)
+packages=(pebble nginx-light libssl-dev pkg-config)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `docker` (default) | [`docker`] | Runtime: hardened, limited containers on Docker |
 //! | `gateway` (default) | [`gateway`] | Router: the built-in HTTP/HTTPS edge and activator |
+//! | `kafka` (default) | [`kafka`] | Queue: Kafka (rdkafka), nothing lost |
 //! | `nginx` (default) | [`nginx`] | Router: NGINX, generated and reloaded atomically |
 //! | `process` (default) | [`process`] | Runtime: local child processes |
 //! | `redb` (default) | [`redb`] | Store: one redb file |
@@ -36,6 +37,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod connect;
+
 pub use pilotlight_core as core;
 pub use pilotlight_core::{
     DeployReceipt, FunctionName, FunctionSpec, FunctionSpecInput, Platform, PlatformBuilder, PlatformError, Queue,
@@ -57,6 +60,10 @@ pub use pilotlight_process as process;
 /// Durable store in one redb file (feature `redb`).
 #[cfg(feature = "redb")]
 pub use pilotlight_redb as redb;
+
+/// Queue on Kafka through rdkafka (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub use pilotlight_kafka as kafka;
 
 /// Router on NGINX: rendered server blocks, `nginx -t`, atomic switch, confirmed reloads (feature `nginx`).
 #[cfg(feature = "nginx")]

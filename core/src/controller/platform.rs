@@ -47,6 +47,7 @@ pub struct PlatformBuilder {
     scheme: &'static str,
     port: Option<u16>,
     runtime_concurrency: usize,
+    status_group: String,
 }
 
 impl Default for PlatformBuilder {
@@ -61,6 +62,7 @@ impl Default for PlatformBuilder {
             scheme: "http",
             port: None,
             runtime_concurrency: 16,
+            status_group: groups::STATUS.to_owned(),
         }
     }
 }
@@ -108,6 +110,16 @@ impl PlatformBuilder {
         self
     }
 
+    /// The consumer group this platform's status worker joins on `status`
+    /// (default `status`). Processes that share a queue but keep their own
+    /// store (the split deployment: an API, a deployer, a router) each need a
+    /// group of their own, so each sees every status change.
+    pub fn status_group(mut self, group: &str) -> Result<Self, PlatformError> {
+        crate::ports::check_topic_name("status_group", group).map_err(|e| PlatformError::Config(e.to_string()))?;
+        self.status_group = group.to_owned();
+        Ok(self)
+    }
+
     /// Builds the platform; call [`Platform::start`] to run its workers.
     pub fn build(self) -> Result<Platform, PlatformError> {
         let queue =
@@ -124,6 +136,7 @@ impl PlatformBuilder {
                 urls,
                 region: self.region,
                 runtime_concurrency: self.runtime_concurrency,
+                status_group: self.status_group,
                 changed: watch::Sender::new(0),
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(JoinSet::new()),
@@ -148,6 +161,7 @@ struct Inner {
     urls: PublicUrls,
     region: Region,
     runtime_concurrency: usize,
+    status_group: String,
     changed: watch::Sender<u64>,
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
@@ -183,7 +197,7 @@ impl Platform {
         let inner = &self.inner;
         let mut tasks = inner.tasks.lock().await;
         // Subscribe every group before publishing anything, so no event falls before a group exists.
-        let status_sub = inner.queue.subscribe(topics::STATUS, groups::STATUS).await?;
+        let status_sub = inner.queue.subscribe(topics::STATUS, &inner.status_group).await?;
         let status = Arc::new(StatusWorker::new(Arc::clone(&inner.store), inner.changed.clone()));
         tasks.spawn(run_consumer("status", status_sub, status, 1, inner.cancel.clone()));
 

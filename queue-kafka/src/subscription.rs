@@ -1,0 +1,340 @@
+//! One member of a consumer group: a task that reads from Kafka and hands
+//! out deliveries one key at a time, retries nacked ones locally with backoff,
+//! and commits each partition's offset only up to its oldest unsettled message.
+//!
+//! Why locally: Kafka has no per-message redelivery. Re-publishing a nacked
+//! message would put it behind its key's later messages; holding it here keeps
+//! the key's order (the next message of the key waits). If this process dies,
+//! nothing past the oldest unsettled offset was committed, so the group's next
+//! member reads those messages again: at-least-once, nothing lost.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pilotlight_core::ports::{Acknowledge, Delivery, Message, QueueError, Subscription, dead_letter_topic, headers};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::queue::Shared;
+
+/// Rebalance events, handed from librdkafka's callback to the task.
+pub(crate) enum Assignment {
+    Assigned,
+    Revoked,
+}
+
+/// The consumer's context: forwards rebalances to the task.
+pub(crate) struct Ctx {
+    pub(crate) events: mpsc::UnboundedSender<Assignment>,
+    pub(crate) assigned: watch::Sender<u64>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let _ = self.events.send(Assignment::Revoked);
+        }
+    }
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            let _ = self.events.send(Assignment::Assigned);
+            self.assigned.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+pub(crate) type KafkaConsumer = StreamConsumer<Ctx>;
+
+/// How a delivery was settled.
+enum How {
+    Done,
+    Retry(Duration),
+    /// Dropped unsettled (its consumer went away): hand it out again.
+    Dropped,
+}
+
+enum Event {
+    Settle { epoch: u64, partition: i32, offset: i64, how: How },
+    RetryDue { epoch: u64, partition: i32, offset: i64 },
+}
+
+struct Pending {
+    key: String,
+    message: Message,
+    attempt: u32,
+}
+
+#[derive(Default)]
+struct Partition {
+    /// Received and not settled, by offset.
+    pending: BTreeMap<i64, Pending>,
+    /// One past the newest offset received.
+    next: i64,
+    /// The offset last committed.
+    committed: i64,
+}
+
+struct State {
+    topic: String,
+    kafka_topic: String,
+    shared: Arc<Shared>,
+    consumer: Arc<KafkaConsumer>,
+    /// Bumped on every revoke: settlements from before are ignored (the
+    /// partitions' new owner delivers those messages again).
+    epoch: u64,
+    partitions: HashMap<i32, Partition>,
+    /// Offsets waiting per (partition, key); the front one is out or waiting for its retry.
+    keys: HashMap<(i32, String), VecDeque<i64>>,
+    ready: mpsc::UnboundedSender<Delivery>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl State {
+    fn received(&mut self, partition: i32, offset: i64, message: Message) {
+        let p = self.partitions.entry(partition).or_insert_with(|| Partition {
+            next: offset,
+            committed: offset,
+            ..Default::default()
+        });
+        if offset < p.next && !p.pending.contains_key(&offset) {
+            return; // already settled (a re-fetch after a reconnect)
+        }
+        p.next = p.next.max(offset + 1);
+        let key = message.key.clone();
+        p.pending.insert(offset, Pending { key: key.clone(), message, attempt: 1 });
+        let queue = self.keys.entry((partition, key)).or_default();
+        queue.push_back(offset);
+        if queue.len() == 1 {
+            self.dispatch(partition, offset);
+        }
+    }
+
+    fn dispatch(&self, partition: i32, offset: i64) {
+        let Some(pending) = self.partitions.get(&partition).and_then(|p| p.pending.get(&offset)) else { return };
+        let acker = Acker {
+            shared: self.shared.clone(),
+            events: self.events.clone(),
+            epoch: self.epoch,
+            partition,
+            offset,
+            topic: self.topic.clone(),
+            message: pending.message.clone(),
+            attempt: pending.attempt,
+            settled: false,
+        };
+        let d = Delivery::new(
+            self.topic.clone(),
+            pending.message.clone(),
+            pending.attempt,
+            self.shared.config.max_attempts,
+            Box::new(acker),
+        );
+        let _ = self.ready.send(d);
+    }
+
+    fn settle(&mut self, epoch: u64, partition: i32, offset: i64, how: How) {
+        if epoch != self.epoch {
+            return;
+        }
+        let Some(p) = self.partitions.get_mut(&partition) else { return };
+        let Some(pending) = p.pending.get_mut(&offset) else { return };
+        match how {
+            How::Retry(after) => {
+                pending.attempt += 1;
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = events.send(Event::RetryDue { epoch, partition, offset });
+                });
+            }
+            How::Dropped => {
+                pending.attempt += 1;
+                self.dispatch(partition, offset);
+            }
+            How::Done => {
+                let Some(done) = p.pending.remove(&offset) else { return };
+                let low = p.pending.keys().next().copied().unwrap_or(p.next);
+                if low > p.committed {
+                    p.committed = low;
+                    self.commit(partition, low);
+                }
+                let k = (partition, done.key);
+                let next = self.keys.get_mut(&k).and_then(|q| {
+                    q.retain(|o| *o != offset);
+                    q.front().copied()
+                });
+                match next {
+                    Some(o) => self.dispatch(partition, o),
+                    None => {
+                        self.keys.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(&self, partition: i32, offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&self.kafka_topic, partition, Offset::Offset(offset)).is_ok()
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            warn!(topic = %self.kafka_topic, partition, offset, error = %e, "offset commit failed; the messages may be delivered again");
+        }
+    }
+
+    fn revoked(&mut self) {
+        self.epoch += 1;
+        self.partitions.clear();
+        self.keys.clear();
+    }
+}
+
+/// The task behind a [`KafkaSubscription`].
+pub(crate) async fn run(
+    topic: String,
+    shared: Arc<Shared>,
+    consumer: Arc<KafkaConsumer>,
+    mut assignments: mpsc::UnboundedReceiver<Assignment>,
+    ready: mpsc::UnboundedSender<Delivery>,
+) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let kafka_topic = shared.kafka_name(&topic);
+    let mut state = State {
+        topic,
+        kafka_topic,
+        shared,
+        consumer: consumer.clone(),
+        epoch: 0,
+        partitions: HashMap::new(),
+        keys: HashMap::new(),
+        ready,
+        events: events_tx,
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(a) = assignments.recv() => match a {
+                Assignment::Revoked => state.revoked(),
+                Assignment::Assigned => debug!(topic = %state.topic, "partitions assigned"),
+            },
+            Some(e) = events.recv() => match e {
+                Event::Settle { epoch, partition, offset, how } => state.settle(epoch, partition, offset, how),
+                Event::RetryDue { epoch, partition, offset } => {
+                    if epoch == state.epoch {
+                        state.dispatch(partition, offset);
+                    }
+                }
+            },
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    // A rebalance callback may have run inside this poll.
+                    while let Ok(a) = assignments.try_recv() {
+                        if let Assignment::Revoked = a {
+                            state.revoked();
+                        }
+                    }
+                    let mut message = Message::new(
+                        m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                        m.payload().unwrap_or_default().to_vec(),
+                    );
+                    if let Some(h) = m.headers() {
+                        for i in 0..h.count() {
+                            let hd = h.get(i);
+                            message.headers.insert(hd.key.to_owned(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
+                        }
+                    }
+                    state.received(m.partition(), m.offset(), message);
+                }
+                Err(e) => {
+                    warn!(topic = %state.topic, error = %e, "kafka consumer error; librdkafka retries");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+        if state.ready.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Settles one delivery by telling the subscription's task.
+struct Acker {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+    epoch: u64,
+    partition: i32,
+    offset: i64,
+    topic: String,
+    message: Message,
+    attempt: u32,
+    settled: bool,
+}
+
+impl Acker {
+    fn send(&mut self, how: How) -> Result<(), QueueError> {
+        self.settled = true;
+        self.events
+            .send(Event::Settle { epoch: self.epoch, partition: self.partition, offset: self.offset, how })
+            .map_err(|_| QueueError::Closed)
+    }
+}
+
+#[async_trait]
+impl Acknowledge for Acker {
+    async fn ack(mut self: Box<Self>) -> Result<(), QueueError> {
+        self.send(How::Done)
+    }
+
+    async fn nack(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
+        if self.attempt >= self.shared.config.max_attempts {
+            return self.dead_letter(reason).await;
+        }
+        let after = self.shared.config.backoff(self.attempt + 1);
+        self.send(How::Retry(after))
+    }
+
+    async fn dead_letter(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
+        let mut dead = self.message.clone();
+        dead.headers.insert(headers::DEAD_LETTER_REASON.into(), reason);
+        dead.headers.insert(headers::ATTEMPTS.into(), self.attempt.to_string());
+        dead.headers.insert(headers::ORIGINAL_TOPIC.into(), self.topic.clone());
+        // Durable in the dead-letter topic before the original is settled:
+        // if this fails, the message stays unsettled and comes back.
+        self.shared.publish(&dead_letter_topic(&self.topic), dead).await?;
+        self.send(How::Done)
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.send(How::Dropped);
+        }
+    }
+}
+
+/// A member of a consumer group on one topic (see the module docs).
+pub struct KafkaSubscription {
+    pub(crate) ready: mpsc::UnboundedReceiver<Delivery>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self) -> Result<Delivery, QueueError> {
+        self.ready.recv().await.ok_or(QueueError::Closed)
+    }
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
