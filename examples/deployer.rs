@@ -17,7 +17,7 @@ use pilotlight::redb::RedbStore;
 mod args;
 
 const USAGE: &str = "deployer: the runtime worker, alone
-  --queue URL        the shared queue: kafka://host:port[,host:port]/?prefix=... (required)
+  --queue URL        the shared queue: kafka://host:port[,...]/?prefix=... or amqp://host:5672 (required)
   --data DIR         where its own store lives (default ./pilotlight-deployer)
   --platform-id ID   the label on the processes it starts (default pilotlight)
   --domain D         functions are served at <name>.<D> (default localhost)";

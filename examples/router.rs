@@ -18,7 +18,7 @@ use pilotlight::redb::RedbStore;
 mod args;
 
 const USAGE: &str = "router: the router worker and the gateway, alone
-  --queue URL     the shared queue: kafka://host:port[,host:port]/?prefix=... (required)
+  --queue URL     the shared queue: kafka://host:port[,...]/?prefix=... or amqp://host:5672 (required)
   --data DIR      its own store and the development CA (default ./pilotlight-router)
   --domain D      functions are served at <name>.<D> (default localhost)
   --http ADDR     the gateway's HTTP listener (default 127.0.0.1:8080)

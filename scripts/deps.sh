@@ -7,7 +7,7 @@
 # (pilotlight-kafka's `ssl` feature).
 set -euo pipefail
 
-packages=(pebble nginx-light libssl-dev pkg-config)
+packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()
@@ -20,4 +20,12 @@ if [ ${#packages[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
   fi
 fi
+# RabbitMQ for the AMQP queue's tests, on loopback only (guest/guest is
+# allowed from localhost). Started here unless a broker already answers.
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+  echo "starting rabbitmq-server on 127.0.0.1:5672"
+  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 rabbitmq-server -detached
+fi
+timeout 120 rabbitmqctl -q await_startup
+
 echo "test dependencies ready"

@@ -9,7 +9,8 @@ use pilotlight_core::ports::QueueError;
 /// The queue a URL names:
 ///
 /// - `memory`: the in-process queue (one process only);
-/// - `kafka://host:port[,host:port]/?prefix=...` (feature `kafka`), see `KafkaConfig::from_url`.
+/// - `kafka://host:port[,host:port]/?prefix=...` (feature `kafka`), see `KafkaConfig::from_url`;
+/// - `amqp://user:pass@host:5672/%2f?prefix=...` or `amqps://` (feature `amqp`), see `AmqpConfig::from_url`.
 pub async fn queue(url: &str) -> Result<Arc<dyn Queue>, QueueError> {
     if url == "memory" {
         return Ok(Arc::new(pilotlight_core::memory::MemoryQueue::new()));
@@ -19,10 +20,17 @@ pub async fn queue(url: &str) -> Result<Arc<dyn Queue>, QueueError> {
         let config = pilotlight_kafka::KafkaConfig::from_url(url)?;
         return Ok(Arc::new(pilotlight_kafka::KafkaQueue::connect(config).await?));
     }
+    #[cfg(feature = "amqp")]
+    if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        let config = pilotlight_amqp::AmqpConfig::from_url(url)?;
+        return Ok(Arc::new(pilotlight_amqp::AmqpQueue::connect(config).await?));
+    }
     let scheme = url.split_once("://").map_or(url, |(s, _)| s);
     Err(QueueError::InvalidInput {
         field: "queue".into(),
-        message: format!("unknown queue `{scheme}`: use `memory` or `kafka://host:port` (got {url:?})"),
+        message: format!(
+            "unknown queue `{scheme}`: use `memory`, `kafka://host:port` or `amqp://host:5672` (got {url:?})"
+        ),
     })
 }
 

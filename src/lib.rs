@@ -10,6 +10,7 @@
 //!
 //! | feature | module | what |
 //! |---|---|---|
+//! | `amqp` (default) | [`amqp`] | Queue: RabbitMQ (lapin), nothing lost |
 //! | `docker` (default) | [`docker`] | Runtime: hardened, limited containers on Docker |
 //! | `gateway` (default) | [`gateway`] | Router: the built-in HTTP/HTTPS edge and activator |
 //! | `kafka` (default) | [`kafka`] | Queue: Kafka (rdkafka), nothing lost |
@@ -60,6 +61,10 @@ pub use pilotlight_process as process;
 /// Durable store in one redb file (feature `redb`).
 #[cfg(feature = "redb")]
 pub use pilotlight_redb as redb;
+
+/// Queue on AMQP 0.9.1 / RabbitMQ through lapin (feature `amqp`).
+#[cfg(feature = "amqp")]
+pub use pilotlight_amqp as amqp;
 
 /// Queue on Kafka through rdkafka (feature `kafka`).
 #[cfg(feature = "kafka")]

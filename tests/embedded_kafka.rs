@@ -2,19 +2,10 @@
 //! in one process, and split into a deployer and a router process that share
 //! nothing but the queue, like the original design's two consumers.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use pilotlight::core::memory::MemoryStore;
-use pilotlight::core::model::Domain;
-use pilotlight::core::testkit::{eventually, fixtures::hello_binary, free_port, http, unique};
-use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
+use pilotlight::core::testkit::unique;
 use pilotlight::kafka::MockCluster;
-use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
-use pilotlight::{FunctionName, FunctionSpecInput, Platform};
 
 /// A queue URL for the mock cluster. Its coordinator ends a rebalance only
 /// after the session timeout, so tests use a short one.
@@ -28,163 +19,11 @@ fn kafka_url(bootstrap: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_deploys_through_kafka_and_answers_through_the_gateway() {
     let cluster = MockCluster::new(3).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = pilotlight::connect::queue(&kafka_url(&cluster.bootstrap_servers())).await.unwrap();
-    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-        platform_id: unique("kafka-e2e"),
-        kill_on_drop: true,
-        ..Default::default()
-    }));
-    let mut gw_config = GatewayConfig::new(Domain::new("localhost").unwrap(), dir.path()).ephemeral();
-    gw_config.tls = TlsSource::Disabled;
-    let gw = Arc::new(Gateway::start(gw_config).await.unwrap());
-    let p = Platform::builder()
-        .queue(queue)
-        .store(Arc::new(MemoryStore::new()))
-        .runtime(runtime.clone())
-        .router(gw.clone())
-        .build()
-        .unwrap();
-    gw.set_activator(p.activator());
-    p.start().await.unwrap();
-    let spec = FunctionSpecInput::exec("hello", hello_binary().to_str().unwrap(), &[], 8080).validate().unwrap();
-    p.deploy(spec).await.unwrap();
-    let name: FunctionName = "hello".parse().unwrap();
-    p.wait_ready(&name, Duration::from_secs(60)).await.unwrap();
-    let r = http::get(gw.http_addr(), "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
-    assert_eq!((r.status, r.body.as_str()), (200, "Hello from hello!\n"));
-    p.delete(&name).await.unwrap();
-    p.wait_deleted(&name, Duration::from_secs(60)).await.unwrap();
-    p.shutdown().await;
-    gw.shutdown().await;
-    runtime.stop_all().await.unwrap();
-}
-
-/// An example binary, built if missing.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
-    let bin = profile.join("examples").join(name);
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo).args(["build", "--quiet", "--example", name]).status().unwrap().success();
-        assert!(ok, "building example {name} failed");
-    }
-    bin
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    /// Starts `bin args` and waits for a stdout line starting with `ready`.
-    fn start(bin: PathBuf, args: &[&str], ready: &str) -> Proc {
-        let mut child = Command::new(&bin).args(args).stdout(Stdio::piped()).spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ready = ready.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                println!("[{}] {line}", bin.file_name().unwrap().to_string_lossy());
-                if line.starts_with(&ready) {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let proc = Proc(child);
-        rx.recv_timeout(Duration::from_secs(90)).expect("the process said it is ready");
-        proc
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..200 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Live processes whose environment carries this platform label.
-fn labelled(platform_id: &str) -> Vec<i32> {
-    let needle = format!("PILOTLIGHT_PLATFORM={platform_id}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
+    common::hello_through(&kafka_url(&cluster.bootstrap_servers())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployer_and_a_router_process_share_only_kafka() {
     let cluster = MockCluster::new(3).unwrap();
-    let url = kafka_url(&cluster.bootstrap_servers());
-    let dir = tempfile::tempdir().unwrap();
-    let id = unique("split");
-    let http_port = free_port();
-    let deployer_data = dir.path().join("deployer");
-    let router_data = dir.path().join("router");
-    let deployer = Proc::start(
-        example("deployer"),
-        &["--queue", &url, "--data", deployer_data.to_str().unwrap(), "--platform-id", &id],
-        "deployer ready",
-    );
-    let router = Proc::start(
-        example("router"),
-        &[
-            "--queue",
-            &url,
-            "--data",
-            router_data.to_str().unwrap(),
-            "--http",
-            &format!("127.0.0.1:{http_port}"),
-            "--https",
-            "off",
-        ],
-        "router ready",
-    );
-
-    // The API side: its own store, its own status group.
-    let api = Platform::builder()
-        .queue(pilotlight::connect::queue(&url).await.unwrap())
-        .store(Arc::new(MemoryStore::new()))
-        .status_group("status-api")
-        .unwrap()
-        .build()
-        .unwrap();
-    api.start().await.unwrap();
-    let spec = FunctionSpecInput::exec("hello", hello_binary().to_str().unwrap(), &[], 8080).validate().unwrap();
-    api.deploy(spec).await.unwrap();
-    let name: FunctionName = "hello".parse().unwrap();
-    let ready = api.wait_ready(&name, Duration::from_secs(90)).await;
-    let edge = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
-    let answer = http::get(edge, "hello.localhost", "/", Duration::from_secs(5)).await;
-    assert!(ready.is_ok(), "{ready:?}");
-    assert_eq!(answer.unwrap().body, "Hello from hello!\n");
-    assert_eq!(labelled(&id).len(), 1, "the deployer process runs the instance");
-
-    api.delete(&name).await.unwrap();
-    api.wait_deleted(&name, Duration::from_secs(90)).await.unwrap();
-    eventually(Duration::from_secs(30), "the router stops serving hello", || async move {
-        http::get(edge, "hello.localhost", "/", Duration::from_secs(5)).await.is_ok_and(|r| r.status == 404)
-    })
-    .await;
-    assert!(labelled(&id).is_empty(), "the deployer stopped the instance");
-    api.shutdown().await;
-    drop(router);
-    drop(deployer);
-    // Nothing of this test is left running, even if an assertion above failed halfway.
-    for pid in labelled(&id) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
+    common::split_processes(&kafka_url(&cluster.bootstrap_servers())).await;
 }

@@ -195,6 +195,9 @@ impl Queue for KafkaQueue {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (assigned_tx, mut assigned_rx) = watch::channel(0u64);
         let mut cc = self.shared.client_config();
+        // A fetch waits at most this long for new messages; every event hop
+        // (deployments → routes → status) can pay it, so keep it short.
+        cc.set("fetch.wait.max.ms", "100");
         for (k, v) in &self.shared.config.consumer {
             cc.set(k, v);
         }

@@ -1,0 +1,342 @@
+//! One member of a group: a task that consumes the group's queue, hands out
+//! deliveries one key at a time, retries nacked ones locally with backoff,
+//! acks after the effect, and reconnects when the broker goes away (the
+//! broker then delivers every unacked message again).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use pilotlight_core::ports::{Acknowledge, Delivery, Message, QueueError, Subscription, dead_letter_topic, headers};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::queue::Shared;
+
+enum How {
+    Done,
+    Retry(Duration),
+    Dropped,
+}
+
+enum Event {
+    Settle { epoch: u64, tag: u64, how: How },
+    RetryDue { epoch: u64, tag: u64 },
+}
+
+struct Pending {
+    key: String,
+    message: Message,
+    attempt: u32,
+}
+
+struct State {
+    topic: String,
+    shared: Arc<Shared>,
+    channel: Option<Channel>,
+    /// Bumped on every reconnect: delivery tags belong to a channel, and the
+    /// broker redelivers what the old channel left unacked.
+    epoch: u64,
+    pending: BTreeMap<u64, Pending>,
+    keys: HashMap<String, VecDeque<u64>>,
+    ready: mpsc::UnboundedSender<Delivery>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl State {
+    fn received(&mut self, tag: u64, message: Message) {
+        let key = message.key.clone();
+        self.pending.insert(tag, Pending { key: key.clone(), message, attempt: 1 });
+        let queue = self.keys.entry(key).or_default();
+        queue.push_back(tag);
+        if queue.len() == 1 {
+            self.dispatch(tag);
+        }
+    }
+
+    fn dispatch(&self, tag: u64) {
+        let Some(p) = self.pending.get(&tag) else { return };
+        let acker = Acker {
+            shared: self.shared.clone(),
+            events: self.events.clone(),
+            epoch: self.epoch,
+            tag,
+            topic: self.topic.clone(),
+            message: p.message.clone(),
+            attempt: p.attempt,
+            settled: false,
+        };
+        let d = Delivery::new(
+            self.topic.clone(),
+            p.message.clone(),
+            p.attempt,
+            self.shared.config.max_attempts,
+            Box::new(acker),
+        );
+        let _ = self.ready.send(d);
+    }
+
+    async fn settle(&mut self, epoch: u64, tag: u64, how: How) {
+        if epoch != self.epoch {
+            return;
+        }
+        let Some(p) = self.pending.get_mut(&tag) else { return };
+        match how {
+            How::Retry(after) => {
+                p.attempt += 1;
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = events.send(Event::RetryDue { epoch, tag });
+                });
+            }
+            How::Dropped => {
+                p.attempt += 1;
+                self.dispatch(tag);
+            }
+            How::Done => {
+                let Some(done) = self.pending.remove(&tag) else { return };
+                if let Some(ch) = &self.channel
+                    && let Err(e) = ch.basic_ack(tag, BasicAckOptions::default()).await
+                {
+                    // The broker will deliver it again on the next connection.
+                    warn!(topic = %self.topic, tag, error = %e, "ack failed");
+                }
+                let next = self.keys.get_mut(&done.key).and_then(|q| {
+                    q.retain(|t| *t != tag);
+                    q.front().copied()
+                });
+                match next {
+                    Some(t) => self.dispatch(t),
+                    None => {
+                        self.keys.remove(&done.key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.epoch += 1;
+        self.pending.clear();
+        self.keys.clear();
+        self.channel = None;
+    }
+}
+
+/// Connects, declares the exchange and the group's queue, binds them and starts consuming.
+async fn setup(shared: &Shared, topic: &str, queue: &str) -> Result<(Connection, Channel, lapin::Consumer), String> {
+    let conn = shared.connect().await?;
+    let ch = conn.create_channel().await.map_err(|e| format!("open a channel: {e}"))?;
+    let exchange = shared.name(topic);
+    shared.declare_exchange(&ch, &exchange).await?;
+    // The dead-letter exchange, with a queue that keeps every dead letter
+    // even before anyone subscribes to `<topic>.dlq`.
+    let dlx = shared.name(&dead_letter_topic(topic));
+    shared.declare_exchange(&ch, &dlx).await?;
+    let mut expiry = FieldTable::default();
+    if let Some(idle) = shared.config.idle_queue_expiry {
+        expiry.insert(
+            ShortString::from("x-expires"),
+            AMQPValue::LongLongInt(idle.as_millis().min(i64::MAX as u128) as i64),
+        );
+    }
+    let kept = format!("{dlx}.kept");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(kept.as_str().into(), durable, expiry.clone())
+        .await
+        .map_err(|e| format!("declare queue {kept}: {e}"))?;
+    ch.queue_bind(
+        kept.as_str().into(),
+        dlx.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| format!("bind {kept} to {dlx}: {e}"))?;
+    let mut args = expiry.clone();
+    args.insert(ShortString::from("x-single-active-consumer"), AMQPValue::Boolean(true));
+    args.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString(dlx.as_str().into()));
+    ch.queue_declare(queue.into(), durable, args).await.map_err(|e| format!("declare queue {queue}: {e}"))?;
+    ch.queue_bind(
+        queue.into(),
+        exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| format!("bind {queue} to {exchange}: {e}"))?;
+    ch.basic_qos(shared.config.prefetch, BasicQosOptions::default()).await.map_err(|e| format!("qos: {e}"))?;
+    let consumer = ch
+        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("consume {queue}: {e}"))?;
+    Ok((conn, ch, consumer))
+}
+
+fn message(d: &lapin::message::Delivery) -> Message {
+    let mut m = Message::new(d.routing_key.as_str(), d.data.clone());
+    if let Some(h) = d.properties.headers() {
+        for (k, v) in h.inner() {
+            let text = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_owned(),
+                other => format!("{other:?}"),
+            };
+            m.headers.insert(k.as_str().to_owned(), text);
+        }
+    }
+    m
+}
+
+/// The task behind an [`AmqpSubscription`]. Reports the first setup on `up`.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    topic: String,
+    queue: String,
+    ready: mpsc::UnboundedSender<Delivery>,
+    up: oneshot::Sender<Result<(), String>>,
+) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut state = State {
+        topic: topic.clone(),
+        shared: shared.clone(),
+        channel: None,
+        epoch: 0,
+        pending: BTreeMap::new(),
+        keys: HashMap::new(),
+        ready,
+        events: events_tx,
+    };
+    let mut up = Some(up);
+    loop {
+        let (conn, ch, mut consumer) = match setup(&shared, &topic, &queue).await {
+            Ok(s) => s,
+            Err(why) => {
+                if let Some(up) = up.take() {
+                    let _ = up.send(Err(why));
+                    return;
+                }
+                debug!(%queue, %why, "reconnect failed; trying again");
+                tokio::time::sleep(shared.config.reconnect_delay).await;
+                continue;
+            }
+        };
+        if let Some(up) = up.take() {
+            let _ = up.send(Ok(()));
+        }
+        state.channel = Some(ch);
+        loop {
+            tokio::select! {
+                biased;
+                Some(e) = events.recv() => match e {
+                    Event::Settle { epoch, tag, how } => state.settle(epoch, tag, how).await,
+                    Event::RetryDue { epoch, tag } => {
+                        if epoch == state.epoch {
+                            state.dispatch(tag);
+                        }
+                    }
+                },
+                d = consumer.next() => match d {
+                    Some(Ok(d)) => {
+                        let m = message(&d);
+                        state.received(d.delivery_tag, m);
+                    }
+                    Some(Err(e)) => {
+                        warn!(%queue, error = %e, "consumer failed; reconnecting (unacked messages come back)");
+                        break;
+                    }
+                    None => {
+                        warn!(%queue, "consumer cancelled; reconnecting (unacked messages come back)");
+                        break;
+                    }
+                },
+            }
+            if state.ready.is_closed() {
+                let _ = conn.close(200, "subscription dropped".into()).await;
+                return;
+            }
+        }
+        state.reset();
+        drop(conn);
+        tokio::time::sleep(shared.config.reconnect_delay).await;
+    }
+}
+
+/// Settles one delivery by telling the subscription's task.
+struct Acker {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+    epoch: u64,
+    tag: u64,
+    topic: String,
+    message: Message,
+    attempt: u32,
+    settled: bool,
+}
+
+impl Acker {
+    fn send(&mut self, how: How) -> Result<(), QueueError> {
+        self.settled = true;
+        self.events.send(Event::Settle { epoch: self.epoch, tag: self.tag, how }).map_err(|_| QueueError::Closed)
+    }
+}
+
+#[async_trait]
+impl Acknowledge for Acker {
+    async fn ack(mut self: Box<Self>) -> Result<(), QueueError> {
+        self.send(How::Done)
+    }
+
+    async fn nack(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
+        if self.attempt >= self.shared.config.max_attempts {
+            return self.dead_letter(reason).await;
+        }
+        let after = self.shared.config.backoff(self.attempt + 1);
+        self.send(How::Retry(after))
+    }
+
+    async fn dead_letter(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
+        let mut dead = self.message.clone();
+        dead.headers.insert(headers::DEAD_LETTER_REASON.into(), reason);
+        dead.headers.insert(headers::ATTEMPTS.into(), self.attempt.to_string());
+        dead.headers.insert(headers::ORIGINAL_TOPIC.into(), self.topic.clone());
+        // Confirmed in the dead-letter exchange before the original is acked.
+        self.shared.publish(&dead_letter_topic(&self.topic), dead).await?;
+        self.send(How::Done)
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.send(How::Dropped);
+        }
+    }
+}
+
+/// A member of a group on one topic (see [`crate::AmqpQueue`]).
+pub struct AmqpSubscription {
+    pub(crate) ready: mpsc::UnboundedReceiver<Delivery>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait]
+impl Subscription for AmqpSubscription {
+    async fn next(&mut self) -> Result<Delivery, QueueError> {
+        self.ready.recv().await.ok_or(QueueError::Closed)
+    }
+}
+
+impl Drop for AmqpSubscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
