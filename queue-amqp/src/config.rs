@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use pilotlight_core::ports::QueueError;
+use pilotlight_core::support::RetryPolicy;
 
 /// Settings of a [`crate::AmqpQueue`].
 #[derive(Clone, Debug)]
@@ -96,10 +97,9 @@ impl AmqpConfig {
         Ok(())
     }
 
-    /// The backoff before attempt `next` (2 = the first retry).
-    pub fn backoff(&self, next: u32) -> Duration {
-        let exp = next.saturating_sub(2).min(20);
-        self.backoff_base.saturating_mul(1 << exp).min(self.backoff_max)
+    /// Attempts and backoff, as the subscriptions apply them.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { max_attempts: self.max_attempts, backoff_base: self.backoff_base, backoff_max: self.backoff_max }
     }
 }
 

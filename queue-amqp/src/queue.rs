@@ -11,6 +11,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use pilotlight_core::ports::{Message, Queue, QueueError, Subscription, check_topic_name};
+use pilotlight_core::support::DeadLetters;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -130,6 +131,13 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[async_trait]
+impl DeadLetters for Shared {
+    async fn publish_dead(&self, topic: &str, message: Message) -> Result<(), QueueError> {
+        self.publish(topic, message).await
     }
 }
 

@@ -5,29 +5,21 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
-use pilotlight_core::ports::{Acknowledge, Delivery, Message, QueueError, Subscription, dead_letter_topic, headers};
+use pilotlight_core::ports::{Delivery, Message, QueueError, Subscription, dead_letter_topic};
+use pilotlight_core::support::{LocalAcker, Settled};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::queue::Shared;
 
-enum How {
-    Done,
-    Retry(Duration),
-    Dropped,
-}
-
-enum Event {
-    Settle { epoch: u64, tag: u64, how: How },
-    RetryDue { epoch: u64, tag: u64 },
-}
+/// Identifies a delivery to the task: (epoch, delivery tag).
+type Id = (u64, u64);
 
 struct Pending {
     key: String,
@@ -45,7 +37,8 @@ struct State {
     pending: BTreeMap<u64, Pending>,
     keys: HashMap<String, VecDeque<u64>>,
     ready: mpsc::UnboundedSender<Delivery>,
-    events: mpsc::UnboundedSender<Event>,
+    settled: mpsc::UnboundedSender<(Id, Settled)>,
+    retry_due: mpsc::UnboundedSender<Id>,
 }
 
 impl State {
@@ -61,16 +54,15 @@ impl State {
 
     fn dispatch(&self, tag: u64) {
         let Some(p) = self.pending.get(&tag) else { return };
-        let acker = Acker {
-            shared: self.shared.clone(),
-            events: self.events.clone(),
-            epoch: self.epoch,
-            tag,
-            topic: self.topic.clone(),
-            message: p.message.clone(),
-            attempt: p.attempt,
-            settled: false,
-        };
+        let acker = LocalAcker::new(
+            (self.epoch, tag),
+            self.settled.clone(),
+            self.shared.clone(),
+            self.shared.config.retry_policy(),
+            self.topic.clone(),
+            p.message.clone(),
+            p.attempt,
+        );
         let d = Delivery::new(
             self.topic.clone(),
             p.message.clone(),
@@ -81,25 +73,25 @@ impl State {
         let _ = self.ready.send(d);
     }
 
-    async fn settle(&mut self, epoch: u64, tag: u64, how: How) {
+    async fn settle(&mut self, (epoch, tag): Id, how: Settled) {
         if epoch != self.epoch {
             return;
         }
         let Some(p) = self.pending.get_mut(&tag) else { return };
         match how {
-            How::Retry(after) => {
+            Settled::Retry(after) => {
                 p.attempt += 1;
-                let events = self.events.clone();
+                let due = self.retry_due.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
-                    let _ = events.send(Event::RetryDue { epoch, tag });
+                    let _ = due.send((epoch, tag));
                 });
             }
-            How::Dropped => {
+            Settled::Dropped => {
                 p.attempt += 1;
                 self.dispatch(tag);
             }
-            How::Done => {
+            Settled::Done => {
                 let Some(done) = self.pending.remove(&tag) else { return };
                 if let Some(ch) = &self.channel
                     && let Err(e) = ch.basic_ack(tag, BasicAckOptions::default()).await
@@ -204,7 +196,8 @@ pub(crate) async fn run(
     ready: mpsc::UnboundedSender<Delivery>,
     up: oneshot::Sender<Result<(), String>>,
 ) {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (settled_tx, mut settled) = mpsc::unbounded_channel();
+    let (retry_tx, mut retry_due) = mpsc::unbounded_channel();
     let mut state = State {
         topic: topic.clone(),
         shared: shared.clone(),
@@ -213,7 +206,8 @@ pub(crate) async fn run(
         pending: BTreeMap::new(),
         keys: HashMap::new(),
         ready,
-        events: events_tx,
+        settled: settled_tx,
+        retry_due: retry_tx,
     };
     let mut up = Some(up);
     loop {
@@ -236,14 +230,12 @@ pub(crate) async fn run(
         loop {
             tokio::select! {
                 biased;
-                Some(e) = events.recv() => match e {
-                    Event::Settle { epoch, tag, how } => state.settle(epoch, tag, how).await,
-                    Event::RetryDue { epoch, tag } => {
-                        if epoch == state.epoch {
-                            state.dispatch(tag);
-                        }
+                Some((id, how)) = settled.recv() => state.settle(id, how).await,
+                Some((epoch, tag)) = retry_due.recv() => {
+                    if epoch == state.epoch {
+                        state.dispatch(tag);
                     }
-                },
+                }
                 d = consumer.next() => match d {
                     Some(Ok(d)) => {
                         let m = message(&d);
@@ -267,58 +259,6 @@ pub(crate) async fn run(
         state.reset();
         drop(conn);
         tokio::time::sleep(shared.config.reconnect_delay).await;
-    }
-}
-
-/// Settles one delivery by telling the subscription's task.
-struct Acker {
-    shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<Event>,
-    epoch: u64,
-    tag: u64,
-    topic: String,
-    message: Message,
-    attempt: u32,
-    settled: bool,
-}
-
-impl Acker {
-    fn send(&mut self, how: How) -> Result<(), QueueError> {
-        self.settled = true;
-        self.events.send(Event::Settle { epoch: self.epoch, tag: self.tag, how }).map_err(|_| QueueError::Closed)
-    }
-}
-
-#[async_trait]
-impl Acknowledge for Acker {
-    async fn ack(mut self: Box<Self>) -> Result<(), QueueError> {
-        self.send(How::Done)
-    }
-
-    async fn nack(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
-        if self.attempt >= self.shared.config.max_attempts {
-            return self.dead_letter(reason).await;
-        }
-        let after = self.shared.config.backoff(self.attempt + 1);
-        self.send(How::Retry(after))
-    }
-
-    async fn dead_letter(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
-        let mut dead = self.message.clone();
-        dead.headers.insert(headers::DEAD_LETTER_REASON.into(), reason);
-        dead.headers.insert(headers::ATTEMPTS.into(), self.attempt.to_string());
-        dead.headers.insert(headers::ORIGINAL_TOPIC.into(), self.topic.clone());
-        // Confirmed in the dead-letter exchange before the original is acked.
-        self.shared.publish(&dead_letter_topic(&self.topic), dead).await?;
-        self.send(How::Done)
-    }
-}
-
-impl Drop for Acker {
-    fn drop(&mut self) {
-        if !self.settled {
-            let _ = self.send(How::Dropped);
-        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pilotlight_core::ports::QueueError;
+use pilotlight_core::support::RetryPolicy;
 
 /// Settings of a [`crate::KafkaQueue`].
 #[derive(Clone, Debug)]
@@ -129,10 +130,9 @@ impl KafkaConfig {
         Ok(())
     }
 
-    /// The backoff before attempt `next` (2 = the first retry).
-    pub fn backoff(&self, next: u32) -> Duration {
-        let exp = next.saturating_sub(2).min(20);
-        self.backoff_base.saturating_mul(1 << exp).min(self.backoff_max)
+    /// Attempts and backoff, as the subscriptions apply them.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { max_attempts: self.max_attempts, backoff_base: self.backoff_base, backoff_max: self.backoff_max }
     }
 }
 
@@ -204,15 +204,5 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut c = KafkaConfig::new("k:1");
-        c.backoff_base = Duration::from_millis(100);
-        c.backoff_max = Duration::from_millis(350);
-        assert_eq!(c.backoff(2), Duration::from_millis(100));
-        assert_eq!(c.backoff(3), Duration::from_millis(200));
-        assert_eq!(c.backoff(4), Duration::from_millis(350));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pilotlight_core::ports::{Message, Queue, QueueError, Subscription, check_topic_name};
+use pilotlight_core::support::DeadLetters;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -101,6 +102,13 @@ impl Shared {
             .await
             .map(drop)
             .map_err(|(e, _)| unavailable(&format!("publish to {kafka_topic}"), &e))
+    }
+}
+
+#[async_trait]
+impl DeadLetters for Shared {
+    async fn publish_dead(&self, topic: &str, message: Message) -> Result<(), QueueError> {
+        self.publish(topic, message).await
     }
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pilotlight_core::ports::{Acknowledge, Delivery, Message, QueueError, Subscription, dead_letter_topic, headers};
+use pilotlight_core::ports::{Delivery, Message, QueueError, Subscription};
+use pilotlight_core::support::{LocalAcker, Settled};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -52,18 +53,8 @@ impl ConsumerContext for Ctx {
 
 pub(crate) type KafkaConsumer = StreamConsumer<Ctx>;
 
-/// How a delivery was settled.
-enum How {
-    Done,
-    Retry(Duration),
-    /// Dropped unsettled (its consumer went away): hand it out again.
-    Dropped,
-}
-
-enum Event {
-    Settle { epoch: u64, partition: i32, offset: i64, how: How },
-    RetryDue { epoch: u64, partition: i32, offset: i64 },
-}
+/// Identifies a delivery to the task: (epoch, partition, offset).
+type Id = (u64, i32, i64);
 
 struct Pending {
     key: String,
@@ -93,7 +84,8 @@ struct State {
     /// Offsets waiting per (partition, key); the front one is out or waiting for its retry.
     keys: HashMap<(i32, String), VecDeque<i64>>,
     ready: mpsc::UnboundedSender<Delivery>,
-    events: mpsc::UnboundedSender<Event>,
+    settled: mpsc::UnboundedSender<(Id, Settled)>,
+    retry_due: mpsc::UnboundedSender<Id>,
 }
 
 impl State {
@@ -118,17 +110,15 @@ impl State {
 
     fn dispatch(&self, partition: i32, offset: i64) {
         let Some(pending) = self.partitions.get(&partition).and_then(|p| p.pending.get(&offset)) else { return };
-        let acker = Acker {
-            shared: self.shared.clone(),
-            events: self.events.clone(),
-            epoch: self.epoch,
-            partition,
-            offset,
-            topic: self.topic.clone(),
-            message: pending.message.clone(),
-            attempt: pending.attempt,
-            settled: false,
-        };
+        let acker = LocalAcker::new(
+            (self.epoch, partition, offset),
+            self.settled.clone(),
+            self.shared.clone(),
+            self.shared.config.retry_policy(),
+            self.topic.clone(),
+            pending.message.clone(),
+            pending.attempt,
+        );
         let d = Delivery::new(
             self.topic.clone(),
             pending.message.clone(),
@@ -139,26 +129,26 @@ impl State {
         let _ = self.ready.send(d);
     }
 
-    fn settle(&mut self, epoch: u64, partition: i32, offset: i64, how: How) {
+    fn settle(&mut self, (epoch, partition, offset): Id, how: Settled) {
         if epoch != self.epoch {
             return;
         }
         let Some(p) = self.partitions.get_mut(&partition) else { return };
         let Some(pending) = p.pending.get_mut(&offset) else { return };
         match how {
-            How::Retry(after) => {
+            Settled::Retry(after) => {
                 pending.attempt += 1;
-                let events = self.events.clone();
+                let due = self.retry_due.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
-                    let _ = events.send(Event::RetryDue { epoch, partition, offset });
+                    let _ = due.send((epoch, partition, offset));
                 });
             }
-            How::Dropped => {
+            Settled::Dropped => {
                 pending.attempt += 1;
                 self.dispatch(partition, offset);
             }
-            How::Done => {
+            Settled::Done => {
                 let Some(done) = p.pending.remove(&offset) else { return };
                 let low = p.pending.keys().next().copied().unwrap_or(p.next);
                 if low > p.committed {
@@ -204,7 +194,8 @@ pub(crate) async fn run(
     mut assignments: mpsc::UnboundedReceiver<Assignment>,
     ready: mpsc::UnboundedSender<Delivery>,
 ) {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (settled_tx, mut settled) = mpsc::unbounded_channel();
+    let (retry_tx, mut retry_due) = mpsc::unbounded_channel();
     let kafka_topic = shared.kafka_name(&topic);
     let mut state = State {
         topic,
@@ -215,7 +206,8 @@ pub(crate) async fn run(
         partitions: HashMap::new(),
         keys: HashMap::new(),
         ready,
-        events: events_tx,
+        settled: settled_tx,
+        retry_due: retry_tx,
     };
     loop {
         tokio::select! {
@@ -224,14 +216,12 @@ pub(crate) async fn run(
                 Assignment::Revoked => state.revoked(),
                 Assignment::Assigned => debug!(topic = %state.topic, "partitions assigned"),
             },
-            Some(e) = events.recv() => match e {
-                Event::Settle { epoch, partition, offset, how } => state.settle(epoch, partition, offset, how),
-                Event::RetryDue { epoch, partition, offset } => {
-                    if epoch == state.epoch {
-                        state.dispatch(partition, offset);
-                    }
+            Some((id, how)) = settled.recv() => state.settle(id, how),
+            Some((epoch, partition, offset)) = retry_due.recv() => {
+                if epoch == state.epoch {
+                    state.dispatch(partition, offset);
                 }
-            },
+            }
             m = consumer.recv() => match m {
                 Ok(m) => {
                     // A rebalance callback may have run inside this poll.
@@ -260,62 +250,6 @@ pub(crate) async fn run(
         }
         if state.ready.is_closed() {
             return;
-        }
-    }
-}
-
-/// Settles one delivery by telling the subscription's task.
-struct Acker {
-    shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<Event>,
-    epoch: u64,
-    partition: i32,
-    offset: i64,
-    topic: String,
-    message: Message,
-    attempt: u32,
-    settled: bool,
-}
-
-impl Acker {
-    fn send(&mut self, how: How) -> Result<(), QueueError> {
-        self.settled = true;
-        self.events
-            .send(Event::Settle { epoch: self.epoch, partition: self.partition, offset: self.offset, how })
-            .map_err(|_| QueueError::Closed)
-    }
-}
-
-#[async_trait]
-impl Acknowledge for Acker {
-    async fn ack(mut self: Box<Self>) -> Result<(), QueueError> {
-        self.send(How::Done)
-    }
-
-    async fn nack(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
-        if self.attempt >= self.shared.config.max_attempts {
-            return self.dead_letter(reason).await;
-        }
-        let after = self.shared.config.backoff(self.attempt + 1);
-        self.send(How::Retry(after))
-    }
-
-    async fn dead_letter(mut self: Box<Self>, reason: String) -> Result<(), QueueError> {
-        let mut dead = self.message.clone();
-        dead.headers.insert(headers::DEAD_LETTER_REASON.into(), reason);
-        dead.headers.insert(headers::ATTEMPTS.into(), self.attempt.to_string());
-        dead.headers.insert(headers::ORIGINAL_TOPIC.into(), self.topic.clone());
-        // Durable in the dead-letter topic before the original is settled:
-        // if this fails, the message stays unsettled and comes back.
-        self.shared.publish(&dead_letter_topic(&self.topic), dead).await?;
-        self.send(How::Done)
-    }
-}
-
-impl Drop for Acker {
-    fn drop(&mut self) {
-        if !self.settled {
-            let _ = self.send(How::Dropped);
         }
     }
 }

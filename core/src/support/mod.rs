@@ -1,8 +1,11 @@
-//! Pieces that several backends need: a log buffer with follow, readiness probes, time helpers.
+//! Pieces that several backends need: a log buffer with follow, readiness probes,
+//! settling for locally retrying queues, time helpers.
 
+mod local_ack;
 mod logs;
 mod readiness;
 
+pub use local_ack::{DeadLetters, LocalAcker, RetryPolicy, Settled};
 pub use logs::LogBuffer;
 pub use readiness::probe;
 
