@@ -1,6 +1,8 @@
 //! End to end through the facade: memory queue, redb store, process runtime,
 //! recording router, with the real hello binary.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,19 +41,6 @@ fn hello(name: &str) -> pilotlight::FunctionSpec {
     FunctionSpecInput::exec(name, hello_binary().to_str().unwrap(), &[], 8080).validate().unwrap()
 }
 
-/// Live processes (not zombies) whose environment carries this platform's label.
-fn labelled_processes(platform_id: &str) -> Vec<i32> {
-    let needle = format!("PILOTLIGHT_PLATFORM={platform_id}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn twenty_functions_deploy_answer_and_leave_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,7 +71,7 @@ async fn twenty_functions_deploy_answer_and_leave_no_process_behind() {
     }
     assert_eq!(pids.len(), 20, "one process per function");
     assert_eq!(router.table().len(), 20);
-    assert_eq!(labelled_processes(&id).len(), 20);
+    assert_eq!(common::labelled(&id).len(), 20);
 
     futures::future::join_all(names.iter().map(|n| p.delete(n))).await.into_iter().for_each(|r| {
         r.unwrap();
@@ -93,7 +82,7 @@ async fn twenty_functions_deploy_answer_and_leave_no_process_behind() {
     assert!(p.list().await.unwrap().is_empty());
     assert!(router.table().is_empty(), "routes left: {:?}", router.table());
     assert!(rt.list().await.unwrap().is_empty());
-    assert!(labelled_processes(&id).is_empty(), "processes left behind: {:?}", labelled_processes(&id));
+    assert!(common::labelled(&id).is_empty(), "processes left behind: {:?}", common::labelled(&id));
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} was not reaped");
     }
@@ -152,5 +141,5 @@ async fn a_restarted_platform_adopts_its_instances_without_duplicates_or_orphans
         p.wait_deleted(n, WAIT).await.unwrap();
     }
     p.shutdown().await;
-    assert!(labelled_processes(&id).is_empty(), "processes left behind");
+    assert!(common::labelled(&id).is_empty(), "processes left behind");
 }

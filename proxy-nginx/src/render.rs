@@ -2,7 +2,7 @@
 //!
 //! Every value in the template context is built here from validated types
 //! (`FunctionName`, `Domain`, `SocketAddr`, numbers, paths checked by
-//! [`NginxConfig::validate`]) and checked once more by [`is_safe_token`]
+//! [`NginxConfig::validate`]) and checked once more (`is_safe_token`)
 //! before it is handed to tera, so a template cannot be made to print
 //! anything that ends a directive or opens a block.
 

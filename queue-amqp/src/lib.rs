@@ -15,4 +15,3 @@ mod subscription;
 
 pub use config::AmqpConfig;
 pub use queue::AmqpQueue;
-pub use subscription::AmqpSubscription;

@@ -11,12 +11,12 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use pilotlight_core::ports::{Message, Queue, QueueError, Subscription, check_topic_name};
-use pilotlight_core::support::DeadLetters;
+use pilotlight_core::support::{DeadLetters, TaskSubscription};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::config::{AmqpConfig, redact};
-use crate::subscription::{AmqpSubscription, run};
+use crate::subscription::run;
 
 /// Why one publish attempt failed.
 enum Fail {
@@ -203,7 +203,7 @@ impl Queue for AmqpQueue {
         let (up_tx, up_rx) = oneshot::channel();
         let task = tokio::spawn(run(self.shared.clone(), topic.to_owned(), queue.clone(), ready_tx, up_tx));
         match tokio::time::timeout(Duration::from_secs(30), up_rx).await {
-            Ok(Ok(Ok(()))) => Ok(Box::new(AmqpSubscription { ready: ready_rx, task })),
+            Ok(Ok(Ok(()))) => Ok(Box::new(TaskSubscription::new(ready_rx, task))),
             Ok(Ok(Err(why))) => {
                 task.abort();
                 Err(QueueError::Unavailable(format!("subscribe {queue}: {why}")))

@@ -3,16 +3,14 @@
 //! acks after the effect, and reconnects when the broker goes away (the
 //! broker then delivers every unacked message again).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
-use pilotlight_core::ports::{Delivery, Message, QueueError, Subscription, dead_letter_topic};
-use pilotlight_core::support::{LocalAcker, Settled};
+use pilotlight_core::ports::{Delivery, Message, dead_letter_topic};
+use pilotlight_core::support::{KeyGate, Settled, deliver, retry_after};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -21,12 +19,6 @@ use crate::queue::Shared;
 /// Identifies a delivery to the task: (epoch, delivery tag).
 type Id = (u64, u64);
 
-struct Pending {
-    key: String,
-    message: Message,
-    attempt: u32,
-}
-
 struct State {
     topic: String,
     shared: Arc<Shared>,
@@ -34,8 +26,7 @@ struct State {
     /// Bumped on every reconnect: delivery tags belong to a channel, and the
     /// broker redelivers what the old channel left unacked.
     epoch: u64,
-    pending: BTreeMap<u64, Pending>,
-    keys: HashMap<String, VecDeque<u64>>,
+    gate: KeyGate<u64>,
     ready: mpsc::UnboundedSender<Delivery>,
     settled: mpsc::UnboundedSender<(Id, Settled)>,
     retry_due: mpsc::UnboundedSender<Id>,
@@ -43,71 +34,43 @@ struct State {
 
 impl State {
     fn received(&mut self, tag: u64, message: Message) {
-        let key = message.key.clone();
-        self.pending.insert(tag, Pending { key: key.clone(), message, attempt: 1 });
-        let queue = self.keys.entry(key).or_default();
-        queue.push_back(tag);
-        if queue.len() == 1 {
+        if self.gate.hold(tag, message) {
             self.dispatch(tag);
         }
     }
 
     fn dispatch(&self, tag: u64) {
-        let Some(p) = self.pending.get(&tag) else { return };
-        let acker = LocalAcker::new(
-            (self.epoch, tag),
-            self.settled.clone(),
-            self.shared.clone(),
-            self.shared.config.retry_policy(),
-            self.topic.clone(),
-            p.message.clone(),
-            p.attempt,
-        );
-        let d = Delivery::new(
-            self.topic.clone(),
-            p.message.clone(),
-            p.attempt,
-            self.shared.config.max_attempts,
-            Box::new(acker),
-        );
-        let _ = self.ready.send(d);
+        let Some(held) = self.gate.get(tag) else { return };
+        let policy = self.shared.config.retry_policy();
+        let _ =
+            self.ready.send(deliver(&self.topic, held, (self.epoch, tag), &self.settled, self.shared.clone(), policy));
     }
 
-    async fn settle(&mut self, (epoch, tag): Id, how: Settled) {
+    async fn settle(&mut self, id @ (epoch, tag): Id, how: Settled) {
         if epoch != self.epoch {
             return;
         }
-        let Some(p) = self.pending.get_mut(&tag) else { return };
         match how {
             Settled::Retry(after) => {
-                p.attempt += 1;
-                let due = self.retry_due.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = due.send((epoch, tag));
-                });
+                if self.gate.retry(tag) {
+                    retry_after(after, id, &self.retry_due);
+                }
             }
             Settled::Dropped => {
-                p.attempt += 1;
-                self.dispatch(tag);
+                if self.gate.retry(tag) {
+                    self.dispatch(tag);
+                }
             }
             Settled::Done => {
-                let Some(done) = self.pending.remove(&tag) else { return };
+                let Some(next) = self.gate.release(tag) else { return };
                 if let Some(ch) = &self.channel
                     && let Err(e) = ch.basic_ack(tag, BasicAckOptions::default()).await
                 {
                     // The broker will deliver it again on the next connection.
                     warn!(topic = %self.topic, tag, error = %e, "ack failed");
                 }
-                let next = self.keys.get_mut(&done.key).and_then(|q| {
-                    q.retain(|t| *t != tag);
-                    q.front().copied()
-                });
-                match next {
-                    Some(t) => self.dispatch(t),
-                    None => {
-                        self.keys.remove(&done.key);
-                    }
+                if let Some(t) = next {
+                    self.dispatch(t);
                 }
             }
         }
@@ -115,8 +78,7 @@ impl State {
 
     fn reset(&mut self) {
         self.epoch += 1;
-        self.pending.clear();
-        self.keys.clear();
+        self.gate.clear();
         self.channel = None;
     }
 }
@@ -188,7 +150,8 @@ fn message(d: &lapin::message::Delivery) -> Message {
     m
 }
 
-/// The task behind an [`AmqpSubscription`]. Reports the first setup on `up`.
+/// The task behind a subscription: it feeds `ready` until the subscription is
+/// dropped, and reports the first setup on `up`.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     topic: String,
@@ -203,8 +166,7 @@ pub(crate) async fn run(
         shared: shared.clone(),
         channel: None,
         epoch: 0,
-        pending: BTreeMap::new(),
-        keys: HashMap::new(),
+        gate: KeyGate::new(),
         ready,
         settled: settled_tx,
         retry_due: retry_tx,
@@ -259,24 +221,5 @@ pub(crate) async fn run(
         state.reset();
         drop(conn);
         tokio::time::sleep(shared.config.reconnect_delay).await;
-    }
-}
-
-/// A member of a group on one topic (see [`crate::AmqpQueue`]).
-pub struct AmqpSubscription {
-    pub(crate) ready: mpsc::UnboundedReceiver<Delivery>,
-    pub(crate) task: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl Subscription for AmqpSubscription {
-    async fn next(&mut self) -> Result<Delivery, QueueError> {
-        self.ready.recv().await.ok_or(QueueError::Closed)
-    }
-}
-
-impl Drop for AmqpSubscription {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -27,7 +27,6 @@ mod subscription;
 
 pub use config::KafkaConfig;
 pub use queue::KafkaQueue;
-pub use subscription::KafkaSubscription;
 
 /// librdkafka's in-process mock cluster, re-exported for tests and demos.
 pub use rdkafka::mocking::MockCluster;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pilotlight_core::ports::{Message, Queue, QueueError, Subscription, check_topic_name};
-use pilotlight_core::support::DeadLetters;
+use pilotlight_core::support::{DeadLetters, TaskSubscription};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use crate::config::KafkaConfig;
-use crate::subscription::{Ctx, KafkaConsumer, KafkaSubscription, run};
+use crate::subscription::{Ctx, KafkaConsumer, run};
 
 /// What the queue and its subscriptions share.
 pub(crate) struct Shared {
@@ -231,6 +231,6 @@ impl Queue for KafkaQueue {
                 self.shared.config.join_timeout
             )));
         }
-        Ok(Box::new(KafkaSubscription { ready: ready_rx, task }))
+        Ok(Box::new(TaskSubscription::new(ready_rx, task)))
     }
 }

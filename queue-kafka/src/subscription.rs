@@ -8,13 +8,12 @@
 //! nothing past the oldest unsettled offset was committed, so the group's next
 //! member reads those messages again: at-least-once, nothing lost.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pilotlight_core::ports::{Delivery, Message, QueueError, Subscription};
-use pilotlight_core::support::{LocalAcker, Settled};
+use pilotlight_core::ports::{Delivery, Message};
+use pilotlight_core::support::{KeyGate, Settled, deliver, retry_after};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -56,16 +55,10 @@ pub(crate) type KafkaConsumer = StreamConsumer<Ctx>;
 /// Identifies a delivery to the task: (epoch, partition, offset).
 type Id = (u64, i32, i64);
 
-struct Pending {
-    key: String,
-    message: Message,
-    attempt: u32,
-}
-
 #[derive(Default)]
 struct Partition {
     /// Received and not settled, by offset.
-    pending: BTreeMap<i64, Pending>,
+    gate: KeyGate<i64>,
     /// One past the newest offset received.
     next: i64,
     /// The offset last committed.
@@ -81,8 +74,6 @@ struct State {
     /// partitions' new owner delivers those messages again).
     epoch: u64,
     partitions: HashMap<i32, Partition>,
-    /// Offsets waiting per (partition, key); the front one is out or waiting for its retry.
-    keys: HashMap<(i32, String), VecDeque<i64>>,
     ready: mpsc::UnboundedSender<Delivery>,
     settled: mpsc::UnboundedSender<(Id, Settled)>,
     retry_due: mpsc::UnboundedSender<Id>,
@@ -95,76 +86,47 @@ impl State {
             committed: offset,
             ..Default::default()
         });
-        if offset < p.next && !p.pending.contains_key(&offset) {
+        if offset < p.next && !p.gate.contains(offset) {
             return; // already settled (a re-fetch after a reconnect)
         }
         p.next = p.next.max(offset + 1);
-        let key = message.key.clone();
-        p.pending.insert(offset, Pending { key: key.clone(), message, attempt: 1 });
-        let queue = self.keys.entry((partition, key)).or_default();
-        queue.push_back(offset);
-        if queue.len() == 1 {
+        if p.gate.hold(offset, message) {
             self.dispatch(partition, offset);
         }
     }
 
     fn dispatch(&self, partition: i32, offset: i64) {
-        let Some(pending) = self.partitions.get(&partition).and_then(|p| p.pending.get(&offset)) else { return };
-        let acker = LocalAcker::new(
-            (self.epoch, partition, offset),
-            self.settled.clone(),
-            self.shared.clone(),
-            self.shared.config.retry_policy(),
-            self.topic.clone(),
-            pending.message.clone(),
-            pending.attempt,
-        );
-        let d = Delivery::new(
-            self.topic.clone(),
-            pending.message.clone(),
-            pending.attempt,
-            self.shared.config.max_attempts,
-            Box::new(acker),
-        );
-        let _ = self.ready.send(d);
+        let Some(held) = self.partitions.get(&partition).and_then(|p| p.gate.get(offset)) else { return };
+        let id = (self.epoch, partition, offset);
+        let policy = self.shared.config.retry_policy();
+        let _ = self.ready.send(deliver(&self.topic, held, id, &self.settled, self.shared.clone(), policy));
     }
 
-    fn settle(&mut self, (epoch, partition, offset): Id, how: Settled) {
+    fn settle(&mut self, id @ (epoch, partition, offset): Id, how: Settled) {
         if epoch != self.epoch {
             return;
         }
         let Some(p) = self.partitions.get_mut(&partition) else { return };
-        let Some(pending) = p.pending.get_mut(&offset) else { return };
         match how {
             Settled::Retry(after) => {
-                pending.attempt += 1;
-                let due = self.retry_due.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = due.send((epoch, partition, offset));
-                });
+                if p.gate.retry(offset) {
+                    retry_after(after, id, &self.retry_due);
+                }
             }
             Settled::Dropped => {
-                pending.attempt += 1;
-                self.dispatch(partition, offset);
+                if p.gate.retry(offset) {
+                    self.dispatch(partition, offset);
+                }
             }
             Settled::Done => {
-                let Some(done) = p.pending.remove(&offset) else { return };
-                let low = p.pending.keys().next().copied().unwrap_or(p.next);
+                let Some(next) = p.gate.release(offset) else { return };
+                let low = p.gate.oldest().unwrap_or(p.next);
                 if low > p.committed {
                     p.committed = low;
                     self.commit(partition, low);
                 }
-                let k = (partition, done.key);
-                let next = self.keys.get_mut(&k).and_then(|q| {
-                    q.retain(|o| *o != offset);
-                    q.front().copied()
-                });
-                match next {
-                    Some(o) => self.dispatch(partition, o),
-                    None => {
-                        self.keys.remove(&k);
-                    }
+                if let Some(o) = next {
+                    self.dispatch(partition, o);
                 }
             }
         }
@@ -182,11 +144,10 @@ impl State {
     fn revoked(&mut self) {
         self.epoch += 1;
         self.partitions.clear();
-        self.keys.clear();
     }
 }
 
-/// The task behind a [`KafkaSubscription`].
+/// The task behind a subscription: it feeds `ready` until the subscription is dropped.
 pub(crate) async fn run(
     topic: String,
     shared: Arc<Shared>,
@@ -204,7 +165,6 @@ pub(crate) async fn run(
         consumer: consumer.clone(),
         epoch: 0,
         partitions: HashMap::new(),
-        keys: HashMap::new(),
         ready,
         settled: settled_tx,
         retry_due: retry_tx,
@@ -251,24 +211,5 @@ pub(crate) async fn run(
         if state.ready.is_closed() {
             return;
         }
-    }
-}
-
-/// A member of a consumer group on one topic (see the module docs).
-pub struct KafkaSubscription {
-    pub(crate) ready: mpsc::UnboundedReceiver<Delivery>,
-    pub(crate) task: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl Subscription for KafkaSubscription {
-    async fn next(&mut self) -> Result<Delivery, QueueError> {
-        self.ready.recv().await.ok_or(QueueError::Closed)
-    }
-}
-
-impl Drop for KafkaSubscription {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -100,7 +100,7 @@ impl Drop for Proc {
     }
 }
 
-/// Live processes whose environment carries this platform label.
+/// Live processes (not zombies: a zombie's environ is empty) whose environment carries this platform label.
 pub fn labelled(platform_id: &str) -> Vec<i32> {
     let needle = format!("PILOTLIGHT_PLATFORM={platform_id}");
     std::fs::read_dir("/proc")

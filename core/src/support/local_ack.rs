@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::ports::{Acknowledge, Message, QueueError, dead_letter_topic, headers};
+use super::Held;
+use crate::ports::{Acknowledge, Delivery, Message, QueueError, dead_letter_topic, headers};
 
 /// What the consumer did with a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,29 @@ impl<I: Send + 'static> Acknowledge for LocalAcker<I> {
         self.dead.publish_dead(&dead_letter_topic(&self.topic), dead).await?;
         self.send(Settled::Done)
     }
+}
+
+/// Hands out `held` as a [`Delivery`] whose acker reports to `settled` as `id`.
+pub fn deliver<I: Send + 'static>(
+    topic: &str,
+    held: &Held,
+    id: I,
+    settled: &mpsc::UnboundedSender<(I, Settled)>,
+    dead: Arc<dyn DeadLetters>,
+    policy: RetryPolicy,
+) -> Delivery {
+    let acker =
+        LocalAcker::new(id, settled.clone(), dead, policy, topic.to_owned(), held.message.clone(), held.attempt);
+    Delivery::new(topic, held.message.clone(), held.attempt, policy.max_attempts, Box::new(acker))
+}
+
+/// Sends `id` on `due` once `after` has passed: a nacked delivery's turn to go out again.
+pub fn retry_after<I: Send + 'static>(after: Duration, id: I, due: &mpsc::UnboundedSender<I>) {
+    let due = due.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let _ = due.send(id);
+    });
 }
 
 impl<I: Send + 'static> Drop for LocalAcker<I> {
