@@ -147,6 +147,26 @@ impl State {
     }
 }
 
+/// Closes a consumer away from the async runtime. Dropping the last handle
+/// of a librdkafka consumer leaves its group and destroys the client, which
+/// blocks until the brokers answer; on a runtime worker that stalls every
+/// task on it (CI saw a whole test freeze, timers included). The thread waits
+/// until it holds the last handle, then drops it.
+struct CloseOffRuntime(Arc<KafkaConsumer>);
+
+impl Drop for CloseOffRuntime {
+    fn drop(&mut self) {
+        let consumer = self.0.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while Arc::strong_count(&consumer) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(consumer);
+        });
+    }
+}
+
 /// The task behind a subscription: it feeds `ready` until the subscription is dropped.
 pub(crate) async fn run(
     topic: String,
@@ -155,6 +175,9 @@ pub(crate) async fn run(
     mut assignments: mpsc::UnboundedReceiver<Assignment>,
     ready: mpsc::UnboundedSender<Delivery>,
 ) {
+    // Whenever this task ends (the subscription was dropped, so it is aborted),
+    // the consumer is closed on a thread of its own.
+    let _close = CloseOffRuntime(consumer.clone());
     let (settled_tx, mut settled) = mpsc::unbounded_channel();
     let (retry_tx, mut retry_due) = mpsc::unbounded_channel();
     let kafka_topic = shared.kafka_name(&topic);
