@@ -26,6 +26,12 @@ if ! rabbitmqctl -q status >/dev/null 2>&1; then
   echo "starting rabbitmq-server on 127.0.0.1:5672"
   RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 rabbitmq-server -detached
 fi
-timeout 120 rabbitmqctl -q await_startup
+# Right after -detached the node is not reachable yet and await_startup
+# fails at once, so try for up to 90 s; the last try prints why it failed.
+for _ in $(seq 1 90); do
+  rabbitmqctl -q await_startup >/dev/null 2>&1 && break
+  sleep 1
+done
+timeout 60 rabbitmqctl -q await_startup
 
 echo "test dependencies ready"
