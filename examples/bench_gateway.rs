@@ -27,7 +27,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[path = "common/wrk.rs"]
 mod wrk;
-use wrk::{Sample, env_u64, median, need, wrk};
+use wrk::{Sample, env_u64, median_sample, need, wrk};
 
 /// CPU seconds (user + system) of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -197,14 +197,7 @@ async fn main() -> Result<(), Error> {
                 samples[i].push(s);
             }
         }
-        let med: Vec<Sample> = samples
-            .iter()
-            .map(|v| Sample {
-                rps: median(v.iter().map(|s| s.rps).collect()),
-                p50_us: median(v.iter().map(|s| s.p50_us).collect()),
-                p99_us: median(v.iter().map(|s| s.p99_us).collect()),
-            })
-            .collect();
+        let med: Vec<Sample> = samples.iter().map(|v| median_sample(v)).collect();
         println!("\n{connections} connection(s)");
         println!("  {:<8} {:>12} {:>10} {:>10} {:>16}", "path", "req/s", "p50 µs", "p99 µs", "proxy CPU/req µs");
         for (i, (name, _)) in paths.iter().enumerate() {

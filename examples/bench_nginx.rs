@@ -30,7 +30,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[path = "common/wrk.rs"]
 mod wrk;
-use wrk::{Sample, env_u64, median, need, wrk};
+use wrk::{Sample, env_u64, median, median_sample, need, wrk};
 
 const DOMAIN: &str = "pilot.test";
 
@@ -118,14 +118,7 @@ async fn load(paths: &[(&str, String, String)], seconds: u64, rounds: u64) -> Re
             }
         }
         println!("  {connections} connection(s): {:<22} {:>10} {:>9} {:>9}", "path", "req/s", "p50 µs", "p99 µs");
-        let med: Vec<Sample> = samples
-            .iter()
-            .map(|v| Sample {
-                rps: median(v.iter().map(|s| s.rps).collect()),
-                p50_us: median(v.iter().map(|s| s.p50_us).collect()),
-                p99_us: median(v.iter().map(|s| s.p99_us).collect()),
-            })
-            .collect();
+        let med: Vec<Sample> = samples.iter().map(|v| median_sample(v)).collect();
         for (i, (name, _, _)) in paths.iter().enumerate() {
             println!("  {:<17} {:<22} {:>10.0} {:>9.0} {:>9.0}", "", name, med[i].rps, med[i].p50_us, med[i].p99_us);
         }

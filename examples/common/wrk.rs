@@ -71,3 +71,12 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// The sample of medians: median req/s, median p50 and median p99 of `runs`.
+pub fn median_sample(runs: &[Sample]) -> Sample {
+    Sample {
+        rps: median(runs.iter().map(|s| s.rps).collect()),
+        p50_us: median(runs.iter().map(|s| s.p50_us).collect()),
+        p99_us: median(runs.iter().map(|s| s.p99_us).collect()),
+    }
+}

@@ -98,8 +98,10 @@ impl NginxRouter {
     /// host's NGINX is reloaded on the first apply.
     pub async fn start(config: NginxConfig) -> Result<Self, NginxError> {
         config.validate()?;
-        let generations = Generations::open(&config.dir)?;
-        let root = std::fs::canonicalize(generations.root())
+        // Canonical, so every path written into the configuration is absolute.
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| NginxError::io(format!("create {}", config.dir.display()), e))?;
+        let root = std::fs::canonicalize(&config.dir)
             .map_err(|e| NginxError::io(format!("resolve {}", config.dir.display()), e))?;
         let generations = Generations::open(&root)?;
         let renderer = Renderer::new(&config, &root)?;

@@ -5,18 +5,28 @@ use std::net::SocketAddr;
 use crate::model::{Endpoint, FunctionName, Route, RouteTable};
 use crate::ports::Router;
 
-/// A table routing each `(name, endpoint)` pair.
-pub fn table(routes: &[(&str, SocketAddr)]) -> RouteTable {
+/// A route (generation 1) of `name` to `endpoints` with this timeout.
+pub fn route(name: &str, endpoints: &[SocketAddr], timeout_ms: u64) -> Route {
+    Route {
+        name: FunctionName::new(name).expect("valid test name"),
+        generation: 1,
+        endpoints: endpoints.iter().map(|a| Endpoint::new(*a)).collect(),
+        timeout_ms,
+    }
+}
+
+/// A table of these routes.
+pub fn table_of(routes: Vec<Route>) -> RouteTable {
     let mut t = RouteTable::new();
-    for (name, addr) in routes {
-        t.upsert(Route {
-            name: FunctionName::new(*name).expect("valid test name"),
-            generation: 1,
-            endpoints: vec![Endpoint::new(*addr)],
-            timeout_ms: 30_000,
-        });
+    for r in routes {
+        t.upsert(r);
     }
     t
+}
+
+/// A table routing each `(name, endpoint)` pair (30 s timeouts).
+pub fn table(routes: &[(&str, SocketAddr)]) -> RouteTable {
+    table_of(routes.iter().map(|(name, addr)| route(name, &[*addr], 30_000)).collect())
 }
 
 /// Runs every check.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilotlight_core::model::{Domain, Endpoint, FunctionName, FunctionSpecInput, Instance, Route, RouteTable};
+use pilotlight_core::model::{Domain, FunctionSpecInput, Instance};
 use pilotlight_core::ports::Runtime;
 use pilotlight_core::testkit::{fixtures::hello_binary, free_port, require_tool, unique};
 use pilotlight_nginx::{NginxConfig, NginxMode};
@@ -36,22 +36,7 @@ pub async fn hello(rt: &ProcessRuntime, name: &str) -> Instance {
     rt.start(&input.validate().unwrap(), 1).await.unwrap()
 }
 
-pub fn route(name: &str, endpoints: &[SocketAddr], timeout_ms: u64) -> Route {
-    Route {
-        name: FunctionName::new(name).unwrap(),
-        generation: 1,
-        endpoints: endpoints.iter().map(|a| Endpoint::new(*a)).collect(),
-        timeout_ms,
-    }
-}
-
-pub fn table(routes: Vec<Route>) -> RouteTable {
-    let mut t = RouteTable::new();
-    for r in routes {
-        t.upsert(r);
-    }
-    t
-}
+pub use pilotlight_core::testkit::router::{route, table_of as table};
 
 /// A managed NGINX on free loopback ports, with `dir` as its data directory.
 pub fn managed(dir: &Path) -> NginxConfig {

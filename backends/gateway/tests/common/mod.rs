@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use pilotlight_core::model::{Domain, Endpoint, FunctionName, FunctionSpecInput, Instance, Route, RouteTable};
+use pilotlight_core::model::{Domain, FunctionSpecInput, Instance};
 use pilotlight_core::ports::Runtime;
 use pilotlight_core::testkit::{fixtures::hello_binary, unique};
 use pilotlight_gateway::{Gateway, GatewayConfig, TlsSource};
@@ -44,22 +44,7 @@ pub async fn gateway(dir: &std::path::Path) -> Gateway {
     Gateway::start(config(dir)).await.unwrap()
 }
 
-pub fn route(name: &str, endpoints: &[SocketAddr], timeout_ms: u64) -> Route {
-    Route {
-        name: FunctionName::new(name).unwrap(),
-        generation: 1,
-        endpoints: endpoints.iter().map(|a| Endpoint::new(*a)).collect(),
-        timeout_ms,
-    }
-}
-
-pub fn table(routes: Vec<Route>) -> RouteTable {
-    let mut t = RouteTable::new();
-    for r in routes {
-        t.upsert(r);
-    }
-    t
-}
+pub use pilotlight_core::testkit::router::{route, table_of as table};
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
