@@ -5,9 +5,10 @@
 # nginx-light: the NGINX router's tests run a real NGINX (managed, as the current user);
 # the package's own service is not started. libssl-dev, pkg-config: librdkafka with TLS
 # (pilotlight-kafka's `ssl` feature).
+# chromium, chromium-driver: the web UI's browser test (headless, WebDriver).
 set -euo pipefail
 
-packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server)
+packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

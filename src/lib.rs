@@ -39,6 +39,8 @@
 //! ```
 
 pub mod connect;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use pilotlight_core as core;
 pub use pilotlight_core::{
@@ -73,3 +75,6 @@ pub use pilotlight_kafka as kafka;
 /// Router on NGINX: rendered server blocks, `nginx -t`, atomic switch, confirmed reloads (feature `nginx`).
 #[cfg(feature = "nginx")]
 pub use pilotlight_nginx as nginx;
+
+#[cfg(feature = "server")]
+pub use pilotlight_api as api;

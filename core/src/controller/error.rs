@@ -68,6 +68,9 @@ pub enum PlatformError {
         /// Its last message.
         message: Option<String>,
     },
+    /// This process cannot answer that: e.g. logs, when the runtime runs in another process.
+    #[error("{0}")]
+    Unsupported(String),
     /// The builder is missing a part.
     #[error("platform is not configured: {0}")]
     Config(String),

@@ -21,7 +21,7 @@ mod urls;
 
 pub use consume::{Attempt, EventHandler, run_consumer};
 pub use error::{HandlerError, PlatformError};
-pub use platform::{DeployReceipt, Platform, PlatformActivator, PlatformBuilder};
+pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformActivator, PlatformBuilder, StatusUpdate};
 pub use router_worker::RouterWorker;
 pub use runtime_worker::RuntimeWorker;
 pub use status_worker::StatusWorker;

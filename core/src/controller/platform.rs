@@ -17,7 +17,10 @@ use crate::events::{Event, topics};
 use crate::model::{
     Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Phase, Region, ValidationError,
 };
-use crate::ports::{ActivationError, Activator, Queue, Router, Runtime, Store, StoreError};
+use crate::model::{Instance, InstanceId};
+use crate::ports::{
+    ActivationError, Activator, LogLine, LogOptions, Queue, Router, Runtime, RuntimeError, Store, StoreError,
+};
 
 /// What a deploy or delete call accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +419,109 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// The instances of a function that this process's runtime runs (running,
+    /// paused or created); `None` when the runtime runs in another process.
+    pub async fn instances(&self, name: &FunctionName) -> Result<Option<Vec<Instance>>, PlatformError> {
+        let Some(runtime) = &self.inner.runtime else { return Ok(None) };
+        let mut all: Vec<Instance> = runtime.list().await?.into_iter().filter(|i| &i.function == name).collect();
+        all.sort_by(|a, b| b.generation.cmp(&a.generation).then_with(|| a.id.cmp(&b.id)));
+        Ok(Some(all))
+    }
+
+    /// The logs of every instance the function has now, merged as lines
+    /// arrive. `tail` applies to each instance. With `follow`, the stream
+    /// stays open until those instances are gone; instances started later
+    /// are not included (ask again).
+    pub async fn logs(
+        &self,
+        name: &FunctionName,
+        options: LogOptions,
+    ) -> Result<futures::stream::BoxStream<'static, Result<InstanceLogLine, RuntimeError>>, PlatformError> {
+        use futures::StreamExt;
+        if self.get(name).await?.is_none() {
+            return Err(PlatformError::NotFound(name.clone()));
+        }
+        let Some(runtime) = &self.inner.runtime else {
+            return Err(PlatformError::Unsupported(
+                "this process runs no runtime, so it holds no logs; ask the process that runs the instances".into(),
+            ));
+        };
+        let mut streams = Vec::new();
+        for instance in runtime.list().await?.into_iter().filter(|i| &i.function == name) {
+            let id = instance.id.clone();
+            match runtime.logs(&instance.id, options).await {
+                Ok(s) => streams
+                    .push(s.map(move |line| line.map(|line| InstanceLogLine { instance: id.clone(), line })).boxed()),
+                // It stopped between the list and now: it has nothing to say.
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(futures::stream::select_all(streams).boxed())
+    }
+
+    /// Every change of any function's status, as it is recorded here. With
+    /// `snapshot`, the stream first yields the current status of every
+    /// function, so a reader needs nothing else to stay in sync. A function
+    /// that is deleted for good yields one last update with phase `deleted`.
+    pub fn status_changes(&self, snapshot: bool) -> futures::stream::BoxStream<'static, StatusUpdate> {
+        use futures::StreamExt;
+        use std::collections::{BTreeMap, VecDeque};
+        struct State {
+            store: Arc<dyn Store>,
+            changed: watch::Receiver<u64>,
+            last: Option<BTreeMap<FunctionName, StatusUpdate>>,
+            snapshot: bool,
+            ready: VecDeque<StatusUpdate>,
+        }
+        let state = State {
+            store: Arc::clone(&self.inner.store),
+            changed: self.inner.changed.subscribe(),
+            last: None,
+            snapshot,
+            ready: VecDeque::new(),
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(u) = st.ready.pop_front() {
+                    return Some((u, st));
+                }
+                if st.last.is_some() && st.changed.changed().await.is_err() {
+                    return None;
+                }
+                st.changed.mark_unchanged();
+                let records = match st.store.list().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "status changes: cannot list functions");
+                        continue;
+                    }
+                };
+                let now: BTreeMap<FunctionName, StatusUpdate> = records
+                    .iter()
+                    .filter(|r| !is_gone(r))
+                    .map(|r| (r.spec.name().clone(), StatusUpdate::of(r)))
+                    .collect();
+                match st.last.take() {
+                    None if st.snapshot => st.ready.extend(now.values().cloned()),
+                    None => {}
+                    Some(last) => {
+                        st.ready.extend(now.iter().filter(|(n, u)| last.get(*n) != Some(u)).map(|(_, u)| u.clone()));
+                        st.ready.extend(last.into_iter().filter(|(n, _)| !now.contains_key(n)).map(|(_, mut u)| {
+                            u.phase = Phase::Deleted;
+                            u.ready_instances = 0;
+                            u
+                        }));
+                    }
+                }
+                st.last = Some(now);
+            }
+        })
+        .boxed()
+    }
+}
+
 /// Wakes functions for an edge by asking the runtime worker to reconcile them
 /// (which starts an instance if none runs). Made by [`Platform::activator`].
 ///
@@ -441,6 +547,58 @@ impl Activator for PlatformActivator {
             .await
             .map_err(|e| ActivationError::Unavailable(e.to_string()))
     }
+}
+
+/// One change of a function's status, as [`Platform::status_changes`] yields it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// The function.
+    pub name: FunctionName,
+    /// The generation asked for.
+    pub generation: u64,
+    /// Where it is; `deleted` once it is gone.
+    pub phase: Phase,
+    /// Its public URL.
+    pub url: Option<String>,
+    /// Why it failed, or progress.
+    pub message: Option<String>,
+    /// For `failed`: whether the work is retried.
+    pub will_retry: bool,
+    /// How many ready endpoints the edge routes to.
+    pub ready_instances: usize,
+}
+
+impl StatusUpdate {
+    /// The status a record shows: `pending` until the workers report on its newest generation.
+    pub fn of(r: &FunctionRecord) -> Self {
+        // Until the workers report on the newest generation, it is pending.
+        let current = r.status.generation == r.generation;
+        Self {
+            name: r.spec.name().clone(),
+            generation: r.generation,
+            phase: if current {
+                r.status.phase
+            } else if r.deleted {
+                Phase::Deleting
+            } else {
+                Phase::Pending
+            },
+            url: r.status.url.clone(),
+            message: r.status.message.clone(),
+            will_retry: r.status.will_retry,
+            ready_instances: r.status.endpoints.len(),
+        }
+    }
+}
+
+/// One log line of one instance, as [`Platform::logs`] yields it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceLogLine {
+    /// The instance that wrote it.
+    pub instance: InstanceId,
+    /// The line.
+    #[serde(flatten)]
+    pub line: LogLine,
 }
 
 /// A delete that has completed: kept as a tombstone so generations keep rising.

@@ -4,6 +4,7 @@ use super::instance::Endpoint;
 use super::spec::FunctionSpec;
 
 /// Where a function is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]

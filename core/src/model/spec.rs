@@ -304,6 +304,7 @@ impl FunctionSpec {
 }
 
 /// The program and arguments of an `exec` source, as written by a user.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecInput {
@@ -315,6 +316,7 @@ pub struct ExecInput {
 }
 
 /// `limits` as written by a user; every field is optional.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsInput {
@@ -329,6 +331,7 @@ pub struct LimitsInput {
 }
 
 /// `scaling` as written by a user; every field is optional.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScalingInput {
@@ -346,6 +349,7 @@ pub struct ScalingInput {
 
 /// A function spec as users write it (JSON, TOML, a form). Unknown fields are
 /// rejected. Only `name`, one of `image`/`exec`, and `port` are required.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpecInput {

@@ -6,6 +6,7 @@ use super::BoxError;
 use crate::model::{FunctionName, FunctionSpec, Instance, InstanceId};
 
 /// Which output stream a log line came from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogSource {

@@ -1,12 +1,14 @@
 //! Pieces that several backends need: a log buffer with follow, readiness probes,
 //! settling for locally retrying queues, time helpers.
 
+mod fanout;
 mod key_gate;
 mod local_ack;
 mod logs;
 mod readiness;
 mod task_subscription;
 
+pub use fanout::FanoutRouter;
 pub use key_gate::{Held, KeyGate};
 pub use local_ack::{DeadLetters, LocalAcker, RetryPolicy, Settled, deliver, retry_after};
 pub use logs::LogBuffer;

@@ -1,0 +1,315 @@
+//! A typed client of the API, for the CLI, for tests, and for programs that drive a node.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::views::{FunctionList, FunctionView, InfoView, LogLineView, Receipt, StatusEvent};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{status}: {}{}", detail.message, detail.field.as_deref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The server's explanation.
+        detail: ErrorDetail,
+    },
+    /// No answer: the server is down or unreachable.
+    #[error("cannot reach the pilotlight API at {url}: {message}")]
+    Transport {
+        /// The server's URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The answer was not what the API sends.
+    #[error("unexpected answer from the API: {0}")]
+    Decode(String),
+    /// The URL or token given is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A client of one server.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8090`), sending `token`.
+    pub fn new(base: &str, token: &str) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            return Err(ClientError::Config(format!(
+                "the API URL must start with http:// (got {base:?}); put a TLS proxy in front for remote use"
+            )));
+        }
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::Config("the API token is empty or not printable ASCII".into()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Ok(Self { base, token: token.to_owned(), http: HyperClient::builder(TokioExecutor::new()).build(connector) })
+    }
+
+    /// The server's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request =
+            Request::builder().method(method).uri(&url).header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Config(format!("bad request URL {url}: {e}")))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| ClientError::Transport { url: self.base.clone(), message: error_chain(&e) })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let detail = serde_json::from_slice::<ErrorBody>(&bytes).map(|b| b.error).unwrap_or_else(|_| ErrorDetail {
+            code: "http".into(),
+            message: String::from_utf8_lossy(&bytes).into_owned(),
+            field: None,
+        });
+        Err(ClientError::Api { status, detail })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /v1/info`.
+    pub async fn info(&self) -> Result<InfoView, ClientError> {
+        self.json(Method::GET, "/v1/info", None).await
+    }
+
+    /// `POST /v1/functions` with a spec as JSON (a `FunctionSpecInput`, or any JSON value).
+    pub async fn deploy<S: serde::Serialize>(&self, spec: &S) -> Result<Receipt, ClientError> {
+        let body = serde_json::to_vec(spec).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.json(Method::POST, "/v1/functions", Some(body)).await
+    }
+
+    /// `GET /v1/functions`.
+    pub async fn list(&self) -> Result<Vec<FunctionView>, ClientError> {
+        Ok(self.json::<FunctionList>(Method::GET, "/v1/functions", None).await?.functions)
+    }
+
+    /// `GET /v1/functions/{name}`.
+    pub async fn get(&self, name: &str) -> Result<FunctionView, ClientError> {
+        self.json(Method::GET, &format!("/v1/functions/{}", path_segment(name)), None).await
+    }
+
+    /// `DELETE /v1/functions/{name}`.
+    pub async fn delete(&self, name: &str) -> Result<Receipt, ClientError> {
+        self.json(Method::DELETE, &format!("/v1/functions/{}", path_segment(name)), None).await
+    }
+
+    /// `GET /v1/functions/{name}/logs`, line by line.
+    pub async fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: usize,
+    ) -> Result<BoxStream<'static, Result<LogLineView, ClientError>>, ClientError> {
+        let path = format!("/v1/functions/{}/logs?follow={follow}&tail={tail}", path_segment(name));
+        let response = self.send(Method::GET, &path, None).await?;
+        Ok(lines(response.into_body())
+            .map(|line| line.and_then(|l| serde_json::from_str(&l).map_err(|e| ClientError::Decode(e.to_string()))))
+            .boxed())
+    }
+
+    /// `GET /v1/events`: the current status of every function, then each change.
+    pub async fn events(&self) -> Result<BoxStream<'static, Result<StatusEvent, ClientError>>, ClientError> {
+        let response = self.send(Method::GET, "/v1/events", None).await?;
+        let mut data = String::new();
+        Ok(lines(response.into_body())
+            .filter_map(move |line| {
+                // Server-sent events: `data:` lines accumulate until a blank line ends the event.
+                let out = match line {
+                    Err(e) => Some(Err(e)),
+                    Ok(l) if l.is_empty() => {
+                        let event = std::mem::take(&mut data);
+                        (!event.is_empty())
+                            .then(|| serde_json::from_str(&event).map_err(|e| ClientError::Decode(e.to_string())))
+                    }
+                    Ok(l) => {
+                        if let Some(d) = l.strip_prefix("data:") {
+                            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                        }
+                        None
+                    }
+                };
+                futures::future::ready(out)
+            })
+            .boxed())
+    }
+}
+
+/// A name goes into a path only if it is a plain label; anything else is escaped so it cannot change the path.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The body's lines, without their line breaks.
+fn lines(body: hyper::body::Incoming) -> impl Stream<Item = Result<String, ClientError>> + Send + 'static {
+    futures::stream::unfold((body, Vec::<u8>::new(), false), |(mut body, mut buf, mut done)| async move {
+        loop {
+            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = buf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some((Ok(String::from_utf8_lossy(&line).into_owned()), (body, buf, done)));
+            }
+            if done {
+                return None;
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Some((Err(ClientError::Decode(e.to_string())), (body, Vec::new(), true))),
+                None => {
+                    if buf.is_empty() {
+                        return None;
+                    }
+                    buf.push(b'\n');
+                    done = true;
+                }
+            }
+        }
+    })
+}
+
+/// Where a client finds its server and token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The API's URL, e.g. `http://127.0.0.1:8090`.
+    pub url: Option<String>,
+    /// The token itself.
+    pub token: Option<String>,
+    /// A file holding the token (such as `<data-dir>/api-token`).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl ClientSettings {
+    /// The default API URL.
+    pub const DEFAULT_URL: &str = "http://127.0.0.1:8090";
+
+    /// Settings from, in order of precedence: `PILOTLIGHT_URL`, `PILOTLIGHT_TOKEN`
+    /// and `PILOTLIGHT_TOKEN_FILE`; the JSON file `$PILOTLIGHT_CLIENT_CONFIG` or
+    /// `~/.config/pilotlight/client.json` (keys `url`, `token`, `token_file`);
+    /// then the defaults: `http://127.0.0.1:8090` and `./pilotlight-data/api-token`,
+    /// which is where a server started in the same directory keeps it.
+    pub fn discover() -> Result<Self, ClientError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let path = env("PILOTLIGHT_CLIENT_CONFIG")
+            .map(std::path::PathBuf::from)
+            .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".config/pilotlight/client.json")));
+        let mut settings = match path {
+            Some(p) if p.exists() => {
+                let text =
+                    std::fs::read_to_string(&p).map_err(|e| ClientError::Config(format!("{}: {e}", p.display())))?;
+                serde_json::from_str(&text).map_err(|e| ClientError::Config(format!("{}: {e}", p.display())))?
+            }
+            _ => Self::default(),
+        };
+        if let Some(u) = env("PILOTLIGHT_URL") {
+            settings.url = Some(u);
+        }
+        if let Some(t) = env("PILOTLIGHT_TOKEN") {
+            settings.token = Some(t);
+        }
+        if let Some(f) = env("PILOTLIGHT_TOKEN_FILE") {
+            settings.token_file = Some(f.into());
+        }
+        Ok(settings)
+    }
+
+    /// A client from these settings.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        let url = self.url.clone().unwrap_or_else(|| Self::DEFAULT_URL.to_owned());
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => read_token(f)?,
+            (None, None) => {
+                let local = std::path::Path::new("pilotlight-data").join(crate::TOKEN_FILE);
+                if local.exists() {
+                    read_token(&local)?
+                } else {
+                    return Err(ClientError::Config(
+                        "no API token: set PILOTLIGHT_TOKEN, or PILOTLIGHT_TOKEN_FILE=<data-dir>/api-token".into(),
+                    ));
+                }
+            }
+        };
+        Client::new(&url, &token)
+    }
+}
+
+fn read_token(path: &std::path::Path) -> Result<String, ClientError> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| ClientError::Config(format!("cannot read the API token from {}: {e}", path.display())))
+}

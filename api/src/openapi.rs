@@ -1,0 +1,38 @@
+//! The OpenAPI document, generated from the handlers' annotations and the types' schemas.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{error, routes, views};
+
+/// `GET /v1/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pilotlight", description = "Deploy, inspect and delete functions on a pilotlight node."),
+    paths(routes::deploy, routes::list, routes::get, routes::delete, routes::logs, routes::events, routes::info, routes::metrics, routes::healthz),
+    components(schemas(
+        views::FunctionView, views::FunctionList, views::InstanceView, views::Receipt, views::InfoView,
+        views::StatusEvent, views::LogLineView, views::Health, error::ErrorBody, error::ErrorDetail,
+        pilotlight_core::FunctionSpecInput,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "functions", description = "Functions and their status, logs and events"), (name = "server", description = "This node"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The token in <data-dir>/api-token"))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! What the API answers: JSON views of functions, instances and receipts.
+
+use pilotlight_core::controller::StatusUpdate;
+use pilotlight_core::model::{FunctionRecord, Instance, InstanceState, Phase};
+use pilotlight_core::{DeployReceipt, FunctionSpecInput};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One function: what was asked for and where it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionView {
+    /// Its name (a DNS label).
+    pub name: String,
+    /// The spec, with every default written out.
+    pub spec: FunctionSpecInput,
+    /// Goes up by one with every deploy, update and delete.
+    pub generation: u64,
+    /// Where the newest generation is.
+    pub phase: Phase,
+    /// `https://<name>.<domain>` (or http, with the edge's port).
+    pub url: Option<String>,
+    /// Its instances: running, paused or being created.
+    pub instances: Vec<InstanceView>,
+    /// Progress, or why the last attempt failed.
+    pub message: Option<String>,
+    /// The last error, while the phase is `failed`.
+    pub error: Option<String>,
+    /// For `failed`: whether the platform keeps trying.
+    pub will_retry: bool,
+}
+
+impl FunctionView {
+    /// The view of a stored record and the instances found for it.
+    pub fn new(record: FunctionRecord, instances: Vec<InstanceView>) -> Self {
+        let status = StatusUpdate::of(&record);
+        let error = (status.phase == Phase::Failed).then(|| status.message.clone()).flatten();
+        Self {
+            name: record.spec.name().to_string(),
+            spec: record.spec.into(),
+            generation: record.generation,
+            phase: status.phase,
+            url: status.url,
+            instances,
+            message: status.message,
+            error,
+            will_retry: status.will_retry,
+        }
+    }
+}
+
+/// One instance of a function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceView {
+    /// The runtime's id (container id, process id).
+    pub id: String,
+    /// `created`, `running`, `paused` or `exited`.
+    pub state: InstanceState,
+    /// Where the edge reaches it.
+    pub endpoint: String,
+    /// The generation of the spec it runs.
+    pub generation: u64,
+}
+
+impl From<Instance> for InstanceView {
+    fn from(i: Instance) -> Self {
+        Self { id: i.id.to_string(), state: i.state, endpoint: i.endpoint.to_string(), generation: i.generation }
+    }
+}
+
+/// Every function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionList {
+    /// By name.
+    pub functions: Vec<FunctionView>,
+}
+
+/// What a deploy or delete accepted (202): the work goes on in the background.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Receipt {
+    /// The function.
+    pub name: String,
+    /// The generation that will be converged to.
+    pub generation: u64,
+    /// The phase right after the call.
+    pub phase: Phase,
+    /// The public URL.
+    pub url: String,
+}
+
+impl From<DeployReceipt> for Receipt {
+    fn from(r: DeployReceipt) -> Self {
+        Self { name: r.name.to_string(), generation: r.generation, phase: r.phase, url: r.url }
+    }
+}
+
+/// What this node is and serves, for clients and the UI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InfoView {
+    /// pilotlight's version.
+    pub version: String,
+    /// Functions are served at `<name>.<domain>`.
+    pub domain: String,
+    /// The region this node serves; a spec's `region` must be this one.
+    pub region: String,
+    /// The runtime: `docker` (specs give `image`) or `process` (specs give `exec`).
+    pub runtime: String,
+    /// The edge: `gateway` or `nginx`.
+    pub edge: String,
+    /// The queue: `memory`, `kafka` or `amqp`.
+    pub queue: String,
+}
+
+/// A status change, as `GET /v1/events` sends it (event name `status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusEvent {
+    /// The function.
+    pub name: String,
+    /// The generation asked for.
+    pub generation: u64,
+    /// Where it is; `deleted` once it is gone.
+    pub phase: Phase,
+    /// Its public URL.
+    pub url: Option<String>,
+    /// Progress, or why it failed.
+    pub message: Option<String>,
+    /// For `failed`: whether the platform keeps trying.
+    pub will_retry: bool,
+    /// How many ready instances the edge routes to.
+    pub ready_instances: usize,
+}
+
+impl From<StatusUpdate> for StatusEvent {
+    fn from(u: StatusUpdate) -> Self {
+        Self {
+            name: u.name.to_string(),
+            generation: u.generation,
+            phase: u.phase,
+            url: u.url,
+            message: u.message,
+            will_retry: u.will_retry,
+            ready_instances: u.ready_instances,
+        }
+    }
+}
+
+/// One log line, as `GET /v1/functions/{name}/logs` sends it (one JSON object per line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLineView {
+    /// The instance that wrote it.
+    pub instance: String,
+    /// `stdout` or `stderr`.
+    pub source: pilotlight_core::ports::LogSource,
+    /// The text.
+    pub line: String,
+    /// When it was read, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    pub status: String,
+}

@@ -1,0 +1,321 @@
+//! Every endpoint of the API, on a real listener on 127.0.0.1, over a platform
+//! of in-memory backends (its instances are real tiny HTTP servers).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use pilotlight_api::client::{Client, ClientError};
+use pilotlight_api::{ApiConfig, ApiServer, ApiToken, ErrorBody};
+use pilotlight_core::Platform;
+use pilotlight_core::memory::{MemoryQueue, MemoryRouter, MemoryRuntime, MemoryStore};
+use pilotlight_core::model::Phase;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Harness {
+    api: ApiServer,
+    platform: Platform,
+    client: Client,
+}
+
+async fn harness() -> Harness {
+    let platform = Platform::builder()
+        .queue(Arc::new(MemoryQueue::new()))
+        .store(Arc::new(MemoryStore::new()))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
+        .build()
+        .unwrap();
+    platform.start().await.unwrap();
+    let mut config = ApiConfig::new(ApiToken::new(TOKEN).unwrap());
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.max_body_bytes = 4096;
+    config.metrics = Some(Arc::new(|| "# TYPE pilotlight_test counter\npilotlight_test 1\n".to_owned()));
+    config.runtime = "memory".into();
+    let api = ApiServer::start(platform.clone(), config).await.unwrap();
+    let client = Client::new(&format!("http://{}", api.addr()), TOKEN).unwrap();
+    Harness { api, platform, client }
+}
+
+impl Harness {
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.api.addr()));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = http.request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap()).await.unwrap();
+        let (parts, body) = res.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    async fn shutdown(self) {
+        self.api.shutdown().await;
+        self.platform.shutdown().await;
+    }
+}
+
+fn error_of(body: &[u8]) -> pilotlight_api::ErrorDetail {
+    serde_json::from_slice::<ErrorBody>(body)
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)))
+        .error
+}
+
+#[tokio::test]
+async fn every_endpoint_but_healthz_needs_the_token() {
+    let h = harness().await;
+    let (status, _, body) = h.raw(Method::GET, "/healthz", None, b"").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"status":"ok"}));
+    let protected = [
+        (Method::GET, "/v1/functions"),
+        (Method::POST, "/v1/functions"),
+        (Method::GET, "/v1/functions/hello"),
+        (Method::DELETE, "/v1/functions/hello"),
+        (Method::GET, "/v1/functions/hello/logs"),
+        (Method::GET, "/v1/events"),
+        (Method::GET, "/v1/info"),
+        (Method::GET, "/v1/openapi.json"),
+        (Method::GET, "/metrics"),
+    ];
+    for (method, path) in protected {
+        for token in [None, Some("wrong-token-0123456789"), Some("")] {
+            let (status, headers, body) = h.raw(method.clone(), path, token, b"{}").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}");
+            assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer");
+            assert_eq!(error_of(&body).code, "unauthorized");
+        }
+    }
+    let (status, _, body) = h.raw(Method::GET, "/v1/no-such-thing", Some(TOKEN), b"").await;
+    assert_eq!((status, error_of(&body).code.as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    // The UI's files load without a token; they ask for it.
+    for path in ["/", "/app.js", "/style.css", "/icon.svg"] {
+        let (status, headers, _) = h.raw(Method::GET, path, None, b"").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(headers.get("content-security-policy").unwrap().to_str().unwrap().contains("default-src 'none'"));
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn deploy_get_list_logs_delete() {
+    let h = harness().await;
+    let mut events = h.client.events().await.unwrap();
+    let spec = json!({"name":"hello","image":"pilotlight/hello:latest","port":8080,"env":{"K":"V"},
+        "scaling":{"min":0,"max":4,"prewarm":1,"target_concurrency":10,"idle_timeout_s":60},"timeout_s":30});
+    let (status, _, body) = h.raw(Method::POST, "/v1/functions", Some(TOKEN), spec.to_string().as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let receipt: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(receipt["name"], "hello");
+    assert_eq!(receipt["generation"], 1);
+    assert_eq!(receipt["phase"], "pending");
+    assert_eq!(receipt["url"], "http://hello.localhost/");
+
+    // The events stream reports it ready.
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            if e.name == "hello" && e.phase == Phase::Ready {
+                return e;
+            }
+        }
+        panic!("events ended")
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready.ready_instances, 1);
+
+    let f = h.client.get("hello").await.unwrap();
+    assert_eq!(f.phase, Phase::Ready);
+    assert_eq!(f.generation, 1);
+    assert_eq!(f.instances.len(), 1);
+    assert_eq!(f.spec.env.get("K").map(String::as_str), Some("V"));
+    assert_eq!(f.spec.region.as_deref(), Some("local"), "defaults are written out");
+    assert_eq!(f.spec.limits.as_ref().and_then(|l| l.memory_mb), Some(128));
+    assert!(f.error.is_none());
+    let listed = h.client.list().await.unwrap();
+    assert_eq!(listed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["hello"]);
+
+    // The same spec again changes nothing; a changed one is generation 2.
+    assert_eq!(h.client.deploy(&spec).await.unwrap().generation, 1);
+    let mut changed = spec.clone();
+    changed["env"]["K"] = json!("W");
+    assert_eq!(h.client.deploy(&changed).await.unwrap().generation, 2);
+    let f = h.platform.wait_ready(&"hello".parse().unwrap(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(f.generation, 2);
+
+    // Logs: the instance's lines, as NDJSON; `tail` limits them.
+    let lines: Vec<_> = h.client.logs("hello", false, 10).await.unwrap().collect().await;
+    assert!(!lines.is_empty());
+    let first = lines[0].as_ref().unwrap();
+    assert!(first.line.contains("listening"), "{first:?}");
+    let one: Vec<_> = h.client.logs("hello", false, 1).await.unwrap().collect().await;
+    assert_eq!(one.len(), 1);
+    let (status, headers, _) = h.raw(Method::GET, "/v1/functions/hello/logs?tail=5", Some(TOKEN), b"").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("content-type").unwrap(), "application/x-ndjson");
+    // Follow: a line written later arrives on the open stream.
+    let mut follow = h.client.logs("hello", true, 0).await.unwrap();
+    let endpoint = h.client.get("hello").await.unwrap().instances[0].endpoint.clone();
+    let mut conn = tokio::net::TcpStream::connect(&endpoint).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut conn, b"GET /followed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(5), follow.next()).await.unwrap().unwrap().unwrap();
+    assert!(line.line.contains("/followed"), "{line:?}");
+
+    // Delete: 202, then gone, and the event stream says so.
+    let r = h.client.delete("hello").await.unwrap();
+    assert_eq!(r.phase, Phase::Deleting);
+    h.platform.wait_deleted(&"hello".parse().unwrap(), Duration::from_secs(10)).await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            if e.name == "hello" && e.phase == Phase::Deleted {
+                return e;
+            }
+        }
+        panic!("events ended")
+    })
+    .await;
+    assert!(deleted.is_ok(), "no `deleted` event");
+    for (method, path) in [
+        (Method::GET, "/v1/functions/hello"),
+        (Method::DELETE, "/v1/functions/hello"),
+        (Method::GET, "/v1/functions/hello/logs"),
+    ] {
+        let (status, _, body) = h.raw(method.clone(), path, Some(TOKEN), b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(error_of(&body).code, "not_found");
+    }
+    assert!(h.client.list().await.unwrap().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_naming_the_field_and_nothing_is_stored() {
+    let h = harness().await;
+    let cases: &[(&str, u16, Option<&str>)] = &[
+        (r#"{"name":"Hello_World","image":"x","port":8080}"#, 422, Some("name")),
+        (r#"{"name":"a;b","image":"x","port":8080}"#, 422, Some("name")),
+        (r#"{"name":"hello","image":"x","port":0}"#, 422, Some("port")),
+        (r#"{"name":"hello","image":"x","port":70000}"#, 422, Some("port")),
+        (r#"{"name":"hello","port":8080}"#, 422, Some("image")),
+        (r#"{"image":"x","port":8080}"#, 422, Some("name")),
+        (r#"{"name":"hello","image":"x"}"#, 422, Some("port")),
+        (r#"{"name":"hello","image":"x","port":8080,"replicas":3}"#, 422, Some("replicas")),
+        (r#"{"name":"hello","image":"x","port":8080,"limits":{"memory":3}}"#, 422, Some("limits.memory")),
+        (r#"{"name":"hello","image":"x","port":8080,"limits":{"memory_mb":1}}"#, 422, Some("limits.memory_mb")),
+        (r#"{"name":"hello","image":"x","port":8080,"region":"mars"}"#, 422, Some("region")),
+        (r#"{"name":"hello","image":"x","port":8080,"env":{"BAD NAME":"v"}}"#, 422, Some("env")),
+        (r#"{"name":"hello","image":"x","port":"http"}"#, 422, Some("port")),
+        (r#"{"name":"hello","#, 400, None),
+        (r#"not json"#, 422, None),
+        ("", 400, None),
+    ];
+    for (body, status, field) in cases {
+        let (s, _, b) = h.raw(Method::POST, "/v1/functions", Some(TOKEN), body.as_bytes()).await;
+        let e = error_of(&b);
+        assert_eq!(s.as_u16(), *status, "{body}: {e:?}");
+        match field {
+            Some(f) => assert!(e.field.as_deref().is_some_and(|x| x.starts_with(f)), "{body}: {e:?}"),
+            None => assert!(e.field.is_none(), "{body}: {e:?}"),
+        }
+        assert!(!e.message.is_empty());
+    }
+    // A region this node does not serve: the error names the one it serves.
+    let (_, _, b) = h
+        .raw(Method::POST, "/v1/functions", Some(TOKEN), br#"{"name":"hello","image":"x","port":8080,"region":"mars"}"#)
+        .await;
+    assert!(error_of(&b).message.contains("`local`"), "{:?}", error_of(&b));
+    // Oversized bodies: 413, whether the length is declared or not.
+    let big = format!(r#"{{"name":"hello","image":"x","port":8080,"env":{{"K":"{}"}}}}"#, "v".repeat(5000));
+    let (s, _, b) = h.raw(Method::POST, "/v1/functions", Some(TOKEN), big.as_bytes()).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_of(&b).code, "body_too_large");
+    let http = HyperClient::builder(TokioExecutor::new()).build_http();
+    let chunks = futures::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b' '; 1000])))),
+    );
+    let req = Request::post(format!("http://{}/v1/functions", h.api.addr()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let res = http.request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Bad path and query values.
+    let (s, _, b) = h.raw(Method::GET, "/v1/functions/Not_A_Name", Some(TOKEN), b"").await;
+    assert_eq!((s, error_of(&b).field.as_deref()), (StatusCode::BAD_REQUEST, Some("name")));
+    let (s, _, b) = h.raw(Method::GET, "/v1/functions/hello/logs?tail=lots", Some(TOKEN), b"").await;
+    assert_eq!((s, error_of(&b).field.as_deref()), (StatusCode::BAD_REQUEST, Some("tail")), "{:?}", error_of(&b));
+    let (s, _, b) = h.raw(Method::GET, "/v1/functions/hello/logs?colour=red", Some(TOKEN), b"").await;
+    assert_eq!((s, error_of(&b).field.as_deref()), (StatusCode::BAD_REQUEST, Some("colour")), "{:?}", error_of(&b));
+    let (s, _, _) = h.raw(Method::PUT, "/v1/functions", Some(TOKEN), b"").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    // Nothing was stored by any of it.
+    assert!(h.client.list().await.unwrap().is_empty());
+    match h.client.get("hello").await {
+        Err(ClientError::Api { status, .. }) => assert_eq!(status, StatusCode::NOT_FOUND),
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn info_metrics_and_the_openapi_document() {
+    let h = harness().await;
+    let info = h.client.info().await.unwrap();
+    assert_eq!((info.domain.as_str(), info.region.as_str(), info.runtime.as_str()), ("localhost", "local", "memory"));
+    let (s, headers, body) = h.raw(Method::GET, "/metrics", Some(TOKEN), b"").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers.get("content-type").unwrap().to_str().unwrap().starts_with("text/plain"));
+    assert!(String::from_utf8_lossy(&body).contains("pilotlight_test 1"));
+    let (s, _, body) = h.raw(Method::GET, "/v1/openapi.json", Some(TOKEN), b"").await;
+    assert_eq!(s, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/functions",
+        "/v1/functions/{name}",
+        "/v1/functions/{name}/logs",
+        "/v1/events",
+        "/v1/info",
+        "/metrics",
+        "/healthz",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from the document");
+    }
+    assert!(paths["/v1/functions"]["post"]["responses"]["422"].is_object());
+    let schema = &doc["components"]["schemas"]["FunctionSpecInput"]["properties"];
+    for field in ["name", "image", "exec", "port", "region", "env", "limits", "scaling", "timeout_s"] {
+        assert!(schema[field].is_object(), "FunctionSpecInput.{field} missing");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let h = harness().await;
+    let mut events = h.client.events().await.unwrap();
+    let done = tokio::spawn(async move { while events.next().await.is_some() {} });
+    let started = std::time::Instant::now();
+    h.api.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    h.platform.shutdown().await;
+}

@@ -1,0 +1,350 @@
+// pilotlight's web UI: plain JavaScript, no build step. Everything it shows
+// comes from the REST API with the bearer token; text from the server is
+// always set with textContent, never parsed as HTML.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+};
+
+const state = {
+  token: sessionStorage.getItem("pilotlight.token") || localStorage.getItem("pilotlight.token"),
+  info: null,
+  functions: new Map(), // name -> FunctionView
+  errors: new Map(),    // name -> recent error messages, newest first
+  events: null,         // AbortController of the event stream
+  logs: null,           // AbortController of the log stream
+};
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || { message: `HTTP ${status}` };
+    super(e.message);
+    this.status = status; this.code = e.code; this.field = e.field;
+  }
+}
+
+async function api(method, path, body, signal) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+  if (res.status === 401) { signOut("The token was refused; sign in again."); throw new ApiError(401, null); }
+  if (!res.ok) {
+    let parsed = null;
+    try { parsed = await res.json(); } catch (_) { /* not JSON */ }
+    throw new ApiError(res.status, parsed);
+  }
+  return res;
+}
+
+// Reads a streamed body line by line.
+async function eachLine(res, onLine) {
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i).replace(/\r$/, "");
+      buf = buf.slice(i + 1);
+      onLine(line);
+    }
+  }
+  if (buf) onLine(buf);
+}
+
+// ---- sign in / out ----
+
+async function signIn(token, remember) {
+  state.token = token;
+  const res = await api("GET", "/v1/info");
+  state.info = await res.json();
+  sessionStorage.setItem("pilotlight.token", token);
+  if (remember) localStorage.setItem("pilotlight.token", token);
+  showApp();
+}
+
+function signOut(message) {
+  state.token = null;
+  sessionStorage.removeItem("pilotlight.token");
+  localStorage.removeItem("pilotlight.token");
+  if (state.events) state.events.abort();
+  if (state.logs) state.logs.abort();
+  state.functions.clear();
+  $("#app-view").hidden = true;
+  $("#node").hidden = true;
+  $("#signout").hidden = true;
+  $("#signin-view").hidden = false;
+  const err = $("#signin-error");
+  err.hidden = !message;
+  err.textContent = message || "";
+}
+
+function showApp() {
+  $("#signin-view").hidden = true;
+  $("#app-view").hidden = false;
+  $("#signout").hidden = false;
+  const i = state.info;
+  const node = $("#node");
+  node.replaceChildren();
+  for (const [k, v] of [["domain", i.domain], ["region", i.region], ["runtime", i.runtime], ["edge", i.edge], ["queue", i.queue], ["version", i.version]]) {
+    node.append(`${k} `, el("b", null, v), "   ");
+  }
+  node.hidden = false;
+  const form = $("#create-form");
+  form.elements.region.placeholder = i.region;
+  const exec = i.runtime === "process";
+  $("#image-field").hidden = exec;
+  $("#exec-field").hidden = !exec;
+  refreshAll().then(followEvents);
+}
+
+// ---- the function list ----
+
+async function refreshAll() {
+  const res = await api("GET", "/v1/functions");
+  const { functions } = await res.json();
+  state.functions = new Map(functions.map((f) => [f.name, f]));
+  render();
+}
+
+async function refreshOne(name) {
+  try {
+    const res = await api("GET", `/v1/functions/${encodeURIComponent(name)}`);
+    state.functions.set(name, await res.json());
+  } catch (e) {
+    if (e.status === 404) state.functions.delete(name); else throw e;
+  }
+  render();
+}
+
+function noteError(name, message) {
+  if (!message) return;
+  const list = state.errors.get(name) || [];
+  if (list[0] !== message) list.unshift(message);
+  state.errors.set(name, list.slice(0, 3));
+}
+
+function render() {
+  const body = $("#functions tbody");
+  const rows = [];
+  const names = [...state.functions.keys()].sort();
+  for (const name of names) {
+    const f = state.functions.get(name);
+    const tr = el("tr");
+    tr.dataset.name = name;
+    tr.dataset.phase = f.phase;
+
+    const nameCell = el("td");
+    nameCell.append(el("div", "name", name), el("div", "gen", `generation ${f.generation}`));
+    const phaseCell = el("td");
+    phaseCell.append(el("span", `phase ${f.phase}`, f.phase));
+    if (f.message && f.phase !== "failed") phaseCell.append(el("div", "message", f.message));
+    if (f.error) noteError(name, f.error);
+    const errs = state.errors.get(name) || [];
+    if (errs.length && f.phase !== "ready") {
+      const ul = el("ul", "errors");
+      for (const m of errs) ul.append(el("li", null, m));
+      phaseCell.append(ul);
+    }
+
+    const instCell = el("td");
+    if (!f.instances.length) instCell.append(el("span", "muted", "none"));
+    for (const i of f.instances) {
+      const chip = el("span", `inst ${i.state}`, `${i.id.slice(0, 12)} ${i.state}`);
+      chip.title = `${i.endpoint} · generation ${i.generation}`;
+      instCell.append(chip);
+    }
+
+    const urlCell = el("td");
+    if (f.url && /^https?:\/\//.test(f.url)) {
+      const a = el("a", "url", f.url);
+      a.href = f.url; a.target = "_blank"; a.rel = "noopener noreferrer";
+      urlCell.append(a);
+    }
+
+    const actions = el("td", "actions");
+    const logs = el("button", "small logs", "Logs");
+    logs.type = "button";
+    logs.addEventListener("click", () => followLogs(name));
+    const del = el("button", "small danger delete", "Delete");
+    del.type = "button";
+    del.addEventListener("click", () => armDelete(del, name));
+    actions.append(logs, " ", del);
+
+    tr.append(nameCell, phaseCell, instCell, urlCell, actions);
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+  $("#empty").hidden = rows.length > 0;
+  $("#functions").hidden = rows.length === 0;
+}
+
+// Deleting takes two clicks: the first arms the button for four seconds.
+function armDelete(button, name) {
+  if (!button.classList.contains("armed")) {
+    button.classList.add("armed");
+    button.textContent = "Confirm delete";
+    setTimeout(() => { button.classList.remove("armed"); button.textContent = "Delete"; }, 4000);
+    return;
+  }
+  button.disabled = true;
+  api("DELETE", `/v1/functions/${encodeURIComponent(name)}`)
+    .then(() => refreshOne(name))
+    .catch((e) => { button.disabled = false; alertError(e); });
+}
+
+function alertError(e) {
+  const p = $("#create-error");
+  p.textContent = e.message;
+  p.hidden = false;
+}
+
+// ---- live updates: server-sent events read through fetch (EventSource cannot send the token) ----
+
+async function followEvents() {
+  if (state.events) state.events.abort();
+  const ctl = new AbortController();
+  state.events = ctl;
+  const live = $("#live");
+  let data = "";
+  try {
+    const res = await api("GET", "/v1/events", undefined, ctl.signal);
+    live.textContent = "live"; live.className = "live on";
+    await eachLine(res, (line) => {
+      if (line.startsWith("data:")) { data += line.slice(5).trimStart(); return; }
+      if (line !== "" || !data) return;
+      const ev = JSON.parse(data);
+      data = "";
+      if (ev.phase === "failed") noteError(ev.name, ev.message);
+      if (ev.phase === "deleted") { state.functions.delete(ev.name); render(); return; }
+      refreshOne(ev.name).catch(() => {});
+    });
+  } catch (e) {
+    if (ctl.signal.aborted) return;
+  }
+  if (ctl.signal.aborted || !state.token) return;
+  live.textContent = "reconnecting…"; live.className = "live off";
+  setTimeout(() => { if (state.token) refreshAll().then(followEvents).catch(() => setTimeout(followEvents, 3000)); }, 2000);
+}
+
+// Instances change without a status change (scaling); refresh the list now and then.
+setInterval(() => { if (state.token && !document.hidden) refreshAll().catch(() => {}); }, 5000);
+
+// ---- logs ----
+
+async function followLogs(name) {
+  if (state.logs) state.logs.abort();
+  const ctl = new AbortController();
+  state.logs = ctl;
+  $("#logs-view").hidden = false;
+  $("#logs-name").textContent = name;
+  const out = $("#logs");
+  out.replaceChildren();
+  const status = $("#logs-state");
+  status.textContent = "following";
+  try {
+    const res = await api("GET", `/v1/functions/${encodeURIComponent(name)}/logs?follow=true&tail=200`, undefined, ctl.signal);
+    await eachLine(res, (line) => {
+      if (!line) return;
+      const l = JSON.parse(line);
+      const row = el("div", l.source);
+      row.append(el("span", "inst-id", `${l.instance.slice(0, 12)} `), l.line);
+      const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+      out.append(row);
+      if (atBottom) out.scrollTop = out.scrollHeight;
+    });
+    status.textContent = "ended (no running instance left)";
+  } catch (e) {
+    if (!ctl.signal.aborted) status.textContent = `stopped: ${e.message}`;
+  }
+}
+
+// ---- create ----
+
+function specFromForm(form) {
+  const v = (n) => form.elements[n].value.trim();
+  const num = (n) => (v(n) === "" ? undefined : Number(v(n)));
+  const spec = { name: v("name"), port: num("port") };
+  if (state.info && state.info.runtime === "process") {
+    spec.exec = { program: v("program"), args: v("args") ? v("args").split(/\s+/) : [] };
+  } else {
+    spec.image = v("image");
+  }
+  if (v("region")) spec.region = v("region");
+  if (num("timeout_s") !== undefined) spec.timeout_s = num("timeout_s");
+  const env = {};
+  for (const line of v("env").split("\n")) {
+    if (!line.trim()) continue;
+    const i = line.indexOf("=");
+    if (i < 1) throw new ApiError(422, { error: { message: `environment line "${line}" is not KEY=value`, field: "env" } });
+    env[line.slice(0, i).trim()] = line.slice(i + 1);
+  }
+  if (Object.keys(env).length) spec.env = env;
+  for (const group of ["limits", "scaling"]) {
+    const part = {};
+    for (const input of form.querySelectorAll(`input[name^="${group}."]`)) {
+      if (input.value.trim() !== "") part[input.name.slice(group.length + 1)] = Number(input.value);
+    }
+    if (Object.keys(part).length) spec[group] = part;
+  }
+  return spec;
+}
+
+function markField(form, field) {
+  for (const i of form.querySelectorAll(".invalid")) i.classList.remove("invalid");
+  if (!field) return;
+  const names = { image: state.info && state.info.runtime === "process" ? "program" : "image", "exec.program": "program" };
+  const input = form.elements[names[field] || field];
+  if (input && input.classList) { input.classList.add("invalid"); input.focus(); }
+}
+
+async function create(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  const err = $("#create-error"), ok = $("#create-ok"), button = $("#create");
+  err.hidden = true; ok.hidden = true;
+  button.disabled = true;
+  try {
+    const spec = specFromForm(form);
+    const res = await api("POST", "/v1/functions", spec);
+    const r = await res.json();
+    markField(form, null);
+    ok.textContent = `Accepted ${r.name} (generation ${r.generation}); it appears in the list as it deploys.`;
+    ok.hidden = false;
+    await refreshOne(r.name);
+  } catch (e) {
+    if (e.status === 401) return;
+    err.textContent = e.field ? `${e.field}: ${e.message}` : e.message;
+    err.hidden = false;
+    markField(form, e.field);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- wiring ----
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#signin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const token = $("#token").value.trim();
+    signIn(token, $("#remember").checked).catch((e) => {
+      if (e.status !== 401) signOut(`Cannot reach the API: ${e.message}`);
+    });
+  });
+  $("#signout").addEventListener("click", () => signOut(""));
+  $("#create-form").addEventListener("submit", create);
+  $("#logs-close").addEventListener("click", () => {
+    if (state.logs) state.logs.abort();
+    $("#logs-view").hidden = true;
+  });
+  if (state.token) signIn(state.token, false).catch(() => signOut(""));
+});

@@ -1,0 +1,345 @@
+//! `pilotlight`: the command-line client of a pilotlight server's API.
+//!
+//! ```sh
+//! cargo run --example pilotlight -- deploy hello --image pilotlight/hello:latest --port 8080
+//! cargo run --example pilotlight -- ls
+//! ```
+//!
+//! It finds the server and the token in `PILOTLIGHT_URL`, `PILOTLIGHT_TOKEN`
+//! (or `PILOTLIGHT_TOKEN_FILE`), `~/.config/pilotlight/client.json`, or else
+//! `http://127.0.0.1:8090` and `./pilotlight-data/api-token`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pilotlight::FunctionSpecInput;
+use pilotlight::api::client::{Client, ClientSettings};
+use pilotlight::api::views::FunctionView;
+use pilotlight::core::model::{ExecInput, InstanceState, LimitsInput, Phase, ScalingInput};
+
+const USAGE: &str = "pilotlight: deploy and manage functions on a pilotlight server
+
+Usage:
+  pilotlight deploy NAME (--image IMAGE | --exec PROGRAM [--arg ARG]...) --port PORT [options]
+  pilotlight deploy --file SPEC.json
+  pilotlight ls
+  pilotlight get NAME [--json]
+  pilotlight rm NAME [--wait]
+  pilotlight logs NAME [-f] [--tail N]
+  pilotlight open NAME
+
+deploy options:
+  --env KEY=VALUE           (repeatable)
+  --region R  --timeout-s S  --health-path /healthz
+  --memory-mb N  --cpu-millis N  --pids N
+  --min N  --max N  --prewarm N  --target-concurrency N  --idle-timeout-s S
+  --no-wait                 return once the server accepted the spec
+  --wait-timeout S          how long to show progress [120]
+
+Server and token: PILOTLIGHT_URL [http://127.0.0.1:8090], PILOTLIGHT_TOKEN or
+PILOTLIGHT_TOKEN_FILE [./pilotlight-data/api-token], or ~/.config/pilotlight/client.json
+({\"url\":..., \"token\":... or \"token_file\":...}); --url and --token override them.";
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command line split into words and `--flag value` pairs (`-f` and boolean flags take no value).
+struct Args {
+    words: Vec<String>,
+    flags: Vec<(String, String)>,
+}
+
+const BOOLEAN: &[&str] = &["json", "wait", "no-wait", "f", "follow", "help"];
+
+impl Args {
+    fn parse(raw: Vec<String>) -> Result<Self, Error> {
+        let (mut words, mut flags) = (Vec::new(), Vec::new());
+        let mut it = raw.into_iter();
+        while let Some(a) = it.next() {
+            let name = a.strip_prefix("--").or_else(|| a.strip_prefix('-').filter(|n| n.len() == 1));
+            match name {
+                Some(n) => {
+                    let (n, inline) = match n.split_once('=') {
+                        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                        None => (n.to_owned(), None),
+                    };
+                    let value = if BOOLEAN.contains(&n.as_str()) {
+                        inline.unwrap_or_else(|| "true".into())
+                    } else {
+                        inline.or_else(|| it.next()).ok_or_else(|| format!("--{n} needs a value"))?
+                    };
+                    flags.push((n, value));
+                }
+                None => words.push(a),
+            }
+        }
+        Ok(Self { words, flags })
+    }
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.flags.iter().position(|(n, _)| n == name)?;
+        Some(self.flags.remove(i).1)
+    }
+    fn take_all(&mut self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(v) = self.take(name) {
+            out.push(v);
+        }
+        out
+    }
+    fn has(&mut self, name: &str) -> bool {
+        self.take(name).is_some_and(|v| v != "false")
+    }
+    fn number(&mut self, name: &str) -> Result<Option<i64>, Error> {
+        self.take(name)
+            .map(|v| v.parse::<i64>().map_err(|_| format!("--{name} must be a number (got {v:?})").into()))
+            .transpose()
+    }
+    fn done(&self) -> Result<(), Error> {
+        match self.flags.first() {
+            Some((n, _)) => Err(format!("unknown flag --{n} for this command; see --help").into()),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
+    let mut args = Args::parse(raw)?;
+    if args.has("help") || args.words.is_empty() {
+        println!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut settings = ClientSettings::discover()?;
+    if let Some(u) = args.take("url") {
+        settings.url = Some(u);
+    }
+    if let Some(t) = args.take("token") {
+        settings.token = Some(t);
+    }
+    let client = settings.client()?;
+    let command = args.words.remove(0);
+    let name = args.words.first().cloned();
+    let need_name = || name.clone().ok_or_else(|| format!("`pilotlight {command}` needs a function name"));
+    match command.as_str() {
+        "deploy" => deploy(&client, name, &mut args).await,
+        "ls" | "list" => {
+            args.done()?;
+            let functions = client.list().await?;
+            print_table(&functions);
+            Ok(ExitCode::SUCCESS)
+        }
+        "get" => {
+            let name = need_name()?;
+            let json = args.has("json");
+            args.done()?;
+            let f = client.get(&name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                print_function(&f);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "rm" | "delete" => {
+            let name = need_name()?;
+            let wait = args.has("wait");
+            args.done()?;
+            let mut events = if wait { Some(client.events().await?) } else { None };
+            let r = client.delete(&name).await?;
+            println!("deleting {} (generation {})", r.name, r.generation);
+            if let Some(events) = events.as_mut() {
+                while let Some(e) = tokio::time::timeout(Duration::from_secs(60), events.next()).await? {
+                    let e = e?;
+                    if e.name == name && e.phase == Phase::Deleted {
+                        println!("deleted {name}");
+                        break;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "logs" => {
+            let name = need_name()?;
+            let follow = args.has("f") || args.has("follow");
+            let tail = args.number("tail")?.unwrap_or(100);
+            args.done()?;
+            let tail = usize::try_from(tail).map_err(|_| "--tail must not be negative")?;
+            let mut lines = client.logs(&name, follow, tail).await?;
+            let mut out = std::io::stdout().lock();
+            while let Some(line) = lines.next().await {
+                let l = line?;
+                let id: String = l.instance.chars().take(12).collect();
+                writeln!(out, "{id} {}", l.line)?;
+                out.flush()?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "open" => {
+            let name = need_name()?;
+            args.done()?;
+            let f = client.get(&name).await?;
+            let url = f.url.ok_or("the function has no URL yet")?;
+            println!("{url}");
+            let opener = std::env::var("BROWSER").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "xdg-open".into());
+            // The URL is the server's, built from a validated name and domain; it goes to the opener as one argument, no shell.
+            match std::process::Command::new(&opener).arg(&url).status() {
+                Ok(s) if s.success() => {}
+                _ => eprintln!("(could not start `{opener}`; open the URL above yourself)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unknown command `{other}`; see --help").into()),
+    }
+}
+
+async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Result<ExitCode, Error> {
+    let spec: serde_json::Value = match args.take("file") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
+        }
+        None => {
+            let mut input = FunctionSpecInput { name, ..FunctionSpecInput::default() };
+            input.image = args.take("image");
+            let args_list = args.take_all("arg");
+            if let Some(program) = args.take("exec") {
+                input.exec = Some(ExecInput { program, args: args_list });
+            }
+            input.port = args.number("port")?;
+            input.region = args.take("region");
+            input.timeout_s = args.number("timeout-s")?;
+            input.health_path = args.take("health-path");
+            let mut env = BTreeMap::new();
+            for kv in args.take_all("env") {
+                let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env wants KEY=VALUE (got {kv:?})"))?;
+                env.insert(k.to_owned(), v.to_owned());
+            }
+            input.env = env;
+            let limits = LimitsInput {
+                memory_mb: args.number("memory-mb")?,
+                cpu_millis: args.number("cpu-millis")?,
+                pids: args.number("pids")?,
+                read_only_rootfs: None,
+            };
+            if limits != LimitsInput::default() {
+                input.limits = Some(limits);
+            }
+            let scaling = ScalingInput {
+                min: args.number("min")?,
+                max: args.number("max")?,
+                prewarm: args.number("prewarm")?,
+                target_concurrency: args.number("target-concurrency")?,
+                idle_timeout_s: args.number("idle-timeout-s")?,
+            };
+            if scaling != ScalingInput::default() {
+                input.scaling = Some(scaling);
+            }
+            serde_json::to_value(&input)?
+        }
+    };
+    let no_wait = args.has("no-wait");
+    let wait = Duration::from_secs(args.number("wait-timeout")?.unwrap_or(120).max(1).unsigned_abs());
+    args.done()?;
+    // Listen before deploying, so no change is missed.
+    let mut events = if no_wait { None } else { Some(client.events().await?) };
+    let receipt = client.deploy(&spec).await?;
+    println!("accepted {} generation {} -> {}", receipt.name, receipt.generation, receipt.url);
+    let Some(events) = events.as_mut() else { return Ok(ExitCode::SUCCESS) };
+    let started = tokio::time::Instant::now();
+    let mut last: Option<(Phase, Option<String>)> = None;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(started + wait, events.next()).await else {
+            eprintln!("still not ready after {wait:?}; `pilotlight get {}` shows where it is", receipt.name);
+            return Ok(ExitCode::FAILURE);
+        };
+        let Some(e) = next else { return Err("the server closed the event stream".into()) };
+        let e = e?;
+        if e.name != receipt.name || e.generation < receipt.generation {
+            continue;
+        }
+        let now = (e.phase, e.message.clone());
+        if last.as_ref() != Some(&now) {
+            let secs = started.elapsed().as_secs_f64();
+            println!("  {secs:6.2}s  {:<9} {}", e.phase.as_str(), e.message.clone().unwrap_or_default());
+            last = Some(now);
+        }
+        match e.phase {
+            Phase::Ready if e.generation == receipt.generation => {
+                println!("ready: {}", e.url.unwrap_or(receipt.url));
+                return Ok(ExitCode::SUCCESS);
+            }
+            Phase::Failed if !e.will_retry => {
+                eprintln!("failed: {}", e.message.unwrap_or_default());
+                return Ok(ExitCode::FAILURE);
+            }
+            Phase::Deleted | Phase::Deleting => return Err("the function was deleted while deploying".into()),
+            _ => {}
+        }
+    }
+}
+
+fn print_table(functions: &[FunctionView]) {
+    if functions.is_empty() {
+        println!("no functions; deploy one with `pilotlight deploy NAME --image IMAGE --port PORT`");
+        return;
+    }
+    let width = functions.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<width$}  {:<9}  {:>4}  {:>9}  URL", "NAME", "PHASE", "GEN", "INSTANCES");
+    for f in functions {
+        let running = f.instances.iter().filter(|i| i.state == InstanceState::Running).count();
+        let instances = format!("{running}/{}", f.instances.len());
+        println!(
+            "{:<width$}  {:<9}  {:>4}  {:>9}  {}",
+            f.name,
+            f.phase.as_str(),
+            f.generation,
+            instances,
+            f.url.as_deref().unwrap_or("-")
+        );
+        if let Some(err) = &f.error {
+            println!("{:<width$}  error: {err}", "");
+        }
+    }
+}
+
+fn print_function(f: &FunctionView) {
+    println!("name        {}", f.name);
+    println!("phase       {} (generation {})", f.phase.as_str(), f.generation);
+    println!("url         {}", f.url.as_deref().unwrap_or("-"));
+    match (&f.spec.image, &f.spec.exec) {
+        (Some(i), _) => println!("image       {i}"),
+        (_, Some(e)) => println!("exec        {} {}", e.program, e.args.join(" ")),
+        _ => {}
+    }
+    println!("port        {}", f.spec.port.unwrap_or_default());
+    if let Some(m) = &f.message {
+        println!("message     {m}");
+    }
+    println!("instances   {}", f.instances.len());
+    for i in &f.instances {
+        let id: String = i.id.chars().take(12).collect();
+        println!("  {id:<12}  {:<8}  {}  gen {}", state_name(i.state), i.endpoint, i.generation);
+    }
+}
+
+fn state_name(s: InstanceState) -> &'static str {
+    match s {
+        InstanceState::Created => "created",
+        InstanceState::Running => "running",
+        InstanceState::Paused => "paused",
+        InstanceState::Exited => "exited",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,325 @@
+//! The whole platform in one process, assembled from a [`ServerConfig`]: the
+//! queue, the runtime, the edge and the store it names, the REST API with its
+//! web UI, and a Prometheus recorder for `/metrics`.
+//!
+//! `examples/server.rs` is this module behind a command line; a program that
+//! embeds the full server calls [`Server::start`] the same way.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+pub use config::{Command, ConfigError, ServerConfig};
+use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
+use pilotlight_core::ports::RuntimeError;
+use pilotlight_core::support::FanoutRouter;
+use pilotlight_core::{Platform, Router, Runtime};
+use pilotlight_docker::{DockerRuntime, DockerRuntimeConfig};
+use pilotlight_gateway::{Gateway, GatewayConfig, TlsSource};
+use pilotlight_nginx::{NginxConfig, NginxRouter};
+use pilotlight_process::{ProcessRuntime, ProcessRuntimeConfig};
+use pilotlight_redb::RedbStore;
+
+/// Why the server could not start. Each names the part and says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// One part could not start.
+    #[error("{part}: {message}")]
+    Start {
+        /// `queue`, `runtime`, `edge`, `store`, `api`, `data_dir`.
+        part: &'static str,
+        /// Why, and what to do.
+        message: String,
+    },
+}
+
+fn start_error(part: &'static str) -> impl Fn(String) -> ServerError {
+    move |message| ServerError::Start { part, message }
+}
+
+/// The running platform.
+pub struct Server {
+    config: ServerConfig,
+    platform: Platform,
+    api: ApiServer,
+    gateway: Arc<Gateway>,
+    nginx: Option<Arc<NginxRouter>>,
+    process: Option<Arc<ProcessRuntime>>,
+    token: ApiToken,
+    token_created: bool,
+    public_url: String,
+}
+
+/// The one Prometheus recorder of this process (a recorder is process-wide).
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will not show the platform's");
+                None
+            }
+        })
+        .as_ref()
+}
+
+impl Server {
+    /// Checks the configuration, starts every part and the API. If a part
+    /// fails, the parts already started are stopped again.
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        config.check()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Start {
+            part: "data_dir",
+            message: format!("cannot create {}: {e}", config.data_dir.display()),
+        })?;
+        let (token, token_created) =
+            ApiToken::load_or_create(&config.data_dir).map_err(|e| start_error("api")(e.to_string()))?;
+        let queue = crate::connect::queue(&config.queue).await.map_err(|e| start_error("queue")(e.to_string()))?;
+        let store = RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| {
+            start_error("store")(format!("{e} (is another server using {}?)", config.data_dir.display()))
+        })?;
+        let (runtime, process): (Arc<dyn Runtime>, _) = match config.runtime.as_str() {
+            "process" => {
+                let rt = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+                    platform_id: config.platform_id.clone(),
+                    ..Default::default()
+                }));
+                (rt.clone(), Some(rt))
+            }
+            _ => {
+                let docker = DockerRuntime::connect(DockerRuntimeConfig {
+                    platform_id: config.platform_id.clone(),
+                    network: config.docker_network.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| match e {
+                    RuntimeError::Unavailable(m) => start_error("runtime")(format!(
+                        "{m}. To run functions as local processes instead, start with `--runtime process`."
+                    )),
+                    e => start_error("runtime")(e.to_string()),
+                })?;
+                (Arc::new(docker), None)
+            }
+        };
+        let domain = pilotlight_core::model::Domain::new(config.domain.clone()).map_err(|e| {
+            ServerError::Config(ConfigError {
+                origin: "configuration".into(),
+                key: "domain".into(),
+                message: e.message,
+            })
+        })?;
+        let https = config.https()?;
+        let tls = match (&config.tls_cert, &config.tls_key, https) {
+            (_, _, None) => TlsSource::Disabled,
+            (Some(cert), Some(key), Some(_)) => TlsSource::Pem { cert: cert.clone(), key: key.clone() },
+            _ => TlsSource::DevCa { dir: config.data_dir.join("tls") },
+        };
+        let edge_error = start_error("edge");
+        let (gateway, nginx, router): (Arc<Gateway>, Option<Arc<NginxRouter>>, Arc<dyn Router>) =
+            if config.edge == "nginx" {
+                // NGINX serves; the gateway, on a private port, is the activator for functions with no instance.
+                let mut gw = GatewayConfig::new(domain.clone(), &config.data_dir).ephemeral();
+                gw.tls = TlsSource::Disabled;
+                let gateway =
+                    Arc::new(Gateway::start(gw).await.map_err(|e| edge_error(format!("the activator gateway: {e}")))?);
+                let mut nc = NginxConfig::managed(domain.clone(), &config.data_dir);
+                nc.http_addr = config.http_addr;
+                nc.status_addr = config.nginx_status_addr;
+                nc.activator = Some(gateway.http_addr());
+                if let (Some(addr), Some(cert), Some(key)) = (https, &config.tls_cert, &config.tls_key) {
+                    nc = nc.with_https(addr, cert, key);
+                } else if https.is_some() {
+                    tracing::warn!("edge nginx: no tls_cert/tls_key given, so NGINX serves HTTP only");
+                }
+                let nginx = match NginxRouter::start(nc).await {
+                    Ok(n) => Arc::new(n),
+                    Err(e) => {
+                        gateway.shutdown().await;
+                        return Err(edge_error(format!("NGINX: {e}")));
+                    }
+                };
+                let router = Arc::new(FanoutRouter::new(vec![gateway.clone() as Arc<dyn Router>, nginx.clone()]));
+                (gateway, Some(nginx), router)
+            } else {
+                let mut gw = GatewayConfig::new(domain.clone(), &config.data_dir);
+                gw.http_addr = config.http_addr;
+                if let Some(a) = https {
+                    gw.https_addr = a;
+                }
+                gw.tls = tls.clone();
+                let gateway = Arc::new(Gateway::start(gw).await.map_err(|e| edge_error(e.to_string()))?);
+                (gateway.clone(), None, gateway as Arc<dyn Router>)
+            };
+        let public_https =
+            config.tls_cert.is_some() && https.is_some() && (nginx.is_none() || config.tls_key.is_some());
+        let public_port = match (public_https, nginx.is_some()) {
+            (true, false) => gateway.https_addr().map(|a| a.port()),
+            (true, true) => https.map(|a| a.port()),
+            (false, false) => Some(gateway.http_addr().port()),
+            (false, true) => Some(config.http_addr.port()),
+        };
+        let built = Platform::builder()
+            .queue(queue)
+            .store(Arc::new(store))
+            .runtime(Arc::clone(&runtime))
+            .router(router)
+            .domain(&config.domain)
+            .and_then(|b| b.region(&config.region))
+            .map(|b| b.public_url(public_https, public_port.filter(|p| *p != 80 && *p != 443)).build());
+        let stop_edges = || async {
+            gateway.shutdown().await;
+            if let Some(n) = &nginx {
+                n.shutdown(Duration::from_secs(5)).await;
+            }
+        };
+        let platform = match built {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                stop_edges().await;
+                return Err(start_error("platform")(e.to_string()));
+            }
+            Err(e) => {
+                stop_edges().await;
+                return Err(start_error("platform")(e.to_string()));
+            }
+        };
+        gateway.set_activator(platform.activator());
+        if let Err(e) = platform.start().await {
+            platform.shutdown().await;
+            stop_edges().await;
+            return Err(start_error("platform")(e.to_string()));
+        }
+        let mut api = ApiConfig::new(token.clone());
+        api.addr = config.api_addr;
+        api.metrics = prometheus().map(|h| {
+            let h = h.clone();
+            Arc::new(move || h.render()) as pilotlight_api::MetricsRender
+        });
+        api.runtime = config.runtime.clone();
+        api.edge = config.edge.clone();
+        api.queue = config.queue.split("://").next().unwrap_or("memory").to_owned();
+        let api = match ApiServer::start(platform.clone(), api).await {
+            Ok(a) => a,
+            Err(e) => {
+                platform.shutdown().await;
+                stop_edges().await;
+                return Err(start_error("api")(e.to_string()));
+            }
+        };
+        let public_url = platform
+            .url_for(&"name".parse().map_err(|_| start_error("platform")("bad placeholder".into()))?)
+            .replacen("name.", "<name>.", 1);
+        Ok(Self { config, platform, api, gateway, nginx, process, token, token_created, public_url })
+    }
+
+    /// The platform, to deploy and inspect functions in this process.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+    /// Where the API and the UI listen.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.addr()
+    }
+    /// The API token.
+    pub fn token(&self) -> &ApiToken {
+        &self.token
+    }
+    /// Whether the token was made by this start (print it once).
+    pub fn token_created(&self) -> bool {
+        self.token_created
+    }
+    /// The gateway (the edge, or NGINX's activator).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+    /// Where the edge listens for HTTP.
+    pub fn http_addr(&self) -> SocketAddr {
+        if self.nginx.is_some() { self.config.http_addr } else { self.gateway.http_addr() }
+    }
+
+    /// What it uses and where it listens, one line each, for people.
+    pub fn summary(&self) -> Vec<String> {
+        let c = &self.config;
+        let mut out = vec![
+            format!("data      {}", c.data_dir.display()),
+            format!("store     redb at {}", c.data_dir.join("store.redb").display()),
+            format!("queue     {}", redact(&c.queue)),
+            format!("runtime   {}", c.runtime),
+        ];
+        match &self.nginx {
+            Some(n) => {
+                out.push(format!("edge      nginx on http://{} (config in {})", c.http_addr, n.dir().display()));
+                if let Some(h) = &n.config().https {
+                    out.push(format!("          https://{}", h.addr));
+                }
+                out.push(format!("activator gateway on http://{}", self.gateway.http_addr()));
+            }
+            None => {
+                out.push(format!("edge      gateway on http://{}", self.gateway.http_addr()));
+                if let Some(h) = self.gateway.https_addr() {
+                    out.push(format!("          https://{h}"));
+                }
+                if let Some(ca) = self.gateway.dev_ca_path() {
+                    out.push(format!("          development CA (trust it for HTTPS): {}", ca.display()));
+                }
+            }
+        }
+        out.push(format!("functions {}", self.public_url));
+        out.push(format!("api       http://{}/v1  (web UI: http://{}/)", self.api.addr(), self.api.addr()));
+        out.push(format!("token     {}", c.data_dir.join(pilotlight_api::TOKEN_FILE).display()));
+        out
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// Stops the API, the workers, the edge, and process instances (Docker
+    /// containers keep running and are adopted by the next start).
+    pub async fn shutdown(&self) {
+        self.api.shutdown().await;
+        self.platform.shutdown().await;
+        self.gateway.shutdown().await;
+        if let Some(n) = &self.nginx {
+            n.shutdown(Duration::from_secs(10)).await;
+        }
+        if let Some(p) = &self.process
+            && let Err(e) = p.stop_all().await
+        {
+            tracing::warn!(error = %e, "stopping the function processes");
+        }
+    }
+}
+
+/// A URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(super::redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(super::redact("memory"), "memory");
+    }
+}
