@@ -51,6 +51,6 @@ async fn main() -> std::process::ExitCode {
     args::stop_signal().await;
     println!("stopping: finishing requests in flight");
     server.shutdown().await;
-    println!("stopped");
+    println!("stopped; the functions' instances keep running and the next start adopts them");
     std::process::ExitCode::SUCCESS
 }

@@ -28,6 +28,8 @@ step "build (workspace, including the hello function the tests run)"
 cargo build --workspace --all-targets --all-features --quiet
 # The Docker tests package hello as a FROM-scratch image around a static binary.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p hello --target x86_64-unknown-linux-gnu
+# The examples as the README runs them (default features), for the quickstart test.
+cargo build --quiet --examples
 
 step "doc tests"
 cargo test --workspace --all-features --doc --quiet
@@ -40,4 +42,5 @@ PILOTLIGHT_DATA="$data" RUST_LOG=warn cargo run --quiet --example embed
 step "unit and integration tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
+# Screenshots of the browser test land in target/test-artifacts/ui/.
 cargo nextest run --workspace --all-features --profile "$profile"

@@ -18,6 +18,7 @@ const state = {
   errors: new Map(),    // name -> recent error messages, newest first
   events: null,         // AbortController of the event stream
   logs: null,           // AbortController of the log stream
+  armed: null,          // { name, until }: a delete waiting for its confirming click
 };
 
 class ApiError extends Error {
@@ -174,9 +175,11 @@ function render() {
     const logs = el("button", "small logs", "Logs");
     logs.type = "button";
     logs.addEventListener("click", () => followLogs(name));
-    const del = el("button", "small danger delete", "Delete");
+    const armed = state.armed && state.armed.name === name && state.armed.until > Date.now();
+    const del = el("button", armed ? "small danger delete armed" : "small danger delete", armed ? "Confirm delete" : "Delete");
     del.type = "button";
-    del.addEventListener("click", () => armDelete(del, name));
+    del.disabled = f.phase === "deleting";
+    del.addEventListener("click", () => armDelete(name));
     actions.append(logs, " ", del);
 
     tr.append(nameCell, phaseCell, instCell, urlCell, actions);
@@ -187,18 +190,20 @@ function render() {
   $("#functions").hidden = rows.length === 0;
 }
 
-// Deleting takes two clicks: the first arms the button for four seconds.
-function armDelete(button, name) {
-  if (!button.classList.contains("armed")) {
-    button.classList.add("armed");
-    button.textContent = "Confirm delete";
-    setTimeout(() => { button.classList.remove("armed"); button.textContent = "Delete"; }, 4000);
+// Deleting takes two clicks: the first arms the button for four seconds
+// (kept in state, so a live re-render does not disarm it).
+function armDelete(name) {
+  const armed = state.armed && state.armed.name === name && state.armed.until > Date.now();
+  if (!armed) {
+    state.armed = { name, until: Date.now() + 4000 };
+    render();
+    setTimeout(render, 4100);
     return;
   }
-  button.disabled = true;
+  state.armed = null;
   api("DELETE", `/v1/functions/${encodeURIComponent(name)}`)
     .then(() => refreshOne(name))
-    .catch((e) => { button.disabled = false; alertError(e); });
+    .catch((e) => { render(); alertError(e); });
 }
 
 function alertError(e) {

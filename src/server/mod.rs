@@ -51,7 +51,6 @@ pub struct Server {
     api: ApiServer,
     gateway: Arc<Gateway>,
     nginx: Option<Arc<NginxRouter>>,
-    process: Option<Arc<ProcessRuntime>>,
     token: ApiToken,
     token_created: bool,
     public_url: String,
@@ -76,24 +75,12 @@ impl Server {
     /// fails, the parts already started are stopped again.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Start {
-            part: "data_dir",
-            message: format!("cannot create {}: {e}", config.data_dir.display()),
-        })?;
-        let (token, token_created) =
-            ApiToken::load_or_create(&config.data_dir).map_err(|e| start_error("api")(e.to_string()))?;
-        let queue = crate::connect::queue(&config.queue).await.map_err(|e| start_error("queue")(e.to_string()))?;
-        let store = RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| {
-            start_error("store")(format!("{e} (is another server using {}?)", config.data_dir.display()))
-        })?;
-        let (runtime, process): (Arc<dyn Runtime>, _) = match config.runtime.as_str() {
-            "process" => {
-                let rt = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-                    platform_id: config.platform_id.clone(),
-                    ..Default::default()
-                }));
-                (rt.clone(), Some(rt))
-            }
+        // The runtime first: without an engine nothing is written to the data directory.
+        let runtime: Arc<dyn Runtime> = match config.runtime.as_str() {
+            "process" => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+                platform_id: config.platform_id.clone(),
+                ..Default::default()
+            })),
             _ => {
                 let docker = DockerRuntime::connect(DockerRuntimeConfig {
                     platform_id: config.platform_id.clone(),
@@ -107,9 +94,18 @@ impl Server {
                     )),
                     e => start_error("runtime")(e.to_string()),
                 })?;
-                (Arc::new(docker), None)
+                Arc::new(docker)
             }
         };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Start {
+            part: "data_dir",
+            message: format!("cannot create {}: {e}", config.data_dir.display()),
+        })?;
+        let (token, token_created) =
+            ApiToken::load_or_create(&config.data_dir).map_err(|e| start_error("api")(e.to_string()))?;
+        let queue = crate::connect::queue(&config.queue).await.map_err(|e| start_error("queue")(e.to_string()))?;
+        let store =
+            RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?;
         let domain = pilotlight_core::model::Domain::new(config.domain.clone()).map_err(|e| {
             ServerError::Config(ConfigError {
                 origin: "configuration".into(),
@@ -218,7 +214,7 @@ impl Server {
         let public_url = platform
             .url_for(&"name".parse().map_err(|_| start_error("platform")("bad placeholder".into()))?)
             .replacen("name.", "<name>.", 1);
-        Ok(Self { config, platform, api, gateway, nginx, process, token, token_created, public_url })
+        Ok(Self { config, platform, api, gateway, nginx, token, token_created, public_url })
     }
 
     /// The platform, to deploy and inspect functions in this process.
@@ -284,19 +280,16 @@ impl Server {
         self.config.data_dir.clone()
     }
 
-    /// Stops the API, the workers, the edge, and process instances (Docker
-    /// containers keep running and are adopted by the next start).
+    /// Stops the API, the workers and the edge. Instances (containers and
+    /// processes) keep running: the next start adopts them, so a restart of
+    /// the server loses nothing and starts nothing again. Delete a function to
+    /// stop its instances.
     pub async fn shutdown(&self) {
         self.api.shutdown().await;
         self.platform.shutdown().await;
         self.gateway.shutdown().await;
         if let Some(n) = &self.nginx {
             n.shutdown(Duration::from_secs(10)).await;
-        }
-        if let Some(p) = &self.process
-            && let Err(e) = p.stop_all().await
-        {
-            tracing::warn!(error = %e, "stopping the function processes");
         }
     }
 }

@@ -1,0 +1,213 @@
+//! The web UI in headless Chromium (Debian's chromium and chromium-driver),
+//! driven over WebDriver: sign in, create hello from the form on the Docker
+//! runtime, watch it become ready, open its URL, delete it. Screenshots of
+//! each step are saved in `target/test-artifacts/ui/`.
+//!
+//! Under CI a missing browser, driver or Docker engine fails the test; on a
+//! laptop it is skipped with the reason printed.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use pilotlight::core::testkit::{fixtures::hello_image_context, free_port, unique};
+use pilotlight::docker::build_image_from_dir;
+use pilotlight::server::{Server, ServerConfig};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const DRIVER: &str = "/usr/bin/chromedriver";
+
+fn missing(reason: &str) -> bool {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "the browser test needs {reason}");
+    eprintln!("SKIPPED: the browser test needs {reason}");
+    true
+}
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    let dir = target.join("test-artifacts").join("ui");
+    std::fs::create_dir_all(&dir).expect("artifact directory");
+    dir
+}
+
+async fn shot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("screenshot");
+    let path = artifacts().join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Waits until `css` matches an element (or, with `gone`, matches none).
+async fn wait_css(browser: &Client, css: &str, gone: bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = !browser.find_all(Locator::Css(css)).await.expect("find").is_empty();
+        if found != gone {
+            return;
+        }
+        if Instant::now() > deadline {
+            shot(browser, "timeout").await;
+            let page = browser.source().await.unwrap_or_default();
+            panic!("after {timeout:?}, `{css}` {}:\n{page}", if gone { "is still there" } else { "never appeared" });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Clicks the element `css` matches. The list re-renders live, so an element
+/// found a moment ago can be replaced before the click lands: find it again.
+async fn click(browser: &Client, css: &str) {
+    for _ in 0..20 {
+        let Ok(e) = browser.find(Locator::Css(css)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        match e.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() => {}
+            Err(e) => panic!("clicking `{css}`: {e}"),
+        }
+    }
+    panic!("`{css}` kept going stale");
+}
+
+#[tokio::test]
+async fn sign_in_create_hello_open_it_and_delete_it_in_chromium() {
+    if !std::path::Path::new(CHROMIUM).exists() && missing("chromium (apt install chromium)") {
+        return;
+    }
+    if !std::path::Path::new(DRIVER).exists() && missing("chromedriver (apt install chromium-driver)") {
+        return;
+    }
+    let docker = match bollard::Docker::connect_with_defaults() {
+        Ok(d) if d.ping().await.is_ok() => d,
+        _ => {
+            if missing("a running Docker engine") {
+                return;
+            }
+            unreachable!()
+        }
+    };
+    let context = hello_image_context();
+    build_image_from_dir(&docker, "pilotlight/hello:ui", context.path()).await.expect("build the hello image");
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        data_dir: data.path().to_path_buf(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: "off".into(),
+        runtime: "docker".into(),
+        platform_id: unique("ui"),
+        docker_network: "pilotlight-test".into(),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("server");
+    let ui = format!("http://{}/", server.api_addr());
+
+    let port = free_port();
+    let driver = Driver(
+        Command::new(DRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else { unreachable!() };
+    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session");
+
+    // Sign in: a wrong token is refused on the page, the right one opens the app.
+    browser.goto(&ui).await.unwrap();
+    shot(&browser, "1-sign-in").await;
+    browser.find(Locator::Id("token")).await.unwrap().send_keys("wrong-token-0123456789").await.unwrap();
+    browser.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    wait_css(&browser, "#signin-error:not([hidden])", false, Duration::from_secs(10)).await;
+    let token_input = browser.find(Locator::Id("token")).await.unwrap();
+    token_input.clear().await.unwrap();
+    token_input.send_keys(server.token().reveal()).await.unwrap();
+    browser.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    wait_css(&browser, "#app-view:not([hidden])", false, Duration::from_secs(10)).await;
+    wait_css(&browser, "#live.on", false, Duration::from_secs(10)).await;
+
+    // A bad port is refused with the field named and marked.
+    let form = browser.find(Locator::Id("create-form")).await.unwrap();
+    form.find(Locator::Css("input[name='name']")).await.unwrap().send_keys("hello").await.unwrap();
+    form.find(Locator::Css("input[name='image']")).await.unwrap().send_keys("pilotlight/hello:ui").await.unwrap();
+    let port_input = form.find(Locator::Css("input[name='port']")).await.unwrap();
+    port_input.clear().await.unwrap();
+    port_input.send_keys("70000").await.unwrap();
+    browser.find(Locator::Id("create")).await.unwrap().click().await.unwrap();
+    wait_css(&browser, "input[name='port'].invalid", false, Duration::from_secs(10)).await;
+    let error = browser.find(Locator::Id("create-error")).await.unwrap().text().await.unwrap();
+    assert!(error.starts_with("port:"), "{error}");
+    shot(&browser, "2-field-error").await;
+
+    // Create hello from the form and watch it become ready.
+    port_input.clear().await.unwrap();
+    port_input.send_keys("8080").await.unwrap();
+    browser.find(Locator::Id("create")).await.unwrap().click().await.unwrap();
+    wait_css(&browser, "tr[data-name='hello']", false, Duration::from_secs(10)).await;
+    wait_css(&browser, "tr[data-name='hello'][data-phase='ready']", false, Duration::from_secs(60)).await;
+    wait_css(&browser, "tr[data-name='hello'] .inst.running", false, Duration::from_secs(10)).await;
+    shot(&browser, "3-ready").await;
+
+    // Its URL is a link; the page behind it greets.
+    let href = server.platform().get(&"hello".parse().unwrap()).await.unwrap().unwrap().status.url.unwrap();
+    let shown =
+        browser.execute("return document.querySelector(\"tr[data-name='hello'] a.url\").href", vec![]).await.unwrap();
+    assert_eq!(shown.as_str(), Some(href.as_str()), "the row links to the function's URL");
+    assert_eq!(href, format!("http://hello.localhost:{}/", server.http_addr().port()));
+    browser.goto(&href).await.unwrap();
+    let body = browser.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+    assert!(body.contains("Hello from hello!"), "{body}");
+    shot(&browser, "4-function").await;
+
+    // Back to the UI (the token is kept for the tab): logs, then delete with two clicks.
+    browser.goto(&ui).await.unwrap();
+    wait_css(&browser, "tr[data-name='hello'][data-phase='ready']", false, Duration::from_secs(10)).await;
+    click(&browser, "tr[data-name='hello'] button.logs").await;
+    wait_css(&browser, "#logs div", false, Duration::from_secs(10)).await;
+    let logs = browser.find(Locator::Id("logs")).await.unwrap().text().await.unwrap();
+    assert!(logs.contains("GET / 200") || logs.contains("listening"), "{logs}");
+    shot(&browser, "5-logs").await;
+    click(&browser, "tr[data-name='hello'] button.delete").await;
+    wait_css(&browser, "tr[data-name='hello'] button.delete.armed", false, Duration::from_secs(5)).await;
+    click(&browser, "tr[data-name='hello'] button.delete.armed").await;
+    wait_css(&browser, "tr[data-name='hello']", true, Duration::from_secs(60)).await;
+    wait_css(&browser, "#empty:not([hidden])", false, Duration::from_secs(10)).await;
+    shot(&browser, "6-deleted").await;
+
+    browser.close().await.unwrap();
+    drop(driver);
+    assert!(server.platform().list().await.unwrap().is_empty());
+    server.shutdown().await;
+}

@@ -1,0 +1,176 @@
+//! The assembled server (`pilotlight::server`) on real parts: the process
+//! runtime behind the gateway and behind NGINX, restarts on the same data
+//! directory, and the errors of a bad start.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pilotlight::api::client::Client;
+use pilotlight::core::model::Phase;
+use pilotlight::core::testkit::{fixtures::hello_binary, free_port, http, unique};
+use pilotlight::server::{Server, ServerConfig, ServerError};
+use serde_json::json;
+
+fn config(data: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: data.to_path_buf(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: "127.0.0.1:0".into(),
+        runtime: "process".into(),
+        platform_id: unique("server"),
+        ..ServerConfig::default()
+    }
+}
+
+fn client(server: &Server) -> Client {
+    Client::new(&format!("http://{}", server.api_addr()), server.token().reveal()).unwrap()
+}
+
+async fn deploy_and_wait(c: &Client, name: &str) {
+    let mut events = c.events().await.unwrap();
+    let spec = json!({"name": name, "exec": {"program": hello_binary().to_str().unwrap()}, "port": 8080});
+    let receipt = c.deploy(&spec).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            if e.name == name && e.generation == receipt.generation && e.phase == Phase::Ready {
+                return;
+            }
+            assert!(!(e.name == name && e.phase == Phase::Failed && !e.will_retry), "{e:?}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_gateway_server_deploys_serves_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let server = Server::start(cfg.clone()).await.unwrap();
+    assert!(server.token_created());
+    let token_file = dir.path().join("api-token");
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), server.token().reveal());
+    let summary = server.summary().join("\n");
+    assert!(summary.contains("runtime   process") && summary.contains("edge      gateway"), "{summary}");
+
+    let c = client(&server);
+    let info = c.info().await.unwrap();
+    assert_eq!((info.runtime.as_str(), info.edge.as_str(), info.queue.as_str()), ("process", "gateway", "memory"));
+    deploy_and_wait(&c, "hello").await;
+    let f = c.get("hello").await.unwrap();
+    let port = server.http_addr().port();
+    assert_eq!(f.url.as_deref(), Some(format!("http://hello.localhost:{port}/").as_str()));
+    let r = http::get(server.http_addr(), "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello from hello!\n"));
+
+    // The process dies (a restart): the next start adopts the record and serves again.
+    server.shutdown().await;
+    drop(server);
+    let server = Server::start(cfg).await.unwrap();
+    assert!(!server.token_created(), "the token is kept across restarts");
+    let c = client(&server);
+    let name = "hello".parse().unwrap();
+    server.platform().wait_ready(&name, Duration::from_secs(60)).await.unwrap();
+    // The instance kept running through the restart and was adopted: same endpoint, answering at once.
+    let after = c.get("hello").await.unwrap();
+    assert_eq!(after.instances, f.instances, "the instance was adopted, not replaced");
+    let r = http::get(server.http_addr(), "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.status, 200);
+    let metrics = reqwest_like_get(&server, "/metrics").await;
+    assert!(metrics.contains("pilotlight_gateway"), "{metrics}");
+
+    c.delete("hello").await.unwrap();
+    server.platform().wait_deleted(&name, Duration::from_secs(60)).await.unwrap();
+    let r = http::get(server.http_addr(), "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.status, 404);
+    server.shutdown().await;
+}
+
+async fn reqwest_like_get(server: &Server, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.api_addr()).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        server.token().reveal()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Runs in the `nginx` test group (see .config/nextest.toml).
+#[tokio::test]
+async fn nginx_server_behind_nginx_with_the_gateway_as_activator() {
+    if std::process::Command::new("nginx").arg("-v").output().is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "nginx is required under CI");
+        eprintln!("SKIPPED: nginx is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.edge = "nginx".into();
+    cfg.https_addr = "off".into();
+    cfg.http_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.nginx_status_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = Server::start(cfg.clone()).await.unwrap();
+    assert_eq!(server.http_addr(), cfg.http_addr);
+    let c = client(&server);
+    assert_eq!(c.info().await.unwrap().edge, "nginx");
+    deploy_and_wait(&c, "hello").await;
+    let r = http::get(cfg.http_addr, "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello from hello!\n"));
+    // The activator knows the same table: a request it gets for hello is served too.
+    let r = http::get(server.gateway().http_addr(), "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.status, 200);
+    c.delete("hello").await.unwrap();
+    server.platform().wait_deleted(&"hello".parse().unwrap(), Duration::from_secs(60)).await.unwrap();
+    let r = http::get(cfg.http_addr, "hello.localhost", "/", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.status, 404);
+    server.shutdown().await;
+    assert!(std::net::TcpStream::connect(cfg.http_addr).is_err(), "NGINX stops with the server");
+}
+
+#[tokio::test]
+async fn without_a_docker_engine_the_error_suggests_the_process_runtime_and_writes_nothing() {
+    // SAFETY: nextest runs each test in its own process; nothing else reads the environment here.
+    unsafe { std::env::set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock") };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cfg = config(&data);
+    cfg.runtime = "docker".into();
+    let Err(e) = Server::start(cfg).await else { panic!("started without an engine") };
+    let text = e.to_string();
+    assert!(matches!(e, ServerError::Start { part: "runtime", .. }), "{text}");
+    assert!(text.contains("--runtime process") && text.contains("nonexistent/docker.sock"), "{text}");
+    assert!(!data.exists(), "nothing is written when the start fails");
+}
+
+#[tokio::test]
+async fn a_taken_api_address_is_named_and_the_edge_is_stopped_again() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.http_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.api_addr = taken.local_addr().unwrap();
+    let Err(e) = Server::start(cfg.clone()).await else { panic!("started on a taken address") };
+    assert!(e.to_string().contains(&cfg.api_addr.to_string()), "{e}");
+    // The edge it had started is stopped: its port is free again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(std::net::TcpListener::bind(cfg.http_addr).is_ok(), "the gateway still listens");
+}
+
+#[test]
+fn the_readme_settings_example_is_a_valid_config() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("### Server settings").expect("section");
+    let block = readme[start..].split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), block).unwrap();
+    let parsed = ServerConfig::from_file(file.path()).unwrap();
+    assert_eq!(parsed, ServerConfig::default(), "the README shows the defaults");
+}
