@@ -74,6 +74,8 @@ async fn docker_platform(
 fn boxed(name: &str, memory_mb: i64) -> pilotlight::FunctionSpec {
     let mut input = FunctionSpecInput::image(name, "pilotlight/hello:e2e", 8080);
     input.limits = Some(pilotlight::core::model::LimitsInput { memory_mb: Some(memory_mb), ..Default::default() });
+    // No pool of paused instances: these tests count one container per function.
+    input.scaling = Some(pilotlight::core::model::ScalingInput { prewarm: Some(0), ..Default::default() });
     input.validate().unwrap()
 }
 

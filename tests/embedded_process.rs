@@ -37,8 +37,11 @@ fn platform(store: &Path, runtime: Arc<ProcessRuntime>, router: Arc<MemoryRouter
         .unwrap()
 }
 
+/// hello without a pool of paused instances: these tests count one process per function.
 fn hello(name: &str) -> pilotlight::FunctionSpec {
-    FunctionSpecInput::exec(name, hello_binary().to_str().unwrap(), &[], 8080).validate().unwrap()
+    let mut input = FunctionSpecInput::exec(name, hello_binary().to_str().unwrap(), &[], 8080);
+    input.scaling = Some(pilotlight::core::model::ScalingInput { prewarm: Some(0), ..Default::default() });
+    input.validate().unwrap()
 }
 
 #[tokio::test]

@@ -141,7 +141,10 @@ async fn deploy_get_list_logs_delete() {
     let f = h.client.get("hello").await.unwrap();
     assert_eq!(f.phase, Phase::Ready);
     assert_eq!(f.generation, 1);
-    assert_eq!(f.instances.len(), 1);
+    let running = |f: &pilotlight_api::views::FunctionView| {
+        f.instances.iter().filter(|i| i.state == pilotlight_core::model::InstanceState::Running).count()
+    };
+    assert_eq!(running(&f), 1);
     assert_eq!(f.spec.env.get("K").map(String::as_str), Some("V"));
     assert_eq!(f.spec.region.as_deref(), Some("local"), "defaults are written out");
     assert_eq!(f.spec.limits.as_ref().and_then(|l| l.memory_mb), Some(128));
@@ -163,13 +166,25 @@ async fn deploy_get_list_logs_delete() {
     let first = lines[0].as_ref().unwrap();
     assert!(first.line.contains("listening"), "{first:?}");
     let one: Vec<_> = h.client.logs("hello", false, 1).await.unwrap().collect().await;
-    assert_eq!(one.len(), 1);
+    // `tail` is per instance (the pool's paused instance has logs too).
+    let mut per_instance = std::collections::BTreeMap::new();
+    for l in &one {
+        *per_instance.entry(l.as_ref().unwrap().instance.clone()).or_insert(0) += 1;
+    }
+    assert!(!per_instance.is_empty() && per_instance.values().all(|n| *n == 1), "{per_instance:?}");
     let (status, headers, _) = h.raw(Method::GET, "/v1/functions/hello/logs?tail=5", Some(TOKEN), b"").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers.get("content-type").unwrap(), "application/x-ndjson");
     // Follow: a line written later arrives on the open stream.
     let mut follow = h.client.logs("hello", true, 0).await.unwrap();
-    let endpoint = h.client.get("hello").await.unwrap().instances[0].endpoint.clone();
+    let f = h.client.get("hello").await.unwrap();
+    let endpoint = f
+        .instances
+        .iter()
+        .find(|i| i.state == pilotlight_core::model::InstanceState::Running)
+        .unwrap()
+        .endpoint
+        .clone();
     let mut conn = tokio::net::TcpStream::connect(&endpoint).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut conn, b"GET /followed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await

@@ -50,6 +50,24 @@ pub enum Event {
         /// Why, for the logs.
         reason: String,
     },
+    /// Run exactly `running` instances of `name` (clamped to its `min` and
+    /// `max`), besides its pool of paused ones. From the autoscaler.
+    ScaleRequested {
+        /// The function.
+        name: FunctionName,
+        /// The generation the autoscaler saw; an older one is ignored.
+        generation: u64,
+        /// Instances to run.
+        running: u32,
+        /// Why, for the logs.
+        reason: String,
+    },
+    /// A request waits for `name`, which runs no instance: run at least one,
+    /// by the fastest tier there is (resume a paused one, else start one).
+    ActivationRequested {
+        /// The function.
+        name: FunctionName,
+    },
     /// These endpoints (all ready) serve `name` at `generation`; `removed` means the route goes away.
     EndpointsChanged {
         /// The function.
@@ -94,6 +112,8 @@ impl Event {
             Event::DeployRequested { spec, .. } => spec.name(),
             Event::DeleteRequested { name, .. }
             | Event::ReconcileRequested { name, .. }
+            | Event::ScaleRequested { name, .. }
+            | Event::ActivationRequested { name }
             | Event::EndpointsChanged { name, .. }
             | Event::StatusChanged { name, .. } => name,
         }
@@ -105,6 +125,8 @@ impl Event {
             Event::DeployRequested { .. } => "DeployRequested",
             Event::DeleteRequested { .. } => "DeleteRequested",
             Event::ReconcileRequested { .. } => "ReconcileRequested",
+            Event::ScaleRequested { .. } => "ScaleRequested",
+            Event::ActivationRequested { .. } => "ActivationRequested",
             Event::EndpointsChanged { .. } => "EndpointsChanged",
             Event::StatusChanged { .. } => "StatusChanged",
         }

@@ -14,7 +14,7 @@ use pilotlight_core::events::{Event, topics};
 use pilotlight_core::memory::{MemoryQueue, MemoryQueueConfig, MemoryRouter, MemoryRuntime, MemoryStore};
 use pilotlight_core::model::{
     Domain, Endpoint, FunctionName, FunctionRecord, FunctionSpec, FunctionSpecInput, FunctionStatus, Instance,
-    InstanceId, InstanceState, Phase,
+    InstanceId, InstanceState, Phase, ScalingInput,
 };
 use pilotlight_core::ports::{
     Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, RuntimeError, Store, Subscription,
@@ -33,8 +33,11 @@ fn fast_queue(max_attempts: u32) -> MemoryQueue {
     })
 }
 
+/// A spec without a pool, so each test's runtime calls are only the ones it is about.
 fn spec(name: &str) -> FunctionSpec {
-    FunctionSpecInput::image(name, "pilotlight/hello:latest", 8080).validate().unwrap()
+    let mut input = FunctionSpecInput::image(name, "pilotlight/hello:latest", 8080);
+    input.scaling = Some(ScalingInput { prewarm: Some(0), ..Default::default() });
+    input.validate().unwrap()
 }
 
 fn name(n: &str) -> FunctionName {
@@ -164,7 +167,7 @@ async fn scenario(
     }
     // Update b to two instances (generation 2), delete c.
     let mut b2 = FunctionSpecInput::image("b", "pilotlight/hello:v2", 8080);
-    b2.scaling = Some(pilotlight_core::model::ScalingInput { min: Some(2), ..Default::default() });
+    b2.scaling = Some(ScalingInput { min: Some(2), prewarm: Some(0), ..Default::default() });
     assert_eq!(p.deploy(b2.validate().unwrap()).await.unwrap().generation, 2);
     p.delete(&name("c")).await.unwrap();
     p.wait_ready(&name("b"), WAIT).await.unwrap();
@@ -202,7 +205,9 @@ async fn delivering_every_event_twice_leaves_the_same_final_state() {
 async fn an_older_generation_after_a_newer_one_is_ignored() {
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(fast_queue(3));
-    let v2 = FunctionSpecInput::image("svc", "pilotlight/hello:v2", 8080).validate().unwrap();
+    let mut v2 = FunctionSpecInput::image("svc", "pilotlight/hello:v2", 8080);
+    v2.scaling = Some(ScalingInput { prewarm: Some(0), ..Default::default() });
+    let v2 = v2.validate().unwrap();
     let v1 = spec("svc");
     store
         .compare_and_set(
@@ -412,7 +417,7 @@ async fn events_for_other_topics_are_published_keyed_by_function() {
 }
 
 #[tokio::test]
-async fn the_platform_wakes_a_function_by_asking_for_a_reconcile() {
+async fn the_platform_wakes_a_function_by_asking_for_an_activation() {
     use pilotlight_core::ports::ActivationError;
     let queue = Arc::new(fast_queue(3));
     let mut spy = queue.subscribe(topics::DEPLOYMENTS, "spy").await.unwrap();
@@ -422,8 +427,8 @@ async fn the_platform_wakes_a_function_by_asking_for_a_reconcile() {
     p.deploy(spec("lazy")).await.unwrap();
     within(WAIT, "deploy event", spy.next()).await.unwrap().ack().await.unwrap();
     p.activator().activate(&name("lazy")).await.unwrap();
-    let d = within(WAIT, "reconcile event", spy.next()).await.unwrap();
+    let d = within(WAIT, "activation event", spy.next()).await.unwrap();
     assert!(
-        matches!(Event::from_payload(&d.message().payload).unwrap(), Event::ReconcileRequested { name, .. } if name.as_str() == "lazy")
+        matches!(Event::from_payload(&d.message().payload).unwrap(), Event::ActivationRequested { name } if name.as_str() == "lazy")
     );
 }

@@ -150,8 +150,10 @@ pub async fn split_processes(url: &str) {
         .build()
         .unwrap();
     api.start().await.unwrap();
-    let spec = FunctionSpecInput::exec("hello", hello_binary().to_str().unwrap(), &[], 8080).validate().unwrap();
-    api.deploy(spec).await.unwrap();
+    let mut spec = FunctionSpecInput::exec("hello", hello_binary().to_str().unwrap(), &[], 8080);
+    // No pool: the test counts the deployer's processes.
+    spec.scaling = Some(pilotlight::core::model::ScalingInput { prewarm: Some(0), ..Default::default() });
+    api.deploy(spec.validate().unwrap()).await.unwrap();
     let name: FunctionName = "hello".parse().unwrap();
     let ready = api.wait_ready(&name, Duration::from_secs(90)).await;
     let edge = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));

@@ -3,7 +3,7 @@
 //! per request.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
@@ -20,6 +20,8 @@ pub(crate) enum ErrorKind {
 
 pub(crate) struct FunctionCounters {
     in_flight: AtomicUsize,
+    /// Requests started, ever: the autoscaler tells idle from busy by it.
+    started: AtomicU64,
     /// Requests allowed to wait for an instance at once.
     pub(crate) waiting: Semaphore,
     last_activation: Mutex<Option<Instant>>,
@@ -35,6 +37,7 @@ impl FunctionCounters {
         let error = |kind: &'static str| metrics::counter!("pilotlight_gateway_errors_total", "function" => f.clone(), "kind" => kind);
         Self {
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
             waiting: Semaphore::new(max_waiting),
             last_activation: Mutex::new(None),
             requests: metrics::counter!("pilotlight_gateway_requests_total", "function" => f.clone()),
@@ -48,8 +51,13 @@ impl FunctionCounters {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn start(&self) {
         self.requests.increment(1);
+        self.started.fetch_add(1, Ordering::Relaxed);
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.in_flight_gauge.set(n as f64);
     }

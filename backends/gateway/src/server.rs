@@ -165,6 +165,17 @@ impl Gateway {
         counters.get(name).map_or(0, |c| c.in_flight())
     }
 
+    /// The load of every function in the table (in flight, requests so far): the autoscaler's input.
+    pub fn load(&self) -> Vec<(FunctionName, pilotlight_core::ports::FunctionLoad)> {
+        let counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .iter()
+            .map(|(n, c)| {
+                (n.clone(), pilotlight_core::ports::FunctionLoad { in_flight: c.in_flight(), requests: c.started() })
+            })
+            .collect()
+    }
+
     /// Turns on ACME: certificates for every routed function's host name are
     /// obtained in the background (and renewed twice a day when due).
     pub async fn enable_acme(&self, config: AcmeConfig) -> Result<Arc<AcmeIssuer>, GatewayError> {
@@ -415,5 +426,11 @@ impl Router for Gateway {
             }
         }
         Ok(())
+    }
+}
+
+impl pilotlight_core::ports::LoadSource for Gateway {
+    fn load(&self) -> Vec<(FunctionName, pilotlight_core::ports::FunctionLoad)> {
+        Gateway::load(self)
     }
 }

@@ -11,6 +11,7 @@
 //! handler returns `Ok` (ack), or a [`HandlerError`] that says whether to retry
 //! (nack, with backoff, then dead-letter) or dead-letter at once.
 
+mod autoscaler;
 mod consume;
 mod error;
 mod platform;
@@ -19,11 +20,12 @@ mod runtime_worker;
 mod status_worker;
 mod urls;
 
+pub use autoscaler::{Autoscaler, AutoscalerConfig, Decision};
 pub use consume::{Attempt, EventHandler, run_consumer};
 pub use error::{HandlerError, PlatformError};
 pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformActivator, PlatformBuilder, StatusUpdate};
 pub use router_worker::RouterWorker;
-pub use runtime_worker::RuntimeWorker;
+pub use runtime_worker::{RuntimeWorker, RuntimeWorkerConfig};
 pub use status_worker::StatusWorker;
 pub use urls::PublicUrls;
 

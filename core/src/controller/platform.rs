@@ -6,11 +6,12 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::autoscaler::{Autoscaler, AutoscalerConfig};
 use super::consume::{EventHandler, run_consumer};
 use super::error::PlatformError;
 use super::groups;
 use super::router_worker::RouterWorker;
-use super::runtime_worker::RuntimeWorker;
+use super::runtime_worker::{RuntimeWorker, RuntimeWorkerConfig};
 use super::status_worker::StatusWorker;
 use super::urls::PublicUrls;
 use crate::events::{Event, topics};
@@ -19,7 +20,8 @@ use crate::model::{
 };
 use crate::model::{Instance, InstanceId};
 use crate::ports::{
-    ActivationError, Activator, LogLine, LogOptions, Queue, Router, Runtime, RuntimeError, Store, StoreError,
+    ActivationError, Activator, LoadSource, LogLine, LogOptions, Queue, Router, Runtime, RuntimeError, Store,
+    StoreError,
 };
 
 /// What a deploy or delete call accepted.
@@ -51,6 +53,8 @@ pub struct PlatformBuilder {
     port: Option<u16>,
     runtime_concurrency: usize,
     status_group: String,
+    worker: RuntimeWorkerConfig,
+    autoscaler: Option<(Arc<dyn LoadSource>, AutoscalerConfig)>,
 }
 
 impl Default for PlatformBuilder {
@@ -66,6 +70,8 @@ impl Default for PlatformBuilder {
             port: None,
             runtime_concurrency: 16,
             status_group: groups::STATUS.to_owned(),
+            worker: RuntimeWorkerConfig::default(),
+            autoscaler: None,
         }
     }
 }
@@ -123,6 +129,28 @@ impl PlatformBuilder {
         Ok(self)
     }
 
+    /// The capacity guard: the sum of the memory limits of all instances
+    /// (running and paused) stays within `mib`; a deploy or scale-up beyond it
+    /// fails with a clear error before anything starts. Default: no guard.
+    pub fn memory_budget_mb(mut self, mib: u64) -> Self {
+        self.worker.memory_budget_mb = Some(mib);
+        self
+    }
+
+    /// How long old instances keep serving after a new generation's
+    /// endpoints are published, so requests on them finish (default 2 s).
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.worker.drain = drain;
+        self
+    }
+
+    /// Runs the autoscaler on the edge's load (e.g. the gateway). Without it,
+    /// functions run `max(min, 1)` instances and scale only from zero on a request.
+    pub fn autoscaler(mut self, load: Arc<dyn LoadSource>, config: AutoscalerConfig) -> Self {
+        self.autoscaler = Some((load, config));
+        self
+    }
+
     /// Builds the platform; call [`Platform::start`] to run its workers.
     pub fn build(self) -> Result<Platform, PlatformError> {
         let queue =
@@ -140,6 +168,8 @@ impl PlatformBuilder {
                 region: self.region,
                 runtime_concurrency: self.runtime_concurrency,
                 status_group: self.status_group,
+                worker: self.worker,
+                autoscaler: Mutex::new(self.autoscaler),
                 changed: watch::Sender::new(0),
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(JoinSet::new()),
@@ -165,6 +195,8 @@ struct Inner {
     region: Region,
     runtime_concurrency: usize,
     status_group: String,
+    worker: RuntimeWorkerConfig,
+    autoscaler: Mutex<Option<(Arc<dyn LoadSource>, AutoscalerConfig)>>,
     changed: watch::Sender<u64>,
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
@@ -220,13 +252,21 @@ impl Platform {
 
         if let Some(runtime) = &inner.runtime {
             let sub = inner.queue.subscribe(topics::DEPLOYMENTS, groups::RUNTIME).await?;
-            let worker =
-                Arc::new(RuntimeWorker::new(Arc::clone(&inner.queue), Arc::clone(runtime), Arc::clone(&inner.store)));
+            let worker = Arc::new(RuntimeWorker::with_config(
+                Arc::clone(&inner.queue),
+                Arc::clone(runtime),
+                Arc::clone(&inner.store),
+                inner.worker.clone(),
+            ));
             worker.resync().await.map_err(|e| PlatformError::Config(format!("runtime resync: {e}")))?;
             let watcher = Arc::clone(&worker);
             let cancel = inner.cancel.clone();
             tasks.spawn(async move { watcher.watch_exits(cancel).await });
             tasks.spawn(run_consumer("runtime", sub, worker, inner.runtime_concurrency, inner.cancel.clone()));
+        }
+        if let Some((load, config)) = inner.autoscaler.lock().await.take() {
+            let scaler = Autoscaler::new(Arc::clone(&inner.queue), Arc::clone(&inner.store), load, config);
+            tasks.spawn(scaler.run(inner.cancel.clone()));
         }
         tracing::info!(
             domain = %inner.urls.domain,
@@ -290,6 +330,21 @@ impl Platform {
             }
         }
         Err(PlatformError::Conflict(name))
+    }
+
+    /// Asks for `running` instances of a function now (clamped to its `min`
+    /// and `max`), as the autoscaler does; the autoscaler may change it again
+    /// on its next tick. `0` scales to zero: the pool stays paused.
+    pub async fn scale(&self, name: &FunctionName, running: u32) -> Result<(), PlatformError> {
+        let record = self.get(name).await?.ok_or_else(|| PlatformError::NotFound(name.clone()))?;
+        let event = Event::ScaleRequested {
+            name: name.clone(),
+            generation: record.generation,
+            running,
+            reason: "asked through Platform::scale".into(),
+        };
+        self.inner.queue.publish(topics::DEPLOYMENTS, event.to_message()).await?;
+        Ok(())
     }
 
     /// Deletes a function: its instances stop and its route goes. Idempotent.
@@ -522,8 +577,8 @@ impl Platform {
     }
 }
 
-/// Wakes functions for an edge by asking the runtime worker to reconcile them
-/// (which starts an instance if none runs). Made by [`Platform::activator`].
+/// Wakes functions for an edge by asking the runtime worker to run at least
+/// one instance (it resumes a paused one if the pool has one). Made by [`Platform::activator`].
 ///
 /// It holds the platform weakly: the platform holds its router (the edge) and
 /// the edge holds its activator, so a strong handle would be a cycle that keeps
@@ -540,7 +595,7 @@ impl Activator for PlatformActivator {
             Ok(_) => return Err(ActivationError::NotFound(name.clone())),
             Err(e) => return Err(ActivationError::Unavailable(e.to_string())),
         }
-        let event = Event::ReconcileRequested { name: name.clone(), reason: "activation: a request is waiting".into() };
+        let event = Event::ActivationRequested { name: name.clone() };
         inner
             .queue
             .publish(topics::DEPLOYMENTS, event.to_message())

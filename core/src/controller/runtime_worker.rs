@@ -1,5 +1,6 @@
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -14,13 +15,13 @@ use crate::ports::{Queue, Runtime, RuntimeEvent, Store};
 /// Consumes `deployments`: converges each function's instances on the Runtime
 /// to its spec, then tells the router worker which endpoints serve it.
 ///
-/// The plan for one function at generation `g`:
-/// 1. ignore the event if the Store already holds a newer generation;
-/// 2. prepare the image or executable;
-/// 3. resume paused instances of `g`, start more until `max(min, 1)` run
-///    (each start waits for readiness), stop extras;
-/// 4. publish `EndpointsChanged` with the ready endpoints of `g`;
-/// 5. stop instances of other generations.
+/// The plan for one function at generation `g` (events about older
+/// generations are ignored): run the wanted number of instances of `g`,
+/// resuming paused ones before starting new ones; publish their endpoints;
+/// drain and stop other generations; refill the pool of paused instances.
+/// The wanted number starts at `max(min, 1)` and then follows
+/// `ScaleRequested` (the autoscaler) and `ActivationRequested` (a request
+/// waiting at the edge).
 ///
 /// Every step reads the Runtime's own list first, so running it twice does
 /// nothing the second time. On a failure the status says why; on the last
@@ -30,13 +31,44 @@ pub struct RuntimeWorker {
     queue: Arc<dyn Queue>,
     runtime: Arc<dyn Runtime>,
     store: Arc<dyn Store>,
+    config: RuntimeWorkerConfig,
+    /// Instances to run per function, with the generation they were asked for.
+    desired: Mutex<HashMap<FunctionName, (u64, u32)>>,
+}
+
+/// Settings of a [`RuntimeWorker`].
+#[derive(Clone, Debug)]
+pub struct RuntimeWorkerConfig {
+    /// The sum of the memory limits of all instances (running and paused)
+    /// stays within this many MiB; `None` checks nothing.
+    pub memory_budget_mb: Option<u64>,
+    /// After a new generation's endpoints are published, instances of older
+    /// generations keep running this long, so the edge switches and requests
+    /// already on them finish (default 2 s).
+    pub drain: Duration,
+}
+
+impl Default for RuntimeWorkerConfig {
+    fn default() -> Self {
+        Self { memory_budget_mb: None, drain: Duration::from_secs(2) }
+    }
 }
 
 impl RuntimeWorker {
     /// A worker over these ports. `store` holds the desired specs (the platform's
     /// Store when embedded; a local one when the worker runs on its own).
     pub fn new(queue: Arc<dyn Queue>, runtime: Arc<dyn Runtime>, store: Arc<dyn Store>) -> Self {
-        Self { queue, runtime, store }
+        Self::with_config(queue, runtime, store, RuntimeWorkerConfig::default())
+    }
+
+    /// A worker with these settings.
+    pub fn with_config(
+        queue: Arc<dyn Queue>,
+        runtime: Arc<dyn Runtime>,
+        store: Arc<dyn Store>,
+        config: RuntimeWorkerConfig,
+    ) -> Self {
+        Self { queue, runtime, store, config, desired: Mutex::default() }
     }
 
     /// On start: stops instances no stored function wants, and asks for a
@@ -141,17 +173,53 @@ impl RuntimeWorker {
         self.converge_or_report(&spec, generation, attempt).await
     }
 
+    /// Instances to run for `spec` at `generation`: what the autoscaler or an
+    /// activation last asked for, clamped to `min..=max`. A new generation
+    /// starts with what the old one ran (at least `max(min, 1)`, so a new
+    /// function answers at once).
+    fn want(&self, spec: &FunctionSpec, generation: u64) -> usize {
+        let s = spec.scaling();
+        let mut desired = self.desired.lock().unwrap_or_else(|p| p.into_inner());
+        let n = match desired.get(spec.name()) {
+            Some((g, n)) if *g == generation => *n,
+            Some((_, n)) => (*n).max(s.initial_instances()),
+            None => s.initial_instances(),
+        };
+        let n = n.clamp(s.min(), s.max());
+        desired.insert(spec.name().clone(), (generation, n));
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    fn set_desired(&self, name: &FunctionName, generation: u64, running: u32, at_least: bool) {
+        let mut desired = self.desired.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = desired.entry(name.clone()).or_insert((generation, running));
+        if entry.0 != generation {
+            *entry = (generation, running);
+        } else if at_least {
+            entry.1 = entry.1.max(running);
+        } else {
+            entry.1 = running;
+        }
+    }
+
     async fn converge_or_report(
         &self,
         spec: &FunctionSpec,
         generation: u64,
         attempt: Attempt,
     ) -> Result<(), HandlerError> {
-        match self.converge(spec, generation).await {
+        let started = Instant::now();
+        // Whether this generation already serves: a failure then must not take it down.
+        let serving = self
+            .store
+            .get(spec.name())
+            .await?
+            .is_some_and(|r| r.status.generation == generation && r.status.phase == Phase::Ready);
+        match self.converge(spec, generation, serving, started).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let will_retry = attempt.will_retry(&e);
-                if !will_retry {
+                if !will_retry && !serving {
                     // Give up cleanly: remove what this generation started; an older one keeps serving.
                     if let Ok(instances) = self.instances_of(spec.name()).await {
                         for i in instances.iter().filter(|i| i.generation == generation) {
@@ -172,7 +240,22 @@ impl RuntimeWorker {
         }
     }
 
-    async fn converge(&self, spec: &FunctionSpec, generation: u64) -> Result<(), HandlerError> {
+    /// The plan, in the order that gets a waiting request served soonest:
+    /// 1. remove exited instances;
+    /// 2. run `want` instances of this generation: resume paused ones first
+    ///    (milliseconds), then start new ones (each waits for readiness), and
+    ///    pause (into the pool) or stop the extras;
+    /// 3. publish the running endpoints; the edge switches atomically;
+    /// 4. let the edge drain old generations, then stop them;
+    /// 5. refill the pool to `prewarm` paused instances (start, ready, pause),
+    ///    after the endpoints are out, so it never delays a request.
+    async fn converge(
+        &self,
+        spec: &FunctionSpec,
+        generation: u64,
+        serving: bool,
+        started: Instant,
+    ) -> Result<(), HandlerError> {
         let name = spec.name();
         let (exited, live): (Vec<Instance>, Vec<Instance>) =
             self.instances_of(name).await?.into_iter().partition(|i| i.state == InstanceState::Exited);
@@ -181,25 +264,32 @@ impl RuntimeWorker {
             tracing::info!(instance = %dead.id, "removing an exited instance");
             self.runtime.stop(&dead.id).await?;
         }
-        let (mut current, others): (Vec<Instance>, Vec<Instance>) =
-            live.into_iter().partition(|i| i.generation == generation);
-        let want = usize::try_from(spec.scaling().initial_instances()).unwrap_or(1);
-        let paused = current.iter().filter(|i| i.state == InstanceState::Paused).count();
-        let busy = current.len() < want || paused > 0 || !others.is_empty();
-        if busy {
+        let (mine, others): (Vec<Instance>, Vec<Instance>) = live.into_iter().partition(|i| i.generation == generation);
+        let (mut paused, mut running): (Vec<Instance>, Vec<Instance>) =
+            mine.into_iter().partition(|i| i.state == InstanceState::Paused);
+        let want = self.want(spec, generation);
+        let prewarm = usize::try_from(spec.scaling().prewarm()).unwrap_or(0);
+        if !serving || !others.is_empty() {
             self.status(name, generation, Phase::Deploying, None, false).await;
         }
-        self.runtime.prepare(spec).await?;
-        for instance in current.iter_mut().filter(|i| i.state == InstanceState::Paused) {
-            *instance = self.runtime.resume(&instance.id).await?;
+        let cold = running.is_empty() && want > 0;
+        let mut tier = None;
+        let mut prepared = false;
+        while running.len() < want {
+            let Some(p) = paused.pop() else { break };
+            running.push(self.runtime.resume(&p.id).await?);
+            tier.get_or_insert("resume");
         }
-        if current.len() < want {
-            let starts = (current.len()..want).map(|_| self.runtime.start(spec, generation));
-            let results = futures::future::join_all(starts).await;
+        if running.len() < want {
+            let n = want - running.len();
+            self.runtime.prepare(spec).await?;
+            prepared = true;
+            self.check_capacity(spec, n).await?;
+            let results = futures::future::join_all((0..n).map(|_| self.runtime.start(spec, generation))).await;
             let mut first_error = None;
             for r in results {
                 match r {
-                    Ok(instance) => current.push(instance),
+                    Ok(instance) => running.push(instance),
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
@@ -208,13 +298,19 @@ impl RuntimeWorker {
             if let Some(e) = first_error {
                 return Err(e.into());
             }
+            tier.get_or_insert("start");
         }
-        while current.len() > want {
-            if let Some(extra) = current.pop() {
+        while running.len() > want {
+            let Some(mut extra) = running.pop() else { break };
+            if paused.len() < prewarm {
+                self.runtime.pause(&extra.id).await?;
+                extra.state = InstanceState::Paused;
+                paused.push(extra);
+            } else {
                 self.runtime.stop(&extra.id).await?;
             }
         }
-        let mut endpoints: Vec<_> = current.iter().map(|i| i.endpoint).collect();
+        let mut endpoints: Vec<_> = running.iter().map(|i| i.endpoint).collect();
         endpoints.sort();
         let timeout_ms = u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX);
         self.publish(
@@ -222,9 +318,79 @@ impl RuntimeWorker {
             topics::ROUTES,
         )
         .await?;
-        for old in others {
-            tracing::info!(instance = %old.id, generation = old.generation, "stopping an instance of another generation");
-            self.runtime.stop(&old.id).await?;
+        if let (true, Some(tier)) = (cold, tier) {
+            let took = started.elapsed();
+            metrics::histogram!("pilotlight_cold_start_seconds", "function" => name.to_string(), "tier" => tier)
+                .record(took.as_secs_f64());
+            tracing::info!(function = %name, tier, took_ms = took.as_secs_f64() * 1000.0, "cold start");
+        }
+        if !others.is_empty() {
+            // The edge gets the new endpoints through the router worker; requests
+            // already on old instances get `drain` to finish before those stop.
+            tokio::time::sleep(self.config.drain).await;
+            for old in others {
+                tracing::info!(instance = %old.id, generation = old.generation, "stopping an instance of another generation");
+                self.runtime.stop(&old.id).await?;
+            }
+        }
+        while paused.len() > prewarm {
+            if let Some(extra) = paused.pop() {
+                self.runtime.stop(&extra.id).await?;
+            }
+        }
+        let missing = prewarm.saturating_sub(paused.len());
+        if missing > 0 {
+            if let Err(e) = self.refill(spec, generation, missing, prepared).await {
+                tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `n` instances, waits for each to be ready, and pauses it.
+    async fn refill(&self, spec: &FunctionSpec, generation: u64, n: usize, prepared: bool) -> Result<(), HandlerError> {
+        if !prepared {
+            self.runtime.prepare(spec).await?;
+        }
+        self.check_capacity(spec, n).await?;
+        let one = || async {
+            let instance = self.runtime.start(spec, generation).await?;
+            if let Err(e) = self.runtime.pause(&instance.id).await {
+                let _ = self.runtime.stop(&instance.id).await;
+                return Err(HandlerError::from(e));
+            }
+            Ok::<_, HandlerError>(())
+        };
+        for r in futures::future::join_all((0..n).map(|_| one())).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Refuses to start `n` more instances of `spec` when their memory limits
+    /// would take the sum over the budget. Checked before anything starts, so
+    /// a refused scale-up leaves nothing half-created.
+    async fn check_capacity(&self, spec: &FunctionSpec, n: usize) -> Result<(), HandlerError> {
+        let Some(budget) = self.config.memory_budget_mb else { return Ok(()) };
+        let memory: HashMap<FunctionName, u64> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .map(|r| (r.spec.name().clone(), u64::from(r.spec.limits().memory_mb())))
+            .collect();
+        let live: Vec<Instance> =
+            self.runtime.list().await?.into_iter().filter(|i| i.state != InstanceState::Exited).collect();
+        let default = u64::from(crate::model::Limits::DEFAULT_MEMORY_MB);
+        let used: u64 = live.iter().map(|i| memory.get(&i.function).copied().unwrap_or(default)).sum();
+        let need = u64::try_from(n).unwrap_or(u64::MAX).saturating_mul(u64::from(spec.limits().memory_mb()));
+        if used.saturating_add(need) > budget {
+            return Err(HandlerError::fatal(format!(
+                "capacity: {n} more instance(s) of `{}` need {need} MiB, but {used} MiB of the {budget} MiB memory budget \
+                 are held by {} instance(s); delete functions, lower limits.memory_mb or scaling, or raise the budget",
+                spec.name(),
+                live.len()
+            )));
         }
         Ok(())
     }
@@ -286,6 +452,24 @@ impl EventHandler for RuntimeWorker {
                 tracing::debug!(%reason, "reconcile requested");
                 self.reconcile(&name, attempt).await
             }
+            Event::ScaleRequested { name, generation, running, reason } => match self.store.get(&name).await? {
+                Some(r) if r.generation == generation && !r.deleted => {
+                    tracing::info!(function = %name, running, %reason, "scale");
+                    self.set_desired(&name, generation, running, false);
+                    self.converge_or_report(&r.spec, r.generation, attempt).await
+                }
+                _ => {
+                    tracing::debug!(function = %name, generation, "scale for another generation ignored");
+                    Ok(())
+                }
+            },
+            Event::ActivationRequested { name } => match self.store.get(&name).await? {
+                Some(r) if !r.deleted => {
+                    self.set_desired(&name, r.generation, 1, true);
+                    self.converge_or_report(&r.spec, r.generation, attempt).await
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }

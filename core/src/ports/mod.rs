@@ -7,12 +7,14 @@
 //! backoff) or dead-letter at once.
 
 mod activator;
+mod load;
 mod queue;
 mod router;
 mod runtime;
 mod store;
 
 pub use activator::{ActivationError, Activator};
+pub use load::{FunctionLoad, LoadSource};
 pub use queue::{
     Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic, headers,
 };
@@ -25,6 +27,8 @@ pub use store::{Store, StoreError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use activator::MockActivator;
+#[cfg(any(test, feature = "mocks"))]
+pub use load::MockLoadSource;
 #[cfg(any(test, feature = "mocks"))]
 pub use queue::MockQueue;
 #[cfg(any(test, feature = "mocks"))]
