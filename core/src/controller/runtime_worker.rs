@@ -339,10 +339,10 @@ impl RuntimeWorker {
             }
         }
         let missing = prewarm.saturating_sub(paused.len());
-        if missing > 0 {
-            if let Err(e) = self.refill(spec, generation, missing, prepared).await {
-                tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled");
-            }
+        if missing > 0
+            && let Err(e) = self.refill(spec, generation, missing, prepared).await
+        {
+            tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled");
         }
         Ok(())
     }
