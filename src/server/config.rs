@@ -40,6 +40,13 @@ pub struct ServerConfig {
     pub docker_network: String,
     /// NGINX's status listener, which confirms reloads (edge `nginx` only).
     pub nginx_status_addr: SocketAddr,
+    /// The capacity guard: the memory limits of all instances (running and
+    /// paused) add up to at most this many MiB. `0` means 80% of the host's memory.
+    pub memory_budget_mb: u64,
+    /// How often the autoscaler looks at the edge's in-flight counts, in milliseconds.
+    pub autoscale_tick_ms: u64,
+    /// How long a lower instance count must hold before scaling down, in seconds.
+    pub scale_down_window_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +67,9 @@ impl Default for ServerConfig {
             platform_id: "pilotlight".into(),
             docker_network: "pilotlight".into(),
             nginx_status_addr: SocketAddr::from(([127, 0, 0, 1], 8079)),
+            memory_budget_mb: 0,
+            autoscale_tick_ms: 1000,
+            scale_down_window_s: 30,
         }
     }
 }
@@ -86,6 +96,9 @@ const KEYS: &[Key] = &[
     Key { name: "platform_id", help: "label of this platform's containers and processes [pilotlight]" },
     Key { name: "docker_network", help: "Docker network of the instances [pilotlight]" },
     Key { name: "nginx_status_addr", help: "NGINX status listener for reload checks [127.0.0.1:8079]" },
+    Key { name: "memory_budget_mb", help: "sum of instances' memory limits allowed; 0 = 80% of host memory [0]" },
+    Key { name: "autoscale_tick_ms", help: "how often the autoscaler looks at in-flight counts [1000]" },
+    Key { name: "scale_down_window_s", help: "a lower count must hold this long to scale down [30]" },
 ];
 
 /// A bad setting: which key, and the rule.
@@ -169,6 +182,14 @@ impl ServerConfig {
             "platform_id" => self.platform_id = value.into(),
             "docker_network" => self.docker_network = value.into(),
             "nginx_status_addr" => self.nginx_status_addr = addr(value)?,
+            "memory_budget_mb" | "autoscale_tick_ms" | "scale_down_window_s" => {
+                let n: u64 = value.parse().map_err(|_| bad(format!("must be a whole number (got {value:?})")))?;
+                match key {
+                    "memory_budget_mb" => self.memory_budget_mb = n,
+                    "autoscale_tick_ms" => self.autoscale_tick_ms = n,
+                    _ => self.scale_down_window_s = n,
+                }
+            }
             _ => {
                 return Err(ConfigError {
                     origin: format!("flag --{}", key.replace('_', "-")),
@@ -264,6 +285,16 @@ impl ServerConfig {
             .map_err(|e| self.error("platform_id", e.message))?;
         pilotlight_core::model::Region::new(self.docker_network.clone())
             .map_err(|e| self.error("docker_network", e.message))?;
+        if !(50..=60_000).contains(&self.autoscale_tick_ms) {
+            return Err(
+                self.error("autoscale_tick_ms", format!("must be 50 to 60000 (got {})", self.autoscale_tick_ms))
+            );
+        }
+        if self.scale_down_window_s > 86_400 {
+            return Err(
+                self.error("scale_down_window_s", format!("must be at most 86400 (got {})", self.scale_down_window_s))
+            );
+        }
         let https = self.https()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(self.error("tls_key", "and tls_cert go together: give both or neither".into()));
@@ -342,6 +373,8 @@ mod tests {
             (&["--tls-cert", "/x.pem"], "tls_key"),
             (&["--http-addr", "127.0.0.1:8090"], "http_addr"),
             (&["--colour", "red"], "colour"),
+            (&["--memory-budget-mb", "lots"], "memory_budget_mb"),
+            (&["--autoscale-tick-ms", "5"], "autoscale_tick_ms"),
             (&["--domain"], "domain"),
             (&["stray"], "stray"),
         ];

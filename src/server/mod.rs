@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use config::{Command, ConfigError, ServerConfig};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
+use pilotlight_core::controller::AutoscalerConfig;
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::FanoutRouter;
 use pilotlight_core::{Platform, Router, Runtime};
@@ -54,6 +55,7 @@ pub struct Server {
     token: ApiToken,
     token_created: bool,
     public_url: String,
+    budget_mb: Option<u64>,
 }
 
 /// The one Prometheus recorder of this process (a recorder is process-wide).
@@ -163,7 +165,20 @@ impl Server {
             (false, false) => Some(gateway.http_addr().port()),
             (false, true) => Some(config.http_addr.port()),
         };
-        let built = Platform::builder()
+        let budget = match config.memory_budget_mb {
+            0 => host_memory_mb().map(|m| m * 4 / 5),
+            n => Some(n),
+        };
+        let scaler = AutoscalerConfig {
+            tick: Duration::from_millis(config.autoscale_tick_ms),
+            scale_down_window: Duration::from_secs(config.scale_down_window_s),
+            ..AutoscalerConfig::default()
+        };
+        let mut builder = Platform::builder().autoscaler(gateway.clone(), scaler);
+        if let Some(b) = budget {
+            builder = builder.memory_budget_mb(b);
+        }
+        let built = builder
             .queue(queue)
             .store(Arc::new(store))
             .runtime(Arc::clone(&runtime))
@@ -214,7 +229,7 @@ impl Server {
         let public_url = platform
             .url_for(&"name".parse().map_err(|_| start_error("platform")("bad placeholder".into()))?)
             .replacen("name.", "<name>.", 1);
-        Ok(Self { config, platform, api, gateway, nginx, token, token_created, public_url })
+        Ok(Self { config, platform, api, gateway, nginx, token, token_created, public_url, budget_mb: budget })
     }
 
     /// The platform, to deploy and inspect functions in this process.
@@ -270,6 +285,12 @@ impl Server {
             }
         }
         out.push(format!("functions {}", self.public_url));
+        out.push(format!(
+            "scaling   autoscaler every {} ms, scale-down window {} s, memory budget {}",
+            c.autoscale_tick_ms,
+            c.scale_down_window_s,
+            self.budget_mb.map_or("unlimited".to_owned(), |b| format!("{b} MiB"))
+        ));
         out.push(format!("api       http://{}/v1  (web UI: http://{}/)", self.api.addr(), self.api.addr()));
         out.push(format!("token     {}", c.data_dir.join(pilotlight_api::TOKEN_FILE).display()));
         out
@@ -292,6 +313,14 @@ impl Server {
             n.shutdown(Duration::from_secs(10)).await;
         }
     }
+}
+
+/// The host's memory in MiB, from /proc/meminfo.
+fn host_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024)
 }
 
 /// A URL without its password, for printing.

@@ -38,6 +38,9 @@ impl Default for AutoscalerConfig {
 #[derive(Default)]
 struct Track {
     requests: u64,
+    /// Running instances at the last look: more than that, unasked, means an
+    /// activation woke the function (its request may not be counted yet).
+    seen_running: u32,
     last_active: Option<Instant>,
     below_since: Option<Instant>,
     asked: Option<(u64, u32, Instant)>,
@@ -127,6 +130,10 @@ fn decide(r: &FunctionRecord, l: FunctionLoad, t: &mut Track, c: &AutoscalerConf
         return Decision::Keep;
     }
     let running = u32::try_from(r.status.endpoints.len()).unwrap_or(u32::MAX);
+    if running > t.seen_running {
+        t.last_active = Some(now);
+    }
+    t.seen_running = running;
     let target = s.target_concurrency().max(1);
     let needed = u32::try_from(l.in_flight).unwrap_or(u32::MAX).div_ceil(target).clamp(s.min(), s.max());
     let idle = t.last_active.is_some_and(|a| now.duration_since(a) >= s.idle_timeout());
@@ -233,6 +240,21 @@ mod tests {
         let mut t = Track::default();
         decide(&r, load(0, 1), &mut t, &c, t0);
         assert_eq!(decide(&r, load(0, 1), &mut t, &c, t0 + Duration::from_secs(61)), Decision::Scale(2));
+    }
+
+    #[test]
+    fn an_activation_counts_as_activity() {
+        let c = AutoscalerConfig::default();
+        let t0 = Instant::now();
+        let mut t = Track::default();
+        assert_eq!(decide(&record(0, 4, 10, 60, 0), load(0, 3), &mut t, &c, t0), Decision::Keep);
+        // Long idle, then an instance appears (the activator woke it) before its request is counted.
+        let later = t0 + Duration::from_secs(600);
+        assert_eq!(decide(&record(0, 4, 10, 60, 1), load(0, 3), &mut t, &c, later), Decision::Keep);
+        assert_eq!(
+            decide(&record(0, 4, 10, 60, 1), load(0, 3), &mut t, &c, later + Duration::from_secs(61)),
+            Decision::Scale(0)
+        );
     }
 
     #[test]

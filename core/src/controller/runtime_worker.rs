@@ -243,10 +243,10 @@ impl RuntimeWorker {
     /// The plan, in the order that gets a waiting request served soonest:
     /// 1. remove exited instances;
     /// 2. run `want` instances of this generation: resume paused ones first
-    ///    (milliseconds), then start new ones (each waits for readiness), and
-    ///    pause (into the pool) or stop the extras;
-    /// 3. publish the running endpoints; the edge switches atomically;
-    /// 4. let the edge drain old generations, then stop them;
+    ///    (milliseconds), then start new ones (each waits for readiness);
+    /// 3. publish the endpoints of the `want` running ones; the edge switches atomically;
+    /// 4. let the edge drain, then pause (into the pool) or stop the extras,
+    ///    and stop old generations;
     /// 5. refill the pool to `prewarm` paused instances (start, ready, pause),
     ///    after the endpoints are out, so it never delays a request.
     async fn converge(
@@ -300,16 +300,8 @@ impl RuntimeWorker {
             }
             tier.get_or_insert("start");
         }
-        while running.len() > want {
-            let Some(mut extra) = running.pop() else { break };
-            if paused.len() < prewarm {
-                self.runtime.pause(&extra.id).await?;
-                extra.state = InstanceState::Paused;
-                paused.push(extra);
-            } else {
-                self.runtime.stop(&extra.id).await?;
-            }
-        }
+        // Instances beyond `want` leave the edge first, and are paused or stopped after the drain.
+        let extras = if running.len() > want { running.split_off(want) } else { Vec::new() };
         let mut endpoints: Vec<_> = running.iter().map(|i| i.endpoint).collect();
         endpoints.sort();
         let timeout_ms = u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX);
@@ -324,14 +316,23 @@ impl RuntimeWorker {
                 .record(took.as_secs_f64());
             tracing::info!(function = %name, tier, took_ms = took.as_secs_f64() * 1000.0, "cold start");
         }
-        if !others.is_empty() {
+        if !extras.is_empty() || !others.is_empty() {
             // The edge gets the new endpoints through the router worker; requests
-            // already on old instances get `drain` to finish before those stop.
+            // already on the instances that leave get `drain` to finish.
             tokio::time::sleep(self.config.drain).await;
-            for old in others {
-                tracing::info!(instance = %old.id, generation = old.generation, "stopping an instance of another generation");
-                self.runtime.stop(&old.id).await?;
+        }
+        for mut extra in extras {
+            if paused.len() < prewarm {
+                self.runtime.pause(&extra.id).await?;
+                extra.state = InstanceState::Paused;
+                paused.push(extra);
+            } else {
+                self.runtime.stop(&extra.id).await?;
             }
+        }
+        for old in others {
+            tracing::info!(instance = %old.id, generation = old.generation, "stopping an instance of another generation");
+            self.runtime.stop(&old.id).await?;
         }
         while paused.len() > prewarm {
             if let Some(extra) = paused.pop() {
