@@ -2,6 +2,7 @@
 # Runs a benchmark in release mode, installing what it needs from Debian's packages.
 #   bash scripts/bench.sh gateway    # direct vs gateway vs NGINX, with wrk
 #   bash scripts/bench.sh docker     # raw engine vs pilotlight: cold start, unpause, concurrent starts
+#   bash scripts/bench.sh coldstart  # first request at zero: warm pool vs no pool vs the engine's floors (BENCH_DENSITY=N: density)
 #   bash scripts/bench.sh queue      # memory vs Kafka (mock cluster) vs RabbitMQ: events/s, publish→handled latency
 #   bash scripts/bench.sh nginx      # NGINX router: apply time at 10..10,000 functions vs the gateway; requests
 set -euo pipefail
@@ -20,8 +21,11 @@ case "$which" in
   gateway) cargo run --release -q --example bench_gateway ;;
   nginx) cargo run --release -q --example bench_nginx ;;
   queue) bash scripts/deps.sh >/dev/null && cargo run --release -q --example bench_queue ;;
+  coldstart)
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
+    cargo run --release -q --example bench_coldstart ;;
   docker)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_docker ;;
-  *) echo "unknown benchmark: $which (try: gateway, docker, nginx, queue)" >&2; exit 2 ;;
+  *) echo "unknown benchmark: $which (try: gateway, docker, coldstart, nginx, queue)" >&2; exit 2 ;;
 esac

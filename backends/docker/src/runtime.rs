@@ -66,6 +66,11 @@ pub struct DockerRuntimeConfig {
     pub log_max_files: u32,
     /// Credentials for pulling from a private registry.
     pub registry_auth: Option<DockerCredentials>,
+    /// Run the engine's init (docker-init, tini) as PID 1: it passes SIGTERM
+    /// on, so a function that installs no signal handler stops at once instead
+    /// of after `stop_grace` (the kernel ignores SIGTERM for a PID 1 without a
+    /// handler), and it reaps zombies. Default on.
+    pub init: bool,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -79,6 +84,7 @@ impl Default for DockerRuntimeConfig {
             log_max_size: "1m".into(),
             log_max_files: 2,
             registry_auth: None,
+            init: true,
         }
     }
 }
@@ -319,6 +325,7 @@ impl DockerRuntime {
                 }),
                 port_bindings,
                 network_mode: Some(c.network.clone()),
+                init: Some(c.init),
                 ..Default::default()
             }),
             ..Default::default()

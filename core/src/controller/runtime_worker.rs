@@ -210,6 +210,7 @@ impl RuntimeWorker {
     ) -> Result<(), HandlerError> {
         let started = Instant::now();
         // Whether this generation already serves: a failure then must not take it down.
+        tracing::debug!("converging");
         let serving = self
             .store
             .get(spec.name())
@@ -264,6 +265,7 @@ impl RuntimeWorker {
             tracing::info!(instance = %dead.id, "removing an exited instance");
             self.runtime.stop(&dead.id).await?;
         }
+        tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "listed instances");
         let (mine, others): (Vec<Instance>, Vec<Instance>) = live.into_iter().partition(|i| i.generation == generation);
         let (mut paused, mut running): (Vec<Instance>, Vec<Instance>) =
             mine.into_iter().partition(|i| i.state == InstanceState::Paused);
@@ -279,6 +281,7 @@ impl RuntimeWorker {
             let Some(p) = paused.pop() else { break };
             running.push(self.runtime.resume(&p.id).await?);
             tier.get_or_insert("resume");
+            tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, instance = %p.id, "resumed");
         }
         if running.len() < want {
             let n = want - running.len();
@@ -321,19 +324,18 @@ impl RuntimeWorker {
             // already on the instances that leave get `drain` to finish.
             tokio::time::sleep(self.config.drain).await;
         }
+        let mut leaving = Vec::new();
         for mut extra in extras {
             if paused.len() < prewarm {
                 self.runtime.pause(&extra.id).await?;
                 extra.state = InstanceState::Paused;
                 paused.push(extra);
             } else {
-                self.runtime.stop(&extra.id).await?;
+                leaving.push(extra);
             }
         }
-        for old in others {
-            tracing::info!(instance = %old.id, generation = old.generation, "stopping an instance of another generation");
-            self.runtime.stop(&old.id).await?;
-        }
+        leaving.extend(others);
+        self.stop_in_background(leaving);
         while paused.len() > prewarm {
             if let Some(extra) = paused.pop() {
                 self.runtime.stop(&extra.id).await?;
@@ -346,6 +348,26 @@ impl RuntimeWorker {
             tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled");
         }
         Ok(())
+    }
+
+    /// Stops instances that no longer serve without holding up this
+    /// function's next event: a stop can take the runtime's whole grace period
+    /// (a container whose process ignores SIGTERM), and an activation waiting
+    /// behind it would wait that long. They are out of the routes already; a
+    /// stop that fails is retried by the next reconcile, which sees them.
+    fn stop_in_background(&self, instances: Vec<Instance>) {
+        if instances.is_empty() {
+            return;
+        }
+        let runtime = Arc::clone(&self.runtime);
+        tokio::spawn(async move {
+            for i in instances {
+                tracing::info!(instance = %i.id, generation = i.generation, "stopping an instance that left the routes");
+                if let Err(e) = runtime.stop(&i.id).await {
+                    tracing::warn!(instance = %i.id, error = %e, "cannot stop an instance that left the routes");
+                }
+            }
+        });
     }
 
     /// Starts `n` instances, waits for each to be ready, and pauses it.

@@ -1,0 +1,296 @@
+//! The first request to a function at zero, on Docker, in four cases side by
+//! side (interleaved, same image, same network, same loopback ports):
+//!
+//! 1. pilotlight with a warm pool: a paused instance is resumed by the
+//!    activator; the request goes through the gateway and is held until then;
+//! 2. pilotlight with no pool (`prewarm: 0`): the activator creates and starts one;
+//! 3. the raw engine's unpause floor: `unpause` then poll until the first 200;
+//! 4. the raw engine's create+start floor: create, start, poll until the first 200.
+//!
+//! ```sh
+//! bash scripts/bench.sh coldstart
+//! ```
+//! `BENCH_RUNS` (default 20) sets the samples per case. Then a density run:
+//! `BENCH_DENSITY` functions (default 0: skipped) each with a paused pool of one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use pilotlight::core::memory::{MemoryQueue, MemoryStore};
+use pilotlight::core::model::{Domain, FunctionName, FunctionSpecInput, InstanceState, ScalingInput};
+use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_image_context};
+use pilotlight::core::testkit::http;
+use pilotlight::docker::{DockerRuntime, DockerRuntimeConfig, LABEL_FUNCTION, LABEL_PLATFORM, build_image_from_dir};
+use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
+use pilotlight::{Platform, Runtime};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+const IMAGE: &str = "pilotlight/hello:bench";
+const RAW_LABEL: &str = "io.pilotlight.bench-coldstart";
+const NETWORK: &str = "pilotlight-bench";
+
+async fn first_200(addr: SocketAddr, host: &str) -> Result<Instant, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http::get(addr, host, "/", Duration::from_millis(500)).await
+            && r.status == 200
+        {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no 200 from {addr} ({host}) within 30 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn raw_container(docker: &Docker, n: u64) -> Result<String, Error> {
+    let body = ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        env: Some(vec!["PORT=8080".into(), "LOG_REQUESTS=0".into()]),
+        exposed_ports: Some(vec!["8080/tcp".into()]),
+        labels: Some(HashMap::from([(RAW_LABEL.into(), "1".into())])),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "8080/tcp".into(),
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
+            )])),
+            network_mode: Some(NETWORK.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = format!("pl-cold-raw-{}-{n}", std::process::id());
+    Ok(docker.create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body).await?.id)
+}
+
+async fn published_port(docker: &Docker, id: &str) -> Result<u16, Error> {
+    docker
+        .inspect_container(id, None)
+        .await?
+        .network_settings
+        .and_then(|s| s.ports)
+        .and_then(|p| p.get("8080/tcp").cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| "no published port".into())
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let _ = docker.remove_container(id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+}
+
+fn spec(name: &str, prewarm: i64) -> Result<pilotlight::FunctionSpec, Error> {
+    let mut input = FunctionSpecInput::image(name, IMAGE, 8080);
+    input.env.insert("LOG_REQUESTS".into(), "0".into());
+    input.scaling = Some(ScalingInput { min: Some(0), prewarm: Some(prewarm), ..Default::default() });
+    input.limits = Some(pilotlight::core::model::LimitsInput { memory_mb: Some(32), ..Default::default() });
+    Ok(input.validate()?)
+}
+
+/// Scales `name` to zero and waits until it runs nothing and its pool holds `pool` paused instances.
+async fn to_zero(platform: &Platform, runtime: &DockerRuntime, name: &str, pool: usize) -> Result<(), Error> {
+    let n: FunctionName = name.parse()?;
+    platform.scale(&n, 0).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mine: Vec<_> = runtime.list().await?.into_iter().filter(|i| i.function == n).collect();
+        let running = mine.iter().filter(|i| i.state == InstanceState::Running).count();
+        let paused = mine.iter().filter(|i| i.state == InstanceState::Paused).count();
+        let routed = platform.get(&n).await?.map_or(1, |r| r.status.endpoints.len());
+        // Also wait for the engine to finish removing what left (a stop runs in the
+        // background), so the measured request does not share the engine with it.
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_FUNCTION}={name}"), format!("{LABEL_PLATFORM}={}", runtime_id(runtime))])]);
+        let all = runtime
+            .docker()
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .await?
+            .len();
+        if running == 0 && paused == pool && routed == 0 && all == pool {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{name} did not settle at zero ({running} running, {paused} paused)").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn runtime_id(_: &DockerRuntime) -> String {
+    format!("cold{}", std::process::id())
+}
+
+fn row(label: &str, v: &[f64], floor: Option<(&str, &[f64])>) {
+    let ratio = floor.map(|(n, f)| format!("   {:.2}x {n} at p50", pct(v, 0.5) / pct(f, 0.5))).unwrap_or_default();
+    println!("  {label:<46} p50 {:>7.1} ms   p99 {:>7.1} ms{ratio}", pct(v, 0.5), pct(v, 0.99));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))))
+        .unwrap_or(0)
+}
+
+fn mem_available_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemAvailable:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) / 1024)))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let density: usize = std::env::var("BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let platform_id = format!("cold{}", std::process::id());
+    let _cleanup = (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: RAW_LABEL.into() });
+    let runtime = Arc::new(
+        DockerRuntime::connect(DockerRuntimeConfig { platform_id, network: NETWORK.into(), ..Default::default() }).await?,
+    );
+    let docker = runtime.docker().clone();
+    let context = hello_image_context();
+    build_image_from_dir(&docker, IMAGE, context.path()).await?;
+    let version = docker.version().await?;
+    println!(
+        "first request to a function at zero, Docker {} (API {}), {runs} runs per case, interleaved",
+        version.version.unwrap_or_default(),
+        version.api_version.unwrap_or_default()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let mut gconfig = GatewayConfig::new(Domain::new("localhost")?, dir.path()).ephemeral();
+    gconfig.tls = TlsSource::Disabled;
+    let gw = Arc::new(Gateway::start(gconfig).await?);
+    let platform = Platform::builder()
+        .queue(Arc::new(MemoryQueue::new()))
+        .store(Arc::new(MemoryStore::new()))
+        .runtime(runtime.clone())
+        .router(gw.clone())
+        .drain(Duration::from_millis(50))
+        .build()?;
+    gw.set_activator(platform.activator());
+    platform.start().await?;
+    let edge = gw.http_addr();
+    for (name, prewarm) in [("pool", 1), ("nopool", 0)] {
+        platform.deploy(spec(name, prewarm)?).await?;
+        platform.wait_ready(&name.parse()?, Duration::from_secs(60)).await?;
+    }
+    let raw_paused = raw_container(&docker, 0).await?;
+    docker.start_container(&raw_paused, None).await?;
+    let raw_port = published_port(&docker, &raw_paused).await?;
+    first_200(SocketAddr::from(([127, 0, 0, 1], raw_port)), "raw").await?;
+
+    let (mut warm, mut cold, mut unpause, mut create) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for i in 0..runs {
+        to_zero(&platform, &runtime, "pool", 1).await?;
+        tracing::debug!("pool: first request sent");
+        let began = Instant::now();
+        let r = http::get(edge, "pool.localhost", "/", Duration::from_secs(30)).await?;
+        tracing::debug!("pool: first request answered");
+        if r.status != 200 {
+            return Err(format!("pool: {} {}", r.status, r.body).into());
+        }
+        warm.push(ms(began.elapsed()));
+
+        to_zero(&platform, &runtime, "nopool", 0).await?;
+        let began = Instant::now();
+        let r = http::get(edge, "nopool.localhost", "/", Duration::from_secs(30)).await?;
+        if r.status != 200 {
+            return Err(format!("nopool: {} {}", r.status, r.body).into());
+        }
+        cold.push(ms(began.elapsed()));
+
+        docker.pause_container(&raw_paused).await?;
+        let began = Instant::now();
+        docker.unpause_container(&raw_paused).await?;
+        let done = first_200(SocketAddr::from(([127, 0, 0, 1], raw_port)), "raw").await?;
+        unpause.push(ms(done - began));
+
+        let began = Instant::now();
+        let id = raw_container(&docker, 1 + i as u64).await?;
+        docker.start_container(&id, None).await?;
+        let port = published_port(&docker, &id).await?;
+        let done = first_200(SocketAddr::from(([127, 0, 0, 1], port)), "raw").await?;
+        create.push(ms(done - began));
+        remove(&docker, &id).await;
+    }
+    remove(&docker, &raw_paused).await;
+    println!();
+    row("raw engine: unpause, poll until the first 200", &unpause, None);
+    row("raw engine: create+start, poll until 200", &create, None);
+    row("pilotlight, warm pool (resume), via gateway", &warm, Some(("the unpause floor", &unpause)));
+    row("pilotlight, no pool (create+start), via gw", &cold, Some(("the create+start floor", &create)));
+    println!("  warm pool vs no pool at p50: {:.1}x faster", pct(&cold, 0.5) / pct(&warm, 0.5));
+
+    if density > 0 {
+        println!("\ndensity: {density} functions, each at zero with a paused pool of one (32 MiB limit)");
+        let before = mem_available_mib();
+        let began = Instant::now();
+        let mut deployed = 0;
+        for chunk in (0..density).collect::<Vec<_>>().chunks(8) {
+            let results = futures::future::join_all(chunk.iter().map(|i| {
+                let platform = platform.clone();
+                async move {
+                    let name = format!("d{i:04}");
+                    let mut s: FunctionSpecInput = spec(&name, 1)?.into();
+                    s.scaling = Some(ScalingInput { min: Some(0), prewarm: Some(1), ..Default::default() });
+                    platform.deploy(s.validate()?).await?;
+                    platform.wait_ready(&name.parse()?, Duration::from_secs(120)).await?;
+                    platform.scale(&name.parse()?, 0).await?;
+                    Ok::<_, Error>(())
+                }
+            }))
+            .await;
+            for r in results {
+                if let Err(e) = r {
+                    println!("  stopped at {deployed}: {e}");
+                    break;
+                }
+                deployed += 1;
+            }
+            if deployed % 100 < 8 {
+                println!("  {deployed} deployed after {:.0} s", began.elapsed().as_secs_f64());
+            }
+        }
+        // Let every scale-to-zero land.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let running = runtime.list().await?.iter().filter(|i| i.state == InstanceState::Running).count();
+            if running <= 2 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let after = mem_available_mib();
+        let paused = runtime.list().await?.iter().filter(|i| i.state == InstanceState::Paused).count();
+        println!(
+            "  {deployed} functions in {:.0} s ({:.1}/s); {paused} paused containers; host memory used {} MiB ({:.1} MiB per function); control plane RSS {} MiB",
+            began.elapsed().as_secs_f64(),
+            deployed as f64 / began.elapsed().as_secs_f64(),
+            before.saturating_sub(after),
+            before.saturating_sub(after) as f64 / deployed.max(1) as f64,
+            rss_kib(std::process::id()) / 1024
+        );
+        let r = http::get(edge, "d0000.localhost", "/", Duration::from_secs(30)).await?;
+        println!("  d0000 at zero answers its first request: {}", r.status);
+    }
+    platform.shutdown().await;
+    gw.shutdown().await;
+    Ok(())
+}
