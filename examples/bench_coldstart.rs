@@ -111,10 +111,17 @@ async fn to_zero(platform: &Platform, runtime: &DockerRuntime, name: &str, pool:
         let routed = platform.get(&n).await?.map_or(1, |r| r.status.endpoints.len());
         // Also wait for the engine to finish removing what left (a stop runs in the
         // background), so the measured request does not share the engine with it.
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_FUNCTION}={name}"), format!("{LABEL_PLATFORM}={}", runtime_id(runtime))])]);
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_FUNCTION}={name}"), format!("{LABEL_PLATFORM}={}", runtime_id(runtime))],
+        )]);
         let all = runtime
             .docker()
-            .list_containers(Some(bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
             .await?
             .len();
         if running == 0 && paused == pool && routed == 0 && all == pool {
@@ -139,14 +146,23 @@ fn row(label: &str, v: &[f64], floor: Option<(&str, &[f64])>) {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+            })
+        })
         .unwrap_or(0)
 }
 
 fn mem_available_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemAvailable:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) / 1024)))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemAvailable:")
+                    .map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) / 1024)
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -158,9 +174,11 @@ async fn main() -> Result<(), Error> {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let density: usize = std::env::var("BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let platform_id = format!("cold{}", std::process::id());
-    let _cleanup = (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: RAW_LABEL.into() });
+    let _cleanup =
+        (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: RAW_LABEL.into() });
     let runtime = Arc::new(
-        DockerRuntime::connect(DockerRuntimeConfig { platform_id, network: NETWORK.into(), ..Default::default() }).await?,
+        DockerRuntime::connect(DockerRuntimeConfig { platform_id, network: NETWORK.into(), ..Default::default() })
+            .await?,
     );
     let docker = runtime.docker().clone();
     let context = hello_image_context();
