@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use pilotlight::core::testkit::{fixtures::hello_image_context, free_port, unique};
-use pilotlight::docker::build_image_from_dir;
+use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_image_context};
+use pilotlight::core::testkit::{free_port, unique};
+use pilotlight::docker::{LABEL_PLATFORM, build_image_from_dir};
 use pilotlight::server::{Server, ServerConfig};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -103,13 +104,16 @@ async fn sign_in_create_hello_open_it_and_delete_it_in_chromium() {
     build_image_from_dir(&docker, "pilotlight/hello:ui", context.path()).await.expect("build the hello image");
 
     let data = tempfile::tempdir().unwrap();
+    let platform_id = unique("ui");
+    // Whatever happens below, the containers of this test go with it.
+    let _cleanup = DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") };
     let server = Server::start(ServerConfig {
         data_dir: data.path().to_path_buf(),
         api_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "off".into(),
         runtime: "docker".into(),
-        platform_id: unique("ui"),
+        platform_id,
         docker_network: "pilotlight-test".into(),
         ..ServerConfig::default()
     })
