@@ -170,7 +170,8 @@ async fn first_request_resumes(kind: Kind) {
     // The instance that answered is the one that was paused: resumed, not created.
     let running: Vec<InstanceId> =
         env.instances("lazy").await.into_iter().filter(|i| i.state == InstanceState::Running).map(|i| i.id).collect();
-    assert_eq!(running, pool, "the paused instance was resumed");
+    // (A second one may be running for a moment: the pool's refill, before it is paused.)
+    assert!(running.contains(&pool[0]), "the paused instance {:?} was resumed: running {running:?}", pool[0]);
     // The pool refills in the background, and idling takes it back to zero.
     env.settle("lazy", 0, 1).await;
     env.shutdown().await;
