@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
 use crate::events::{Event, topics};
-use crate::model::{FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Instance, InstanceState, Phase};
+use crate::model::{
+    FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Instance, InstanceId, InstanceState, Phase,
+};
 use crate::ports::{Queue, Runtime, RuntimeEvent, Store};
 
 /// Consumes `deployments`: converges each function's instances on the Runtime
@@ -34,6 +36,9 @@ pub struct RuntimeWorker {
     config: RuntimeWorkerConfig,
     /// Instances to run per function, with the generation they were asked for.
     desired: Mutex<HashMap<FunctionName, (u64, u32)>>,
+    /// Instances being stopped in the background: not counted as live until
+    /// their stop returns, or a converge right after would route to them.
+    leaving: Arc<Mutex<HashSet<InstanceId>>>,
 }
 
 /// Settings of a [`RuntimeWorker`].
@@ -68,7 +73,7 @@ impl RuntimeWorker {
         store: Arc<dyn Store>,
         config: RuntimeWorkerConfig,
     ) -> Self {
-        Self { queue, runtime, store, config, desired: Mutex::default() }
+        Self { queue, runtime, store, config, desired: Mutex::default(), leaving: Arc::default() }
     }
 
     /// On start: stops instances no stored function wants, and asks for a
@@ -140,7 +145,9 @@ impl RuntimeWorker {
     }
 
     async fn instances_of(&self, name: &FunctionName) -> Result<Vec<Instance>, HandlerError> {
-        Ok(self.runtime.list().await?.into_iter().filter(|i| &i.function == name).collect())
+        let all = self.runtime.list().await?;
+        let leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.into_iter().filter(|i| &i.function == name && !leaving.contains(&i.id)).collect())
     }
 
     /// Records `generation` as wanted if it is new; returns false if the Store has a newer one.
@@ -360,12 +367,15 @@ impl RuntimeWorker {
             return;
         }
         let runtime = Arc::clone(&self.runtime);
+        let leaving = Arc::clone(&self.leaving);
+        leaving.lock().unwrap_or_else(|p| p.into_inner()).extend(instances.iter().map(|i| i.id.clone()));
         tokio::spawn(async move {
             for i in instances {
                 tracing::info!(instance = %i.id, generation = i.generation, "stopping an instance that left the routes");
                 if let Err(e) = runtime.stop(&i.id).await {
                     tracing::warn!(instance = %i.id, error = %e, "cannot stop an instance that left the routes");
                 }
+                leaving.lock().unwrap_or_else(|p| p.into_inner()).remove(&i.id);
             }
         });
     }
