@@ -19,6 +19,8 @@ if [ ${#packages[@]} -gt 0 ]; then
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+    # The downloaded .deb files (about 200 MB with chromium) are not needed again.
+    $sudo_cmd apt-get clean
   fi
 fi
 # RabbitMQ for the AMQP queue's tests, on loopback only (guest/guest is

@@ -10,7 +10,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A one-off build keeps nothing from incremental compilation but its cache
+# (3 GB here); CI builds once.
+[ "${CI:-}" = "true" ] && export CARGO_INCREMENTAL=0
+
+disk() { df -h --output=avail,target . 2>/dev/null | tail -1 | awk '{print "free disk: " $1 " on " $2}'; }
+
 step "tools"
+disk
 command -v cargo >/dev/null || { echo "cargo is required: install Rust with rustup" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "cargo-nextest is missing; installing it from crates.io"
@@ -40,6 +47,7 @@ trap 'rm -rf "$data"' EXIT
 PILOTLIGHT_DATA="$data" RUST_LOG=warn cargo run --quiet --example embed
 
 step "unit and integration tests"
+disk
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 # Screenshots of the browser test land in target/test-artifacts/ui/.
