@@ -29,13 +29,14 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 mod wrk;
 use wrk::{Sample, env_u64, median_sample, need, wrk};
 
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds of a process so far, (user, system): where a proxy spends its
+/// time, in its own code or in the kernel's TCP stack.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|i| f.get(*i)?.parse::<f64>().ok()).sum();
-    ticks / 100.0
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (field(11), field(12))
 }
 
 fn nginx_pids(master: u32) -> Vec<u32> {
@@ -176,7 +177,7 @@ async fn main() -> Result<(), Error> {
     let me = std::process::id();
     for connections in [1u32, 32] {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); paths.len()];
-        let mut cpu = [0.0f64; 3];
+        let mut cpu = [(0.0f64, 0.0f64); 3];
         let mut requests = [0.0f64; 3];
         for (i, (_, addr)) in paths.iter().enumerate() {
             wrk(addr, "hello.localhost", connections, 1).await?; // warm-up: pools, caches
@@ -189,21 +190,33 @@ async fn main() -> Result<(), Error> {
                     "nginx" => nginx_pids(nginx.child.id()),
                     _ => vec![],
                 };
-                let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                let total = |pids: &[u32]| {
+                    pids.iter().map(|p| cpu_seconds(*p)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+                };
+                let before = total(&pids);
                 let s = wrk(addr, "hello.localhost", connections, seconds).await?;
-                let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-                cpu[i] += after - before;
+                let after = total(&pids);
+                cpu[i].0 += after.0 - before.0;
+                cpu[i].1 += after.1 - before.1;
                 requests[i] += s.rps * seconds as f64;
                 samples[i].push(s);
             }
         }
         let med: Vec<Sample> = samples.iter().map(|v| median_sample(v)).collect();
         println!("\n{connections} connection(s)");
-        println!("  {:<8} {:>12} {:>10} {:>10} {:>16}", "path", "req/s", "p50 µs", "p99 µs", "proxy CPU/req µs");
+        println!(
+            "  {:<8} {:>12} {:>10} {:>10} {:>26}",
+            "path", "req/s", "p50 µs", "p99 µs", "proxy CPU/req µs (user+sys)"
+        );
         for (i, (name, _)) in paths.iter().enumerate() {
-            let per_req = if i == 0 { "-".to_owned() } else { format!("{:.1}", cpu[i] / requests[i] * 1e6) };
+            let per_req = if i == 0 {
+                "-".to_owned()
+            } else {
+                let (user, sys) = (cpu[i].0 / requests[i] * 1e6, cpu[i].1 / requests[i] * 1e6);
+                format!("{:.1} ({user:.1}+{sys:.1})", user + sys)
+            };
             println!(
-                "  {:<8} {:>12.0} {:>10.0} {:>10.0} {:>16}",
+                "  {:<8} {:>12.0} {:>10.0} {:>10.0} {:>26}",
                 name, med[i].rps, med[i].p50_us, med[i].p99_us, per_req
             );
         }
