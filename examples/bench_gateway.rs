@@ -190,9 +190,8 @@ async fn main() -> Result<(), Error> {
                     "nginx" => nginx_pids(nginx.child.id()),
                     _ => vec![],
                 };
-                let total = |pids: &[u32]| {
-                    pids.iter().map(|p| cpu_seconds(*p)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
-                };
+                let total =
+                    |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
                 let before = total(&pids);
                 let s = wrk(addr, "hello.localhost", connections, seconds).await?;
                 let after = total(&pids);

@@ -35,7 +35,7 @@ deploy options:
   --env KEY=VALUE           (repeatable)
   --region R  --timeout-s S  --health-path /healthz
   --memory-mb N  --cpu-millis N  --pids N
-  --min N  --max N  --prewarm N  --target-concurrency N  --idle-timeout-s S
+  --min N  --max N  --prewarm N  --precreate N  --target-concurrency N  --idle-timeout-s S
   --no-wait                 return once the server accepted the spec
   --wait-timeout S          how long to show progress [120]
 
@@ -240,6 +240,7 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
                 min: args.number("min")?,
                 max: args.number("max")?,
                 prewarm: args.number("prewarm")?,
+                precreate: args.number("precreate")?,
                 target_concurrency: args.number("target-concurrency")?,
                 idle_timeout_s: args.number("idle-timeout-s")?,
             };

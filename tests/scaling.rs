@@ -1,6 +1,6 @@
 //! Warm pools and scaling end to end, each scenario under the process runtime
 //! and under Docker: a function at zero answers its first request by resuming
-//! a paused instance; 100 concurrent requests at zero all succeed; bounded load
+//! a paused instance, or else by starting a created one; 100 concurrent requests at zero all succeed; bounded load
 //! scales it up and idling brings it back to min; an update under load fails
 //! no request; a full capacity budget is a clear error that creates nothing.
 
@@ -149,6 +149,7 @@ fn scaling(min: i64, max: i64, prewarm: i64, target: i64, idle_s: i64) -> Scalin
         prewarm: Some(prewarm),
         target_concurrency: Some(target),
         idle_timeout_s: Some(idle_s),
+        precreate: None,
     }
 }
 
@@ -175,6 +176,60 @@ async fn first_request_resumes(kind: Kind) {
     assert!(running.contains(&pool[0]), "the paused instance {:?} was resumed: running {running:?}", pool[0]);
     // The pool refills in the background, and idling takes it back to zero.
     env.settle("lazy", 0, 1).await;
+    env.shutdown().await;
+}
+
+/// The middle tier: with no paused pool, the first request at zero starts a
+/// container created beforehand. The process runtime has no created state, so
+/// there it creates and starts one (the third tier), and keeps no created one.
+async fn first_request_starts_a_created_one(kind: Kind) {
+    let Some(env) = Env::new(kind, None).await else { return };
+    let n: FunctionName = "standby".parse().unwrap();
+    let mut policy = scaling(0, 4, 0, 10, 1);
+    policy.precreate = Some(1);
+    env.platform.deploy(env.spec("standby", policy, 32)).await.unwrap();
+    env.platform.wait_ready(&n, WAIT).await.unwrap();
+    let keeps = usize::from(kind == Kind::Docker);
+    let deadline = Instant::now() + WAIT;
+    let standby: Vec<InstanceId> = loop {
+        let all = env.instances("standby").await;
+        let running = all.iter().filter(|i| i.state == InstanceState::Running).count();
+        let created: Vec<InstanceId> =
+            all.iter().filter(|i| i.state == InstanceState::Created).map(|i| i.id.clone()).collect();
+        if running == 0 && created.len() == keeps {
+            break created;
+        }
+        assert!(Instant::now() < deadline, "standby at zero with {keeps} created: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r = env.get("standby", "/").await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello from standby!\n"));
+    let running: Vec<InstanceId> = env
+        .instances("standby")
+        .await
+        .into_iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .map(|i| i.id)
+        .collect();
+    if let Some(first) = standby.first() {
+        assert!(running.contains(first), "the created instance {first:?} was started: running {running:?}");
+    }
+    // A new created instance replaces the one that started.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let created: Vec<InstanceId> = env
+            .instances("standby")
+            .await
+            .into_iter()
+            .filter(|i| i.state == InstanceState::Created)
+            .map(|i| i.id)
+            .collect();
+        if created.len() == keeps && standby.iter().all(|s| !created.contains(s)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a fresh created instance: {created:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     env.shutdown().await;
 }
 
@@ -334,4 +389,11 @@ macro_rules! both {
     };
 }
 
-both!(first_request_resumes, hundred_at_zero, scales_up_then_back_to_min, update_under_load, capacity_guard);
+both!(
+    first_request_resumes,
+    first_request_starts_a_created_one,
+    hundred_at_zero,
+    scales_up_then_back_to_min,
+    update_under_load,
+    capacity_guard
+);

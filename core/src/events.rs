@@ -63,7 +63,8 @@ pub enum Event {
         reason: String,
     },
     /// A request waits for `name`, which runs no instance: run at least one,
-    /// by the fastest tier there is (resume a paused one, else start one).
+    /// by the fastest tier there is (resume a paused one, else start a
+    /// created one, else create and start one).
     ActivationRequested {
         /// The function.
         name: FunctionName,

@@ -432,3 +432,59 @@ async fn the_platform_wakes_a_function_by_asking_for_an_activation() {
         matches!(Event::from_payload(&d.message().payload).unwrap(), Event::ActivationRequested { name } if name.as_str() == "lazy")
     );
 }
+
+/// The middle tier: with no paused instance, a function at zero starts one it
+/// created earlier (no create on the request's path), then makes a new one.
+#[tokio::test]
+async fn at_zero_without_a_pool_the_first_request_starts_a_created_instance() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    let mut input = FunctionSpecInput::image("standby", "pilotlight/hello:latest", 8080);
+    input.scaling = Some(ScalingInput { prewarm: Some(0), precreate: Some(1), ..Default::default() });
+    p.deploy(input.validate().unwrap()).await.unwrap();
+    p.wait_ready(&name("standby"), WAIT).await.unwrap();
+    let states = |rt: Arc<MemoryRuntime>| async move {
+        let mut s: Vec<(InstanceState, InstanceId)> =
+            rt.list().await.unwrap().into_iter().map(|i| (i.state, i.id)).collect();
+        s.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        s
+    };
+    let rt = runtime.clone();
+    eventually(WAIT, "one running and one created", || {
+        let rt = rt.clone();
+        async move {
+            let s = states(rt).await;
+            s.iter().filter(|(st, _)| *st == InstanceState::Running).count() == 1
+                && s.iter().filter(|(st, _)| *st == InstanceState::Created).count() == 1
+        }
+    })
+    .await;
+    p.scale(&name("standby"), 0).await.unwrap();
+    let rt = runtime.clone();
+    eventually(WAIT, "at zero, the created one kept", || {
+        let rt = rt.clone();
+        async move { states(rt).await.iter().map(|(st, _)| *st).collect::<Vec<_>>() == [InstanceState::Created] }
+    })
+    .await;
+    let standby = states(runtime.clone()).await[0].1.clone();
+    let starts = runtime.start_count();
+    p.activator().activate(&name("standby")).await.unwrap();
+    let r = router.clone();
+    eventually(WAIT, "routed again", || {
+        let r = r.clone();
+        async move { r.table().get(&name("standby")).is_some_and(|r| r.endpoints.len() == 1) }
+    })
+    .await;
+    let after = states(runtime.clone()).await;
+    assert!(after.contains(&(InstanceState::Running, standby.clone())), "the created instance was started: {after:?}");
+    assert_eq!(runtime.start_count(), starts + 1, "one start, and no create+start");
+    let rt = runtime.clone();
+    eventually(WAIT, "a new created instance replaces the one started", || {
+        let (rt, standby) = (rt.clone(), standby.clone());
+        async move { states(rt).await.iter().any(|(st, id)| *st == InstanceState::Created && *id != standby) }
+    })
+    .await;
+    p.shutdown().await;
+}

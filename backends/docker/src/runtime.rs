@@ -104,6 +104,9 @@ struct Inner {
     /// Containers whose death the engine reported. Its container list can
     /// still say "running" right after the `die` event, so `list` trusts this.
     dead: Mutex<HashSet<String>>,
+    /// Containers between create and start inside `start`: `created` in the
+    /// engine's list, but not standing by to be started by someone else.
+    starting: Mutex<HashSet<String>>,
     counter: AtomicU64,
 }
 
@@ -148,6 +151,7 @@ impl DockerRuntime {
                 events: broadcast::Sender::new(1024),
                 stopping: Mutex::default(),
                 dead: Mutex::default(),
+                starting: Mutex::default(),
                 counter: AtomicU64::new(0),
             }),
         };
@@ -460,6 +464,48 @@ impl DockerRuntime {
         })
     }
 
+    /// Creates the container of one instance (not started); returns its id.
+    async fn create_container(&self, spec: &FunctionSpec, generation: u64) -> Result<String, RuntimeError> {
+        let image = image_of(spec)?;
+        let name = self.container_name(spec, generation);
+        let body = self.create_body(spec, image, generation);
+        let created = self
+            .inner
+            .docker
+            .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
+            .await
+            .map_err(|e| match e {
+                BollardError::DockerResponseServerError { status_code: 404, message } => RuntimeError::Unpreparable {
+                    what: image.to_string(),
+                    message: format!("image not present locally: {message}"),
+                },
+                other => backend(other),
+            })?;
+        Ok(created.id)
+    }
+
+    /// Starts a created container and waits until it answers; on failure it is
+    /// removed and the error carries its last log lines.
+    async fn start_container(&self, spec: &FunctionSpec, id: &str, generation: u64) -> Result<Instance, RuntimeError> {
+        if let Err(e) = self.inner.docker.start_container(id, None).await {
+            let logs = self.last_logs(id, 20).await;
+            self.remove(id).await;
+            return Err(RuntimeError::NotReady {
+                message: format!("the engine could not start `{}`: {e}", spec.name()),
+                logs,
+            });
+        }
+        // Probing starts only now that the start call returned (the one-second trap).
+        let addr = self.await_ready(spec, id).await?;
+        Ok(Instance {
+            id: InstanceId::new(id),
+            function: spec.name().clone(),
+            generation,
+            endpoint: Endpoint::new(addr),
+            state: InstanceState::Running,
+        })
+    }
+
     async fn instance(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
         let mut filters = self.platform_filter();
         filters.insert("id".into(), vec![id.to_string()]);
@@ -507,39 +553,39 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
-        let image = image_of(spec)?;
-        let name = self.container_name(spec, generation);
-        let body = self.create_body(spec, image, generation);
-        let created = self
-            .inner
-            .docker
-            .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
-            .await
-            .map_err(|e| match e {
-                BollardError::DockerResponseServerError { status_code: 404, message } => RuntimeError::Unpreparable {
-                    what: image.to_string(),
-                    message: format!("image not present locally: {message}"),
-                },
-                other => backend(other),
-            })?;
-        let id = created.id;
-        if let Err(e) = self.inner.docker.start_container(&id, None).await {
-            let logs = self.last_logs(&id, 20).await;
-            self.remove(&id).await;
-            return Err(RuntimeError::NotReady {
-                message: format!("the engine could not start `{}`: {e}", spec.name()),
-                logs,
-            });
-        }
-        // Probing starts only now that the start call returned (the one-second trap).
-        let addr = self.await_ready(spec, &id).await?;
+        let id = self.create_container(spec, generation).await?;
+        self.inner.starting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+        let started = self.start_container(spec, &id, generation).await;
+        self.inner.starting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        started
+    }
+
+    async fn create(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
+        let id = self.create_container(spec, generation).await?;
         Ok(Instance {
             id: InstanceId::new(id),
             function: spec.name().clone(),
             generation,
-            endpoint: Endpoint::new(addr),
-            state: InstanceState::Running,
+            // The engine picks the published port when the container starts.
+            endpoint: Endpoint::new(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            state: InstanceState::Created,
         })
+    }
+
+    async fn start_created(&self, spec: &FunctionSpec, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        let found = self.instance(id).await?;
+        if found.state != InstanceState::Created || found.function != *spec.name() {
+            return Err(RuntimeError::InvalidInput {
+                field: "instance".into(),
+                message: format!(
+                    "`{id}` is a {:?} instance of `{}`, not a created one of `{}`",
+                    found.state,
+                    found.function,
+                    spec.name()
+                ),
+            });
+        }
+        self.start_container(spec, id.as_str(), found.generation).await
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
@@ -587,6 +633,7 @@ impl Runtime for DockerRuntime {
         let containers = self.inner.docker.list_containers(Some(options)).await.map_err(backend)?;
         let stopping = self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let dead = self.inner.dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let starting = self.inner.starting.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(containers
             .iter()
             .filter_map(|c| self.instance_from_summary(c))
@@ -596,8 +643,8 @@ impl Runtime for DockerRuntime {
                 }
                 i
             })
-            // Still starting (not ready) or being stopped: not ours to manage from a listing.
-            .filter(|i| i.state != InstanceState::Created && !stopping.contains(i.id.as_str()))
+            // Mid-start or being stopped: not ours to manage from a listing.
+            .filter(|i| !stopping.contains(i.id.as_str()) && !starting.contains(i.id.as_str()))
             .collect())
     }
 

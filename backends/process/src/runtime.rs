@@ -310,16 +310,27 @@ impl ProcessRuntime {
         adopt::labelled(pid, &self.inner.config.platform_id).map(|i| (pid, i))
     }
 
-    fn set_state(&self, id: &InstanceId, state: InstanceState, sig: Signal) -> Result<Instance, RuntimeError> {
-        let mut map = self.lock();
-        if let Some(slot) = map.get_mut(id) {
-            signal_group(slot.pid, sig);
-            slot.info.state = state;
-            return Ok(slot.info.clone());
+    async fn set_state(&self, id: &InstanceId, state: InstanceState, sig: Signal) -> Result<Instance, RuntimeError> {
+        {
+            let mut map = self.lock();
+            if let Some(slot) = map.get_mut(id) {
+                signal_group(slot.pid, sig);
+                slot.info.state = state;
+                return Ok(slot.info.clone());
+            }
         }
-        drop(map);
         let (pid, mut info) = self.adopted(id).ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
         signal_group(pid, sig);
+        // An adopted process's state is read back from /proc, and a signal is
+        // delivered asynchronously: wait (briefly) until /proc agrees, so a
+        // `list` right after this call does not report the old state.
+        let stopped = state == InstanceState::Paused;
+        for _ in 0..500 {
+            match adopt::stat(pid) {
+                Some((s, _)) if (s == 'T') != stopped => tokio::time::sleep(Duration::from_millis(2)).await,
+                _ => break,
+            }
+        }
         info.state = state;
         Ok(info)
     }
@@ -389,11 +400,11 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn pause(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        self.set_state(id, InstanceState::Paused, Signal::SIGSTOP).map(|_| ())
+        self.set_state(id, InstanceState::Paused, Signal::SIGSTOP).await.map(|_| ())
     }
 
     async fn resume(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
-        self.set_state(id, InstanceState::Running, Signal::SIGCONT)
+        self.set_state(id, InstanceState::Running, Signal::SIGCONT).await
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {

@@ -12,15 +12,16 @@ use crate::events::{Event, topics};
 use crate::model::{
     FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Instance, InstanceId, InstanceState, Phase,
 };
-use crate::ports::{Queue, Runtime, RuntimeEvent, Store};
+use crate::ports::{Queue, Runtime, RuntimeError, RuntimeEvent, Store};
 
 /// Consumes `deployments`: converges each function's instances on the Runtime
 /// to its spec, then tells the router worker which endpoints serve it.
 ///
 /// The plan for one function at generation `g` (events about older
 /// generations are ignored): run the wanted number of instances of `g`,
-/// resuming paused ones before starting new ones; publish their endpoints;
-/// drain and stop other generations; refill the pool of paused instances.
+/// resuming paused ones, then starting created ones, before creating new
+/// ones; publish their endpoints; drain and stop other generations; refill the
+/// pool of paused instances and the created ones.
 /// The wanted number starts at `max(min, 1)` and then follows
 /// `ScaleRequested` (the autoscaler) and `ActivationRequested` (a request
 /// waiting at the edge).
@@ -57,6 +58,24 @@ impl Default for RuntimeWorkerConfig {
     fn default() -> Self {
         Self { memory_budget_mb: None, drain: Duration::from_secs(2) }
     }
+}
+
+/// Keeps the instances that started; the first failure is the outcome (each
+/// failed start removed its instance, per the Runtime contract).
+fn collect_started(
+    results: Vec<Result<Instance, RuntimeError>>,
+    running: &mut Vec<Instance>,
+) -> Result<(), HandlerError> {
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(instance) => running.push(instance),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 impl RuntimeWorker {
@@ -250,13 +269,15 @@ impl RuntimeWorker {
 
     /// The plan, in the order that gets a waiting request served soonest:
     /// 1. remove exited instances;
-    /// 2. run `want` instances of this generation: resume paused ones first
-    ///    (milliseconds), then start new ones (each waits for readiness);
+    /// 2. run `want` instances of this generation, fastest tier first: resume
+    ///    paused ones (milliseconds), then start created ones, then create and
+    ///    start new ones (each waits for readiness);
     /// 3. publish the endpoints of the `want` running ones; the edge switches atomically;
     /// 4. let the edge drain, then pause (into the pool) or stop the extras,
     ///    and stop old generations;
-    /// 5. refill the pool to `prewarm` paused instances (start, ready, pause),
-    ///    after the endpoints are out, so it never delays a request.
+    /// 5. refill the pool to `prewarm` paused instances (start, ready, pause)
+    ///    and `precreate` created ones, after the endpoints are out, so it
+    ///    never delays a request.
     async fn converge(
         &self,
         spec: &FunctionSpec,
@@ -274,10 +295,17 @@ impl RuntimeWorker {
         }
         tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "listed instances");
         let (mine, others): (Vec<Instance>, Vec<Instance>) = live.into_iter().partition(|i| i.generation == generation);
-        let (mut paused, mut running): (Vec<Instance>, Vec<Instance>) =
-            mine.into_iter().partition(|i| i.state == InstanceState::Paused);
+        let (mut paused, mut created, mut running) = (Vec::new(), Vec::new(), Vec::new());
+        for i in mine {
+            match i.state {
+                InstanceState::Paused => paused.push(i),
+                InstanceState::Created => created.push(i),
+                _ => running.push(i),
+            }
+        }
         let want = self.want(spec, generation);
         let prewarm = usize::try_from(spec.scaling().prewarm()).unwrap_or(0);
+        let precreate = usize::try_from(spec.scaling().precreate()).unwrap_or(0);
         if !serving || !others.is_empty() {
             self.status(name, generation, Phase::Deploying, None, false).await;
         }
@@ -290,25 +318,24 @@ impl RuntimeWorker {
             tier.get_or_insert("resume");
             tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, instance = %p.id, "resumed");
         }
+        if running.len() < want && !created.is_empty() {
+            let n = (want - running.len()).min(created.len());
+            self.check_capacity(spec, n).await?;
+            let chosen: Vec<Instance> = created.drain(..n).collect();
+            let results =
+                futures::future::join_all(chosen.iter().map(|c| self.runtime.start_created(spec, &c.id))).await;
+            collect_started(results, &mut running)?;
+            tier.get_or_insert("start_created");
+            tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, n, "started created instances");
+        }
         if running.len() < want {
             let n = want - running.len();
             self.runtime.prepare(spec).await?;
             prepared = true;
             self.check_capacity(spec, n).await?;
             let results = futures::future::join_all((0..n).map(|_| self.runtime.start(spec, generation))).await;
-            let mut first_error = None;
-            for r in results {
-                match r {
-                    Ok(instance) => running.push(instance),
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = first_error {
-                return Err(e.into());
-            }
-            tier.get_or_insert("start");
+            collect_started(results, &mut running)?;
+            tier.get_or_insert("create");
         }
         // Instances beyond `want` leave the edge first, and are paused or stopped after the drain.
         let extras = if running.len() > want { running.split_off(want) } else { Vec::new() };
@@ -349,10 +376,47 @@ impl RuntimeWorker {
             }
         }
         let missing = prewarm.saturating_sub(paused.len());
+        if missing > 0 {
+            match self.refill(spec, generation, missing, prepared).await {
+                Ok(()) => prepared = true,
+                Err(e) => {
+                    tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled")
+                }
+            }
+        }
+        if created.len() > precreate {
+            self.stop_in_background(created.split_off(precreate));
+        }
+        let missing = precreate - created.len();
         if missing > 0
-            && let Err(e) = self.refill(spec, generation, missing, prepared).await
+            && let Err(e) = self.precreate(spec, generation, missing, prepared).await
         {
-            tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled");
+            tracing::warn!(function = %name, error = %e.message, "the created (not started) instances were not made");
+        }
+        Ok(())
+    }
+
+    /// Creates `n` instances without starting them (the pool's second tier).
+    /// A runtime that cannot is not an error: the tier is skipped.
+    async fn precreate(
+        &self,
+        spec: &FunctionSpec,
+        generation: u64,
+        n: usize,
+        prepared: bool,
+    ) -> Result<(), HandlerError> {
+        if !prepared {
+            self.runtime.prepare(spec).await?;
+        }
+        for _ in 0..n {
+            match self.runtime.create(spec, generation).await {
+                Ok(_) => {}
+                Err(RuntimeError::Unsupported(what)) => {
+                    tracing::debug!(function = %spec.name(), %what, "the runtime cannot create without starting; precreate skipped");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -412,8 +476,14 @@ impl RuntimeWorker {
             .into_iter()
             .map(|r| (r.spec.name().clone(), u64::from(r.spec.limits().memory_mb())))
             .collect();
-        let live: Vec<Instance> =
-            self.runtime.list().await?.into_iter().filter(|i| i.state != InstanceState::Exited).collect();
+        // Created (not started) instances hold no memory until they start, and then they are counted.
+        let live: Vec<Instance> = self
+            .runtime
+            .list()
+            .await?
+            .into_iter()
+            .filter(|i| matches!(i.state, InstanceState::Running | InstanceState::Paused))
+            .collect();
         let default = u64::from(crate::model::Limits::DEFAULT_MEMORY_MB);
         let used: u64 = live.iter().map(|i| memory.get(&i.function).copied().unwrap_or(default)).sum();
         let need = u64::try_from(n).unwrap_or(u64::MAX).saturating_mul(u64::from(spec.limits().memory_mb()));

@@ -94,6 +94,43 @@ impl MemoryRuntime {
         }
     }
 
+    fn injected_failure(&self, spec: &FunctionSpec) -> Result<(), RuntimeError> {
+        let failing =
+            self.inner.failing_starts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if failing {
+            return Err(RuntimeError::NotReady {
+                message: format!("instance of `{}` did not become ready (injected failure)", spec.name()),
+                logs: vec!["injected by MemoryRuntime::fail_next_starts".into()],
+            });
+        }
+        Ok(())
+    }
+
+    /// An instance listening on its own port; a `created` one does not answer
+    /// until started (its connections wait, as with a container not yet running).
+    async fn make(&self, spec: &FunctionSpec, generation: u64, created: bool) -> Result<Instance, RuntimeError> {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
+        let addr = listener.local_addr().map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
+        let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        let id = InstanceId::new(format!("mem-{}-{n}", spec.name()));
+        let logs = Arc::new(LogBuffer::new(1000));
+        logs.push(LogSource::Stdout, format!("{} listening on {addr}", spec.name()));
+        let (paused, paused_rx) = watch::channel(created);
+        let greeting: Arc<str> = format!("Hello from {}!", spec.name()).into();
+        let server = tokio::spawn(serve(listener, greeting, paused_rx, Arc::clone(&logs)));
+        let info = Instance {
+            id: id.clone(),
+            function: spec.name().clone(),
+            generation,
+            endpoint: Endpoint::new(addr),
+            state: if created { InstanceState::Created } else { InstanceState::Running },
+        };
+        self.lock().insert(id, Slot { info: info.clone(), paused, server, logs });
+        Ok(info)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<InstanceId, Slot>> {
         self.inner.instances.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -139,35 +176,33 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
-        let failing =
-            self.inner.failing_starts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-        if failing {
-            return Err(RuntimeError::NotReady {
-                message: format!("instance of `{}` did not become ready (injected failure)", spec.name()),
-                logs: vec!["injected by MemoryRuntime::fail_next_starts".into()],
-            });
-        }
-        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
-        let addr = listener.local_addr().map_err(|e| RuntimeError::Backend { source: Box::new(e), retryable: true })?;
-        let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
-        let id = InstanceId::new(format!("mem-{}-{n}", spec.name()));
-        let logs = Arc::new(LogBuffer::new(1000));
-        logs.push(LogSource::Stdout, format!("{} listening on {addr}", spec.name()));
-        let (paused, paused_rx) = watch::channel(false);
-        let greeting: Arc<str> = format!("Hello from {}!", spec.name()).into();
-        let server = tokio::spawn(serve(listener, greeting, paused_rx, Arc::clone(&logs)));
-        let info = Instance {
-            id: id.clone(),
-            function: spec.name().clone(),
-            generation,
-            endpoint: Endpoint::new(addr),
-            state: InstanceState::Running,
-        };
-        self.lock().insert(id, Slot { info: info.clone(), paused, server, logs });
+        self.injected_failure(spec)?;
+        let info = self.make(spec, generation, false).await?;
         self.inner.starts.fetch_add(1, Ordering::SeqCst);
         Ok(info)
+    }
+
+    async fn create(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
+        self.make(spec, generation, true).await
+    }
+
+    async fn start_created(&self, spec: &FunctionSpec, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        if let Err(e) = self.injected_failure(spec) {
+            self.lock().remove(id);
+            return Err(e);
+        }
+        let mut map = self.lock();
+        let slot = map.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
+        if slot.info.state != InstanceState::Created {
+            return Err(RuntimeError::InvalidInput {
+                field: "instance".into(),
+                message: format!("`{id}` is {:?}, not created", slot.info.state),
+            });
+        }
+        slot.paused.send_replace(false);
+        slot.info.state = InstanceState::Running;
+        self.inner.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(slot.info.clone())
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {

@@ -180,6 +180,7 @@ pub struct Scaling {
     min: u32,
     max: u32,
     prewarm: u32,
+    precreate: u32,
     target_concurrency: u32,
     idle_timeout_s: u32,
 }
@@ -191,6 +192,9 @@ impl Scaling {
     pub const DEFAULT_MAX: u32 = 4;
     /// Default `prewarm`: one paused instance kept ready.
     pub const DEFAULT_PREWARM: u32 = 1;
+    /// Default `precreate`: none (a created container costs no memory, but
+    /// a name, a network endpoint and disk for each).
+    pub const DEFAULT_PRECREATE: u32 = 0;
     /// Default in-flight requests per instance.
     pub const DEFAULT_TARGET_CONCURRENCY: u32 = 10;
     /// Default idle time before scaling down, in seconds.
@@ -209,6 +213,12 @@ impl Scaling {
     /// Paused instances kept ready (0 to `max`).
     pub fn prewarm(&self) -> u32 {
         self.prewarm
+    }
+    /// Instances kept created but not started (0 to `max`), beside the paused
+    /// pool: they hold no memory, and starting one skips the create. Only
+    /// runtimes that can create without starting (Docker) keep them.
+    pub fn precreate(&self) -> u32 {
+        self.precreate
     }
     /// In-flight requests one instance should carry (1 to 10000).
     pub fn target_concurrency(&self) -> u32 {
@@ -231,6 +241,7 @@ impl Default for Scaling {
             min: Self::DEFAULT_MIN,
             max: Self::DEFAULT_MAX,
             prewarm: Self::DEFAULT_PREWARM,
+            precreate: Self::DEFAULT_PRECREATE,
             target_concurrency: Self::DEFAULT_TARGET_CONCURRENCY,
             idle_timeout_s: Self::DEFAULT_IDLE_TIMEOUT_S,
         }
@@ -341,6 +352,9 @@ pub struct ScalingInput {
     pub max: Option<i64>,
     /// Default 1.
     pub prewarm: Option<i64>,
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precreate: Option<i64>,
     /// Default 10.
     pub target_concurrency: Option<i64>,
     /// Default 60.
@@ -478,10 +492,15 @@ fn validate_scaling(s: ScalingInput) -> Result<Scaling, ValidationError> {
     if prewarm > max {
         return Err(ValidationError::new("prewarm", format!("must not exceed max ({prewarm} > {max})")));
     }
+    let precreate: u32 = s.precreate.map_or(Ok(d.precreate), |v| check_range("precreate", v, 0, cap, ""))?;
+    if precreate > max {
+        return Err(ValidationError::new("precreate", format!("must not exceed max ({precreate} > {max})")));
+    }
     Ok(Scaling {
         min,
         max,
         prewarm,
+        precreate,
         target_concurrency: s
             .target_concurrency
             .map_or(Ok(d.target_concurrency), |v| check_range("target_concurrency", v, 1, 10_000, ""))?,
@@ -521,6 +540,8 @@ impl From<FunctionSpec> for FunctionSpecInput {
                 min: Some(s.scaling.min.into()),
                 max: Some(s.scaling.max.into()),
                 prewarm: Some(s.scaling.prewarm.into()),
+                // Written out only when set, so specs stored before the field existed read back the same.
+                precreate: (s.scaling.precreate != Scaling::DEFAULT_PRECREATE).then(|| s.scaling.precreate.into()),
                 target_concurrency: Some(s.scaling.target_concurrency.into()),
                 idle_timeout_s: Some(s.scaling.idle_timeout_s.into()),
             }),

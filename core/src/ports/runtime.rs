@@ -108,6 +108,24 @@ pub trait Runtime: Send + Sync + 'static {
     async fn pause(&self, id: &InstanceId) -> Result<(), RuntimeError>;
     /// Thaws a paused instance.
     async fn resume(&self, id: &InstanceId) -> Result<Instance, RuntimeError>;
+    /// Creates an instance of `spec` at `generation` without starting it (a
+    /// container in state `created`): it holds no memory and runs nothing, and
+    /// [`start_created`](Self::start_created) makes it ready sooner than
+    /// [`start`](Self::start) would. `list` shows it as `Created`.
+    ///
+    /// A runtime with no such state (a process exists only once it runs)
+    /// keeps this default, `Unsupported`, and the pool skips that tier.
+    async fn create(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
+        let _ = generation;
+        Err(RuntimeError::Unsupported(format!("creating `{}` without starting it", spec.name())))
+    }
+    /// Starts an instance made by [`create`](Self::create) and waits until it
+    /// is ready, with `start`'s contract: on failure it is removed and the
+    /// error carries its last log lines.
+    async fn start_created(&self, spec: &FunctionSpec, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        let _ = spec;
+        Err(RuntimeError::Unsupported(format!("starting the created instance `{id}`")))
+    }
     /// Every instance this platform owns.
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError>;
     /// An instance's logs.
@@ -152,6 +170,9 @@ pub enum RuntimeError {
     /// The runtime cannot be reached now; try again.
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
+    /// This runtime does not do that (e.g. create without starting).
+    #[error("this runtime does not support {0}")]
+    Unsupported(String),
     /// The backend failed.
     #[error("runtime backend: {source}")]
     Backend {
@@ -183,7 +204,10 @@ impl RuntimeError {
         match self {
             RuntimeError::NotReady { .. } | RuntimeError::Unavailable(_) => true,
             RuntimeError::Backend { retryable, .. } => *retryable,
-            RuntimeError::NotFound(_) | RuntimeError::InvalidInput { .. } | RuntimeError::Unpreparable { .. } => false,
+            RuntimeError::NotFound(_)
+            | RuntimeError::InvalidInput { .. }
+            | RuntimeError::Unpreparable { .. }
+            | RuntimeError::Unsupported(_) => false,
         }
     }
 }

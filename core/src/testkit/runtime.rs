@@ -30,6 +30,7 @@ pub async fn run_all(r: &dyn Runtime, f: &RuntimeFixture) {
     stop_is_idempotent(r, f).await;
     wrong_kind_is_invalid_input(r, f).await;
     broken_start_fails_cleanly(r, f).await;
+    create_then_start(r, f).await;
 }
 
 fn name(prefix: &str) -> String {
@@ -136,4 +137,44 @@ pub async fn broken_start_fails_cleanly(r: &dyn Runtime, f: &RuntimeFixture) {
     }
     let left = r.list().await.expect("list");
     assert!(!left.iter().any(|i| &i.function == spec.name()), "a failed start left an instance: {left:?}");
+}
+
+/// `create` makes an instance that is listed as `Created` and answers nothing;
+/// `start_created` makes that same instance ready; a created one stops like
+/// any other. A runtime without the state says `Unsupported` and makes nothing.
+pub async fn create_then_start(r: &dyn Runtime, f: &RuntimeFixture) {
+    let spec = (f.hello)(&name("rt-create"));
+    r.prepare(&spec).await.expect("prepare");
+    let created = match r.create(&spec, 3).await {
+        Ok(i) => i,
+        Err(RuntimeError::Unsupported(_)) => {
+            let left = r.list().await.expect("list");
+            assert!(!left.iter().any(|i| &i.function == spec.name()), "an unsupported create left {left:?}");
+            return;
+        }
+        Err(e) => panic!("create: {e}"),
+    };
+    assert_eq!((created.state, created.generation, &created.function), (InstanceState::Created, 3, spec.name()));
+    let listed = r.list().await.expect("list");
+    assert_eq!(
+        listed.iter().find(|i| i.id == created.id).map(|i| i.state),
+        Some(InstanceState::Created),
+        "list shows the created instance: {listed:?}"
+    );
+    let started =
+        within(f.start_timeout, "start_created", r.start_created(&spec, &created.id)).await.expect("start_created");
+    assert_eq!((&started.id, started.state, started.generation), (&created.id, InstanceState::Running, 3));
+    let resp = get(started.endpoint.addr(), Duration::from_secs(5)).await.expect("first request after start_created");
+    assert_eq!(resp.status, 200);
+    assert!(
+        r.start_created(&spec, &created.id).await.is_err(),
+        "a running instance cannot be started as a created one"
+    );
+    r.stop(&started.id).await.expect("stop");
+    let spare = r.create(&spec, 3).await.expect("create a second one");
+    r.stop(&spare.id).await.expect("stop a created instance");
+    assert!(
+        !r.list().await.expect("list").iter().any(|i| &i.function == spec.name()),
+        "stopped instances still listed"
+    );
 }
