@@ -1,11 +1,14 @@
-//! The first request to a function at zero, on Docker, in four cases side by
-//! side (interleaved, same image, same network, same loopback ports):
+//! The first request to a function at zero, on Docker, side by side
+//! (interleaved, same image, same network, same loopback ports), one case per
+//! tier and the raw engine's floor for each:
 //!
 //! 1. pilotlight with a warm pool: a paused instance is resumed by the
 //!    activator; the request goes through the gateway and is held until then;
-//! 2. pilotlight with no pool (`prewarm: 0`): the activator creates and starts one;
-//! 3. the raw engine's unpause floor: `unpause` then poll until the first 200;
-//! 4. the raw engine's create+start floor: create, start, poll until the first 200.
+//! 2. pilotlight with a created container (`prewarm: 0, precreate: 1`): started;
+//! 3. pilotlight with no pool (`prewarm: 0`): the activator creates and starts one;
+//! 4. the raw engine's unpause floor: `unpause` then poll until the first 200;
+//! 5. the raw engine's start floor: start a created container, poll until 200;
+//! 6. the raw engine's create+start floor: create, start, poll until the first 200.
 //!
 //! ```sh
 //! bash scripts/bench.sh coldstart
@@ -91,16 +94,24 @@ async fn remove(docker: &Docker, id: &str) {
     let _ = docker.remove_container(id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
 }
 
-fn spec(name: &str, prewarm: i64) -> Result<pilotlight::FunctionSpec, Error> {
+fn spec(name: &str, prewarm: i64, precreate: i64) -> Result<pilotlight::FunctionSpec, Error> {
     let mut input = FunctionSpecInput::image(name, IMAGE, 8080);
     input.env.insert("LOG_REQUESTS".into(), "0".into());
-    input.scaling = Some(ScalingInput { min: Some(0), prewarm: Some(prewarm), ..Default::default() });
+    input.scaling =
+        Some(ScalingInput { min: Some(0), prewarm: Some(prewarm), precreate: Some(precreate), ..Default::default() });
     input.limits = Some(pilotlight::core::model::LimitsInput { memory_mb: Some(32), ..Default::default() });
     Ok(input.validate()?)
 }
 
-/// Scales `name` to zero and waits until it runs nothing and its pool holds `pool` paused instances.
-async fn to_zero(platform: &Platform, runtime: &DockerRuntime, name: &str, pool: usize) -> Result<(), Error> {
+/// Scales `name` to zero and waits until it runs nothing and keeps `pool`
+/// paused and `standby` created instances.
+async fn to_zero(
+    platform: &Platform,
+    runtime: &DockerRuntime,
+    name: &str,
+    pool: usize,
+    standby: usize,
+) -> Result<(), Error> {
     let n: FunctionName = name.parse()?;
     platform.scale(&n, 0).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -108,6 +119,7 @@ async fn to_zero(platform: &Platform, runtime: &DockerRuntime, name: &str, pool:
         let mine: Vec<_> = runtime.list().await?.into_iter().filter(|i| i.function == n).collect();
         let running = mine.iter().filter(|i| i.state == InstanceState::Running).count();
         let paused = mine.iter().filter(|i| i.state == InstanceState::Paused).count();
+        let created = mine.iter().filter(|i| i.state == InstanceState::Created).count();
         let routed = platform.get(&n).await?.map_or(1, |r| r.status.endpoints.len());
         // Also wait for the engine to finish removing what left (a stop runs in the
         // background), so the measured request does not share the engine with it.
@@ -124,7 +136,7 @@ async fn to_zero(platform: &Platform, runtime: &DockerRuntime, name: &str, pool:
             }))
             .await?
             .len();
-        if running == 0 && paused == pool && routed == 0 && all == pool {
+        if running == 0 && paused == pool && created == standby && routed == 0 && all == pool + standby {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -204,8 +216,8 @@ async fn main() -> Result<(), Error> {
     gw.set_activator(platform.activator());
     platform.start().await?;
     let edge = gw.http_addr();
-    for (name, prewarm) in [("pool", 1), ("nopool", 0)] {
-        platform.deploy(spec(name, prewarm)?).await?;
+    for (name, prewarm, precreate) in [("pool", 1, 0), ("standby", 0, 1), ("nopool", 0, 0)] {
+        platform.deploy(spec(name, prewarm, precreate)?).await?;
         platform.wait_ready(&name.parse()?, Duration::from_secs(60)).await?;
     }
     let raw_paused = raw_container(&docker, 0).await?;
@@ -213,10 +225,11 @@ async fn main() -> Result<(), Error> {
     let raw_port = published_port(&docker, &raw_paused).await?;
     first_200(SocketAddr::from(([127, 0, 0, 1], raw_port)), "raw").await?;
 
-    let (mut warm, mut cold, mut unpause, mut create) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut warm, mut standby, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut unpause, mut start, mut create) = (Vec::new(), Vec::new(), Vec::new());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for i in 0..runs {
-        to_zero(&platform, &runtime, "pool", 1).await?;
+        to_zero(&platform, &runtime, "pool", 1, 0).await?;
         tracing::debug!("pool: first request sent");
         let began = Instant::now();
         let r = http::get(edge, "pool.localhost", "/", Duration::from_secs(30)).await?;
@@ -226,7 +239,15 @@ async fn main() -> Result<(), Error> {
         }
         warm.push(ms(began.elapsed()));
 
-        to_zero(&platform, &runtime, "nopool", 0).await?;
+        to_zero(&platform, &runtime, "standby", 0, 1).await?;
+        let began = Instant::now();
+        let r = http::get(edge, "standby.localhost", "/", Duration::from_secs(30)).await?;
+        if r.status != 200 {
+            return Err(format!("standby: {} {}", r.status, r.body).into());
+        }
+        standby.push(ms(began.elapsed()));
+
+        to_zero(&platform, &runtime, "nopool", 0, 0).await?;
         let began = Instant::now();
         let r = http::get(edge, "nopool.localhost", "/", Duration::from_secs(30)).await?;
         if r.status != 200 {
@@ -240,6 +261,14 @@ async fn main() -> Result<(), Error> {
         let done = first_200(SocketAddr::from(([127, 0, 0, 1], raw_port)), "raw").await?;
         unpause.push(ms(done - began));
 
+        let id = raw_container(&docker, 1_000_000 + i as u64).await?;
+        let began = Instant::now();
+        docker.start_container(&id, None).await?;
+        let port = published_port(&docker, &id).await?;
+        let done = first_200(SocketAddr::from(([127, 0, 0, 1], port)), "raw").await?;
+        start.push(ms(done - began));
+        remove(&docker, &id).await;
+
         let began = Instant::now();
         let id = raw_container(&docker, 1 + i as u64).await?;
         docker.start_container(&id, None).await?;
@@ -251,10 +280,16 @@ async fn main() -> Result<(), Error> {
     remove(&docker, &raw_paused).await;
     println!();
     row("raw engine: unpause, poll until the first 200", &unpause, None);
+    row("raw engine: start created, poll until 200", &start, None);
     row("raw engine: create+start, poll until 200", &create, None);
     row("pilotlight, warm pool (resume), via gateway", &warm, Some(("the unpause floor", &unpause)));
+    row("pilotlight, created (start), via gateway", &standby, Some(("the start floor", &start)));
     row("pilotlight, no pool (create+start), via gw", &cold, Some(("the create+start floor", &create)));
-    println!("  warm pool vs no pool at p50: {:.1}x faster", pct(&cold, 0.5) / pct(&warm, 0.5));
+    println!(
+        "  at p50, warm pool vs no pool: {:.1}x faster; created vs no pool: {:.2}x faster",
+        pct(&cold, 0.5) / pct(&warm, 0.5),
+        pct(&cold, 0.5) / pct(&standby, 0.5)
+    );
 
     if density > 0 {
         println!("\ndensity: {density} functions, each at zero with a paused pool of one (32 MiB limit)");
@@ -266,7 +301,7 @@ async fn main() -> Result<(), Error> {
                 let platform = platform.clone();
                 async move {
                     let name = format!("d{i:04}");
-                    let mut s: FunctionSpecInput = spec(&name, 1)?.into();
+                    let mut s: FunctionSpecInput = spec(&name, 1, 0)?.into();
                     s.scaling = Some(ScalingInput { min: Some(0), prewarm: Some(1), ..Default::default() });
                     platform.deploy(s.validate()?).await?;
                     platform.wait_ready(&name.parse()?, Duration::from_secs(120)).await?;
