@@ -301,6 +301,45 @@ async fn scales_up_then_back_to_min(kind: Kind) {
     env.shutdown().await;
 }
 
+/// A request longer than the drain (500 ms here) on an old instance is not
+/// cut by an update: the old instance stops once the edge has no request on it.
+async fn update_lets_a_long_request_finish(kind: Kind) {
+    let Some(env) = Env::new(kind, None).await else { return };
+    let name: FunctionName = "patient".parse().unwrap();
+    env.platform.deploy(env.spec("patient", scaling(1, 2, 0, 10, 60), 32)).await.unwrap();
+    env.platform.wait_ready(&name, WAIT).await.unwrap();
+    let old: Vec<InstanceId> = env.instances("patient").await.into_iter().map(|i| i.id).collect();
+    let env = Arc::new(env);
+    let e = env.clone();
+    let slow = tokio::spawn(async move { e.get("patient", "/sleep?ms=3000").await });
+    let e = env.clone();
+    let n = name.clone();
+    eventually(WAIT, "the long request is in flight", || {
+        let (e, n) = (e.clone(), n.clone());
+        async move { e.gateway.in_flight(&n) == 1 }
+    })
+    .await;
+    drop(e);
+    let began = Instant::now();
+    let mut input: FunctionSpecInput = env.spec("patient", scaling(1, 2, 0, 10, 60), 32).into();
+    input.env.insert("GENERATION".into(), "2".into());
+    let receipt = env.platform.deploy(input.validate().unwrap()).await.unwrap();
+    let ready = env.platform.wait_ready(&name, WAIT).await.unwrap();
+    assert_eq!(ready.generation, receipt.generation);
+    let r = slow.await.unwrap().expect("the long request on the old instance finished");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(began.elapsed() > Duration::from_millis(1500), "the update took long enough to have cut the request");
+    let e = env.clone();
+    eventually(WAIT, "the old instance is gone once idle", || {
+        let (e, old) = (e.clone(), old.clone());
+        async move { e.instances("patient").await.iter().all(|i| !old.contains(&i.id)) }
+    })
+    .await;
+    drop(e);
+    let Ok(env) = Arc::try_unwrap(env) else { panic!("the environment is still shared") };
+    env.shutdown().await;
+}
+
 async fn update_under_load(kind: Kind) {
     let Some(env) = Env::new(kind, None).await else { return };
     let name: FunctionName = "live".parse().unwrap();
@@ -395,5 +434,6 @@ both!(
     hundred_at_zero,
     scales_up_then_back_to_min,
     update_under_load,
+    update_lets_a_long_request_finish,
     capacity_guard
 );

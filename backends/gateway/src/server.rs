@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -25,7 +25,7 @@ use crate::config::{GatewayConfig, TlsSource};
 use crate::counters::FunctionCounters;
 use crate::error::GatewayError;
 use crate::proxy::{self, UpstreamClient};
-use crate::table::Table;
+use crate::table::{EndpointState, Table};
 use crate::tls::{self, CertStore, DevCa};
 
 /// State every connection shares.
@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub(crate) activator: RwLock<Option<Arc<dyn Activator>>>,
     pub(crate) counters: Mutex<HashMap<FunctionName, Arc<FunctionCounters>>>,
     pub(crate) challenges: Arc<Challenges>,
+    /// Endpoints swapped out of the table while requests still held them:
+    /// their in-flight counts tell a drain when the instance is idle.
+    pub(crate) retired: Mutex<Vec<Weak<EndpointState>>>,
 }
 
 /// The running gateway: listeners bound, serving until [`shutdown`](Self::shutdown).
@@ -85,6 +88,7 @@ impl Gateway {
             activator: RwLock::new(None),
             counters: Mutex::default(),
             challenges: Arc::default(),
+            retired: Mutex::default(),
             config,
         });
         let threads = shared.config.threads.max(1);
@@ -163,6 +167,18 @@ impl Gateway {
     pub fn in_flight(&self, name: &FunctionName) -> usize {
         let counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
         counters.get(name).map_or(0, |c| c.in_flight())
+    }
+
+    /// Requests in flight to the instance at `addr`, including those that
+    /// started before a table swap took it out of the routes.
+    pub fn endpoint_in_flight(&self, addr: SocketAddr) -> usize {
+        let table = self.shared.table.load();
+        let current: usize = table.endpoints().filter(|e| e.addr == addr).map(|e| e.in_flight()).sum();
+        let mut retired = self.shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|w| w.strong_count() > 0);
+        let old: usize =
+            retired.iter().filter_map(Weak::upgrade).filter(|e| e.addr == addr).map(|e| e.in_flight()).sum();
+        current + old
     }
 
     /// The load of every function in the table (in flight, requests so far): the autoscaler's input.
@@ -417,6 +433,14 @@ impl Router for Gateway {
                 }
             }
         }
+        // Endpoints that leave keep counting the requests that hold them.
+        {
+            let previous = self.shared.table.load();
+            let kept: std::collections::HashSet<*const EndpointState> = compiled.endpoints().map(Arc::as_ptr).collect();
+            let mut retired = self.shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+            retired.retain(|w| w.strong_count() > 0);
+            retired.extend(previous.endpoints().filter(|e| !kept.contains(&Arc::as_ptr(e))).map(Arc::downgrade));
+        }
         self.shared.table.store(Arc::new(compiled));
         self.shared.version.send_modify(|v| *v = v.wrapping_add(1));
         let issuer = self.acme.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -432,5 +456,8 @@ impl Router for Gateway {
 impl pilotlight_core::ports::LoadSource for Gateway {
     fn load(&self) -> Vec<(FunctionName, pilotlight_core::ports::FunctionLoad)> {
         Gateway::load(self)
+    }
+    fn endpoint_in_flight(&self, addr: SocketAddr) -> Option<usize> {
+        Some(Gateway::endpoint_in_flight(self, addr))
     }
 }

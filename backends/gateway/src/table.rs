@@ -85,6 +85,11 @@ impl Table {
         self.routes.get(label)
     }
 
+    /// Every endpoint of every route.
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Arc<EndpointState>> {
+        self.routes.values().flat_map(|r| r.endpoints.iter())
+    }
+
     /// Builds the table for `routes`, keeping the in-flight counts of
     /// endpoints that stay, and each function's counters.
     pub(crate) fn compile(

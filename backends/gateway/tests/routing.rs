@@ -357,3 +357,40 @@ async fn the_gateway_passes_the_router_conformance_suite() {
     let _ = RouteTable::new();
     gw.shutdown().await;
 }
+
+/// A drain's signal: a request keeps counting on its instance after a swap
+/// took the instance out of the routes, until the request ends.
+#[tokio::test]
+async fn an_endpoint_swapped_out_keeps_counting_its_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (old, new) = (hello(&rt, "moving").await, hello(&rt, "moving").await);
+    let gw = Arc::new(gateway(dir.path()).await);
+    gw.apply(&table(vec![route("moving", &[old.endpoint.addr()], 5000)])).await.unwrap();
+    let addr = gw.http_addr();
+    let slow =
+        tokio::spawn(
+            async move { http::get(addr, "moving.localhost", "/sleep?ms=1000", Duration::from_secs(10)).await },
+        );
+    let g = gw.clone();
+    let old_addr = old.endpoint.addr();
+    pilotlight_core::testkit::eventually(Duration::from_secs(5), "the request is on the old instance", || {
+        let g = g.clone();
+        async move { g.endpoint_in_flight(old_addr) == 1 }
+    })
+    .await;
+    gw.apply(&table(vec![route("moving", &[new.endpoint.addr()], 5000)])).await.unwrap();
+    assert_eq!(gw.endpoint_in_flight(old_addr), 1, "still counted after the swap");
+    assert_eq!(gw.endpoint_in_flight(new.endpoint.addr()), 0);
+    let (status, _, _) = get(&client(), addr, "moving.localhost", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.endpoint_in_flight(old_addr), 1, "a new request went to the new instance");
+    assert_eq!(slow.await.unwrap().unwrap().status, 200);
+    pilotlight_core::testkit::eventually(Duration::from_secs(5), "the old instance is idle", || {
+        let g = gw.clone();
+        async move { g.endpoint_in_flight(old_addr) == 0 }
+    })
+    .await;
+    gw.shutdown().await;
+    rt.stop_all().await.unwrap();
+}

@@ -146,6 +146,7 @@ impl PlatformBuilder {
 
     /// Runs the autoscaler on the edge's load (e.g. the gateway). Without it,
     /// functions run `max(min, 1)` instances and scale only from zero on a request.
+    /// The same counts let drains wait for requests in flight on leaving instances.
     pub fn autoscaler(mut self, load: Arc<dyn LoadSource>, config: AutoscalerConfig) -> Self {
         self.autoscaler = Some((load, config));
         self
@@ -252,12 +253,16 @@ impl Platform {
 
         if let Some(runtime) = &inner.runtime {
             let sub = inner.queue.subscribe(topics::DEPLOYMENTS, groups::RUNTIME).await?;
-            let worker = Arc::new(RuntimeWorker::with_config(
+            let mut worker = RuntimeWorker::with_config(
                 Arc::clone(&inner.queue),
                 Arc::clone(runtime),
                 Arc::clone(&inner.store),
                 inner.worker.clone(),
-            ));
+            );
+            if let Some((load, _)) = inner.autoscaler.lock().await.as_ref() {
+                worker = worker.with_load_source(Arc::clone(load));
+            }
+            let worker = Arc::new(worker);
             worker.resync().await.map_err(|e| PlatformError::Config(format!("runtime resync: {e}")))?;
             let watcher = Arc::clone(&worker);
             let cancel = inner.cancel.clone();

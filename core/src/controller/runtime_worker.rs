@@ -12,7 +12,7 @@ use crate::events::{Event, topics};
 use crate::model::{
     FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Instance, InstanceId, InstanceState, Phase,
 };
-use crate::ports::{Queue, Runtime, RuntimeError, RuntimeEvent, Store};
+use crate::ports::{LoadSource, Queue, Runtime, RuntimeError, RuntimeEvent, Store};
 
 /// Consumes `deployments`: converges each function's instances on the Runtime
 /// to its spec, then tells the router worker which endpoints serve it.
@@ -40,6 +40,9 @@ pub struct RuntimeWorker {
     /// Instances being stopped in the background: not counted as live until
     /// their stop returns, or a converge right after would route to them.
     leaving: Arc<Mutex<HashSet<InstanceId>>>,
+    /// The edge's per-endpoint request counts, when it has them: an instance
+    /// leaves only once no request is in flight on it.
+    load: Option<Arc<dyn LoadSource>>,
 }
 
 /// Settings of a [`RuntimeWorker`].
@@ -49,14 +52,37 @@ pub struct RuntimeWorkerConfig {
     /// stays within this many MiB; `None` checks nothing.
     pub memory_budget_mb: Option<u64>,
     /// After a new generation's endpoints are published, instances of older
-    /// generations keep running this long, so the edge switches and requests
-    /// already on them finish (default 2 s).
+    /// generations keep running at least this long, so the edge switches and
+    /// requests already on them finish (default 2 s). With the edge's counts
+    /// ([`RuntimeWorker::with_load_source`]), an instance still serving a
+    /// request after that is stopped only once the request ends (bounded by
+    /// the function's timeout).
     pub drain: Duration,
 }
 
 impl Default for RuntimeWorkerConfig {
     fn default() -> Self {
         Self { memory_budget_mb: None, drain: Duration::from_secs(2) }
+    }
+}
+
+/// Whether the edge has no request in flight on `instance`, waiting up to
+/// `limit` for that. Without per-endpoint counts there is nothing to wait for.
+async fn idle_within(load: Option<&dyn LoadSource>, instance: &Instance, limit: Duration) -> bool {
+    let Some(load) = load else { return true };
+    if instance.state != InstanceState::Running {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match load.endpoint_in_flight(instance.endpoint.addr()) {
+            None | Some(0) => return true,
+            Some(n) if tokio::time::Instant::now() >= deadline => {
+                tracing::debug!(instance = %instance.id, in_flight = n, "still serving");
+                return false;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }
 
@@ -92,7 +118,14 @@ impl RuntimeWorker {
         store: Arc<dyn Store>,
         config: RuntimeWorkerConfig,
     ) -> Self {
-        Self { queue, runtime, store, config, desired: Mutex::default(), leaving: Arc::default() }
+        Self { queue, runtime, store, config, desired: Mutex::default(), leaving: Arc::default(), load: None }
+    }
+
+    /// Reads the edge's per-endpoint request counts during drains, so a
+    /// request longer than `drain` on a leaving instance is not cut.
+    pub fn with_load_source(mut self, load: Arc<dyn LoadSource>) -> Self {
+        self.load = Some(load);
+        self
     }
 
     /// On start: stops instances no stored function wants, and asks for a
@@ -360,7 +393,9 @@ impl RuntimeWorker {
         }
         let mut leaving = Vec::new();
         for mut extra in extras {
-            if paused.len() < prewarm {
+            // Pausing freezes what runs: an extra still serving a request leaves
+            // the other way (stopped once idle), and the pool is refilled below.
+            if paused.len() < prewarm && idle_within(self.load.as_deref(), &extra, self.config.drain).await {
                 self.runtime.pause(&extra.id).await?;
                 extra.state = InstanceState::Paused;
                 paused.push(extra);
@@ -369,7 +404,7 @@ impl RuntimeWorker {
             }
         }
         leaving.extend(others);
-        self.stop_in_background(leaving);
+        self.stop_in_background(leaving, spec.timeout());
         while paused.len() > prewarm {
             if let Some(extra) = paused.pop() {
                 self.runtime.stop(&extra.id).await?;
@@ -385,7 +420,7 @@ impl RuntimeWorker {
             }
         }
         if created.len() > precreate {
-            self.stop_in_background(created.split_off(precreate));
+            self.stop_in_background(created.split_off(precreate), Duration::ZERO);
         }
         let missing = precreate - created.len();
         if missing > 0
@@ -426,14 +461,24 @@ impl RuntimeWorker {
     /// (a container whose process ignores SIGTERM), and an activation waiting
     /// behind it would wait that long. They are out of the routes already; a
     /// stop that fails is retried by the next reconcile, which sees them.
-    fn stop_in_background(&self, instances: Vec<Instance>) {
+    ///
+    /// With the edge's counts, each waits until no request is in flight on it,
+    /// up to `patience` (the function's timeout: the edge gives up on a
+    /// request by then anyway).
+    fn stop_in_background(&self, instances: Vec<Instance>, patience: Duration) {
         if instances.is_empty() {
             return;
         }
         let runtime = Arc::clone(&self.runtime);
         let leaving = Arc::clone(&self.leaving);
+        let load = self.load.clone();
         leaving.lock().unwrap_or_else(|p| p.into_inner()).extend(instances.iter().map(|i| i.id.clone()));
         tokio::spawn(async move {
+            for i in &instances {
+                if !idle_within(load.as_deref(), i, patience).await {
+                    tracing::warn!(instance = %i.id, ?patience, "requests still in flight after the function's timeout; stopping anyway");
+                }
+            }
             for i in instances {
                 tracing::info!(instance = %i.id, generation = i.generation, "stopping an instance that left the routes");
                 if let Err(e) = runtime.stop(&i.id).await {

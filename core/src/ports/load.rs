@@ -1,3 +1,5 @@
+use std::net::SocketAddr;
+
 use crate::model::FunctionName;
 
 /// What the edge saw of one function's traffic.
@@ -18,4 +20,13 @@ pub struct FunctionLoad {
 pub trait LoadSource: Send + Sync + 'static {
     /// The load of every function the edge knows.
     fn load(&self) -> Vec<(FunctionName, FunctionLoad)>;
+
+    /// Requests in flight to one instance's endpoint, counting those that
+    /// started before the endpoint left the routes: an instance is stopped or
+    /// paused only once this is 0. `None` when the edge does not count per
+    /// endpoint (then a fixed drain time is all there is).
+    fn endpoint_in_flight(&self, addr: SocketAddr) -> Option<usize> {
+        let _ = addr;
+        None
+    }
 }
