@@ -488,3 +488,27 @@ async fn at_zero_without_a_pool_the_first_request_starts_a_created_instance() {
     .await;
     p.shutdown().await;
 }
+
+/// `logs` with `follow` keeps the stream open across scaling: an instance that
+/// starts after the call joins it with its first line.
+#[tokio::test]
+async fn followed_logs_take_in_instances_that_start_later() {
+    use pilotlight_core::ports::LogOptions;
+    let runtime = Arc::new(MemoryRuntime::new());
+    let p =
+        platform(Arc::new(fast_queue(3)), runtime.clone(), Arc::new(MemoryRouter::new()), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("chatty")).await.unwrap();
+    p.wait_ready(&name("chatty"), WAIT).await.unwrap();
+    let mut logs = p.logs(&name("chatty"), LogOptions { tail: None, follow: true }).await.unwrap();
+    let first = within(WAIT, "the first instance's line", logs.next()).await.unwrap().unwrap();
+    assert!(first.line.line.contains("listening on"), "{first:?}");
+    p.scale(&name("chatty"), 2).await.unwrap();
+    let second = within(WAIT, "a line of the instance started after the call", logs.next()).await.unwrap().unwrap();
+    assert_ne!(second.instance, first.instance);
+    assert!(second.line.line.contains("listening on"), "{second:?}");
+    // Deleting the function ends the stream.
+    p.delete(&name("chatty")).await.unwrap();
+    assert!(within(WAIT, "the stream ends after the delete", logs.next()).await.is_none());
+    p.shutdown().await;
+}

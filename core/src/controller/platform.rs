@@ -18,7 +18,7 @@ use crate::events::{Event, topics};
 use crate::model::{
     Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Phase, Region, ValidationError,
 };
-use crate::model::{Instance, InstanceId};
+use crate::model::{Instance, InstanceId, InstanceState};
 use crate::ports::{
     ActivationError, Activator, LoadSource, LogLine, LogOptions, Queue, Router, Runtime, RuntimeError, Store,
     StoreError,
@@ -489,10 +489,10 @@ impl Platform {
         Ok(Some(all))
     }
 
-    /// The logs of every instance the function has now, merged as lines
-    /// arrive. `tail` applies to each instance. With `follow`, the stream
-    /// stays open until those instances are gone; instances started later
-    /// are not included (ask again).
+    /// The logs of the function's instances, merged as lines arrive. `tail`
+    /// applies to each instance present at the call. With `follow`, the
+    /// stream stays open until the function is deleted (or the reader goes),
+    /// and instances that start later join it with everything they wrote.
     pub async fn logs(
         &self,
         name: &FunctionName,
@@ -507,18 +507,40 @@ impl Platform {
                 "this process runs no runtime, so it holds no logs; ask the process that runs the instances".into(),
             ));
         };
+        // Subscribed before the first listing, so an instance that starts
+        // right after it is seen by the follow below.
+        let changed = self.inner.changed.subscribe();
         let mut streams = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for instance in runtime.list().await?.into_iter().filter(|i| &i.function == name) {
-            let id = instance.id.clone();
+            // A created (not started) instance has written nothing; it joins once it runs.
+            if instance.state == InstanceState::Created {
+                continue;
+            }
             match runtime.logs(&instance.id, options).await {
-                Ok(s) => streams
-                    .push(s.map(move |line| line.map(|line| InstanceLogLine { instance: id.clone(), line })).boxed()),
+                Ok(s) => {
+                    seen.insert(instance.id.clone());
+                    streams.push(labelled(instance.id, s));
+                }
                 // It stopped between the list and now: it has nothing to say.
                 Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(futures::stream::select_all(streams).boxed())
+        let merged = futures::stream::select_all(streams);
+        if !options.follow {
+            return Ok(merged.boxed());
+        }
+        let follow = FollowedLogs {
+            runtime: Arc::clone(runtime),
+            store: Arc::clone(&self.inner.store),
+            name: name.clone(),
+            changed,
+            seen,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(follow.run(merged, tx));
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
     /// Every change of any function's status, as it is recorded here. With
@@ -664,4 +686,67 @@ pub struct InstanceLogLine {
 /// A delete that has completed: kept as a tombstone so generations keep rising.
 fn is_gone(r: &FunctionRecord) -> bool {
     r.deleted && r.status.phase == Phase::Deleted && r.status.generation == r.generation
+}
+
+type LogLines = futures::stream::BoxStream<'static, Result<InstanceLogLine, RuntimeError>>;
+
+fn labelled(id: InstanceId, s: crate::ports::LogStream) -> LogLines {
+    use futures::StreamExt;
+    s.map(move |line| line.map(|line| InstanceLogLine { instance: id.clone(), line })).boxed()
+}
+
+/// A followed log stream that adds instances as they start: on every status
+/// change it lists the function's instances again and joins the new ones.
+struct FollowedLogs {
+    runtime: Arc<dyn Runtime>,
+    store: Arc<dyn Store>,
+    name: FunctionName,
+    changed: watch::Receiver<u64>,
+    seen: std::collections::HashSet<InstanceId>,
+}
+
+impl FollowedLogs {
+    async fn run(
+        mut self,
+        mut merged: futures::stream::SelectAll<LogLines>,
+        tx: tokio::sync::mpsc::Sender<Result<InstanceLogLine, RuntimeError>>,
+    ) {
+        use futures::StreamExt;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                line = merged.next(), if !merged.is_empty() => {
+                    if let Some(line) = line
+                        && tx.send(line).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                changed = self.changed.changed() => {
+                    if changed.is_err() {
+                        return; // the platform is gone
+                    }
+                    match self.store.get(&self.name).await {
+                        Ok(Some(r)) if !r.deleted => {}
+                        Ok(_) => return, // deleted: nothing more will come
+                        Err(e) => {
+                            tracing::debug!(error = %e, "followed logs: cannot read the function; trying at the next change");
+                            continue;
+                        }
+                    }
+                    let Ok(list) = self.runtime.list().await else { continue };
+                    for i in list {
+                        if i.function != self.name || i.state == InstanceState::Created || self.seen.contains(&i.id) {
+                            continue;
+                        }
+                        // From its first line: it started after the reader asked.
+                        if let Ok(s) = self.runtime.logs(&i.id, LogOptions { tail: None, follow: true }).await {
+                            self.seen.insert(i.id.clone());
+                            merged.push(labelled(i.id, s));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
