@@ -18,80 +18,22 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
-use pilotlight::core::memory::{MemoryQueue, MemoryStore};
-use pilotlight::core::model::{Domain, FunctionName, FunctionSpecInput, InstanceState, ScalingInput};
-use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_image_context};
+use pilotlight::core::model::{FunctionName, FunctionSpecInput, InstanceState, ScalingInput};
 use pilotlight::core::testkit::http;
-use pilotlight::docker::{DockerRuntime, DockerRuntimeConfig, LABEL_FUNCTION, LABEL_PLATFORM, build_image_from_dir};
-use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
+use pilotlight::docker::{DockerRuntime, LABEL_FUNCTION, LABEL_PLATFORM};
 use pilotlight::{Platform, Runtime};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-const IMAGE: &str = "pilotlight/hello:bench";
+#[path = "common/docker.rs"]
+mod common;
+use common::{Error, IMAGE, first_200, pct, published_port, remove, stage};
+
 const RAW_LABEL: &str = "io.pilotlight.bench-coldstart";
-const NETWORK: &str = "pilotlight-bench";
-
-async fn first_200(addr: SocketAddr, host: &str) -> Result<Instant, Error> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http::get(addr, host, "/", Duration::from_millis(500)).await
-            && r.status == 200
-        {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("no 200 from {addr} ({host}) within 30 s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 async fn raw_container(docker: &Docker, n: u64) -> Result<String, Error> {
-    let body = ContainerCreateBody {
-        image: Some(IMAGE.into()),
-        env: Some(vec!["PORT=8080".into(), "LOG_REQUESTS=0".into()]),
-        exposed_ports: Some(vec!["8080/tcp".into()]),
-        labels: Some(HashMap::from([(RAW_LABEL.into(), "1".into())])),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "8080/tcp".into(),
-                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
-            )])),
-            network_mode: Some(NETWORK.into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let name = format!("pl-cold-raw-{}-{n}", std::process::id());
-    Ok(docker.create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body).await?.id)
-}
-
-async fn published_port(docker: &Docker, id: &str) -> Result<u16, Error> {
-    docker
-        .inspect_container(id, None)
-        .await?
-        .network_settings
-        .and_then(|s| s.ports)
-        .and_then(|p| p.get("8080/tcp").cloned().flatten())
-        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-        .and_then(|p| p.parse::<u16>().ok())
-        .ok_or_else(|| "no published port".into())
-}
-
-async fn remove(docker: &Docker, id: &str) {
-    let _ = docker.remove_container(id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+    common::raw_container(docker, RAW_LABEL, n).await
 }
 
 fn spec(name: &str, prewarm: i64, precreate: i64) -> Result<pilotlight::FunctionSpec, Error> {
@@ -185,36 +127,13 @@ async fn main() -> Result<(), Error> {
         .init();
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let density: usize = std::env::var("BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let platform_id = format!("cold{}", std::process::id());
-    let _cleanup =
-        (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: RAW_LABEL.into() });
-    let runtime = Arc::new(
-        DockerRuntime::connect(DockerRuntimeConfig { platform_id, network: NETWORK.into(), ..Default::default() })
-            .await?,
-    );
-    let docker = runtime.docker().clone();
-    let context = hello_image_context();
-    build_image_from_dir(&docker, IMAGE, context.path()).await?;
-    let version = docker.version().await?;
+    let stage = stage(format!("cold{}", std::process::id()), RAW_LABEL, Some(Duration::from_millis(50))).await?;
+    let (runtime, docker, gw, platform) =
+        (stage.runtime.clone(), stage.docker.clone(), stage.gateway.clone(), stage.platform.clone());
     println!(
         "first request to a function at zero, Docker {} (API {}), {runs} runs per case, interleaved",
-        version.version.unwrap_or_default(),
-        version.api_version.unwrap_or_default()
+        stage.engine.0, stage.engine.1
     );
-
-    let dir = tempfile::tempdir()?;
-    let mut gconfig = GatewayConfig::new(Domain::new("localhost")?, dir.path()).ephemeral();
-    gconfig.tls = TlsSource::Disabled;
-    let gw = Arc::new(Gateway::start(gconfig).await?);
-    let platform = Platform::builder()
-        .queue(Arc::new(MemoryQueue::new()))
-        .store(Arc::new(MemoryStore::new()))
-        .runtime(runtime.clone())
-        .router(gw.clone())
-        .drain(Duration::from_millis(50))
-        .build()?;
-    gw.set_activator(platform.activator());
-    platform.start().await?;
     let edge = gw.http_addr();
     for (name, prewarm, precreate) in [("pool", 1, 0), ("standby", 0, 1), ("nopool", 0, 0)] {
         platform.deploy(spec(name, prewarm, precreate)?).await?;

@@ -11,103 +11,41 @@
 //! ```
 //! `BENCH_RUNS` (default 10) sets the samples per latency figure.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use futures::StreamExt;
-use pilotlight::core::memory::{MemoryQueue, MemoryStore};
-use pilotlight::core::model::{Domain, FunctionName, FunctionSpecInput};
-use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_image_context};
-use pilotlight::core::testkit::http;
-use pilotlight::docker::{DockerRuntime, DockerRuntimeConfig, LABEL_PLATFORM, build_image_from_dir};
-use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
-use pilotlight::{Platform, Router, Runtime};
+use pilotlight::core::model::{FunctionName, FunctionSpecInput, ScalingInput};
+use pilotlight::{Router, Runtime};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-const IMAGE: &str = "pilotlight/hello:bench";
+#[path = "common/docker.rs"]
+mod common;
+use common::{Error, IMAGE, first_200, published_port, remove, stage};
+
 const RAW_LABEL: &str = "io.pilotlight.bench";
 
-/// Polls `GET /` (with `host`) at `addr` until a 200, returns when it came.
-async fn first_200(addr: SocketAddr, host: &str) -> Result<Instant, Error> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http::get(addr, host, "/", Duration::from_millis(500)).await
-            && r.status == 200
-        {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("no 200 from {addr} ({host}) within 30 s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+fn pct(v: Vec<f64>, p: f64) -> f64 {
+    common::pct(&v, p)
 }
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-/// The Docker network both the raw containers and pilotlight's join, so the
-/// floor and the product pay the same network setup.
-const NETWORK: &str = "pilotlight-bench";
 
 /// Raw engine: create + start a container with a published loopback port on
 /// the same network, then the first 200. No limits, no hardening: the floor.
 async fn raw_start(docker: &Docker, n: u64) -> Result<(Duration, String), Error> {
     let began = Instant::now();
-    let body = ContainerCreateBody {
-        image: Some(IMAGE.into()),
-        env: Some(vec!["PORT=8080".into(), "LOG_REQUESTS=0".into()]),
-        exposed_ports: Some(vec!["8080/tcp".into()]),
-        labels: Some(HashMap::from([(RAW_LABEL.into(), "1".into())])),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "8080/tcp".into(),
-                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
-            )])),
-            network_mode: Some(NETWORK.into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let name = format!("pl-bench-raw-{}-{n}", std::process::id());
-    let id = docker
-        .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
-        .await?
-        .id;
+    let id = common::raw_container(docker, RAW_LABEL, n).await?;
     docker.start_container(&id, None).await?;
     let port = published_port(docker, &id).await?;
     let done = first_200(SocketAddr::from(([127, 0, 0, 1], port)), "raw").await?;
     Ok((done - began, id))
 }
 
-/// The loopback host port a raw container's 8080 is published on.
-async fn published_port(docker: &Docker, id: &str) -> Result<u16, Error> {
-    let port = docker
-        .inspect_container(id, None)
-        .await?
-        .network_settings
-        .and_then(|s| s.ports)
-        .and_then(|p| p.get("8080/tcp").cloned().flatten())
-        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-        .and_then(|p| p.parse::<u16>().ok())
-        .ok_or("no published port")?;
-    Ok(port)
-}
-
-async fn remove(docker: &Docker, id: &str) {
-    let _ = docker.remove_container(id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
-}
-
+/// One instance and no pool: each deploy is one container start, like the
+/// raw side's (the pool's paused instance would double the engine's work).
 fn spec(name: &str) -> Result<pilotlight::FunctionSpec, Error> {
     let mut input = FunctionSpecInput::image(name, IMAGE, 8080);
     input.env.insert("LOG_REQUESTS".into(), "0".into());
+    input.scaling = Some(ScalingInput { prewarm: Some(0), ..Default::default() });
     Ok(input.validate()?)
 }
 
@@ -118,35 +56,13 @@ fn line(label: &str, v: &[f64]) {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let runs: u64 = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let platform_id = format!("bench{}", std::process::id());
-    let _cleanup =
-        (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: RAW_LABEL.into() });
-    let runtime = Arc::new(
-        DockerRuntime::connect(DockerRuntimeConfig { platform_id, network: NETWORK.into(), ..Default::default() })
-            .await?,
-    );
-    let docker = runtime.docker().clone();
-    let context = hello_image_context();
-    build_image_from_dir(&docker, IMAGE, context.path()).await?;
-    let version = docker.version().await?;
+    let stage = stage(format!("bench{}", std::process::id()), RAW_LABEL, None).await?;
+    let (runtime, docker, gw, platform) =
+        (stage.runtime.clone(), stage.docker.clone(), stage.gateway.clone(), stage.platform.clone());
     println!(
         "pilotlight Docker benchmark: engine {} (API {}), {runs} runs per figure, 1.2 MB FROM-scratch hello",
-        version.version.unwrap_or_default(),
-        version.api_version.unwrap_or_default()
+        stage.engine.0, stage.engine.1
     );
-
-    let dir = tempfile::tempdir()?;
-    let mut gconfig = GatewayConfig::new(Domain::new("localhost")?, dir.path()).ephemeral();
-    gconfig.tls = TlsSource::Disabled;
-    let gw = Arc::new(Gateway::start(gconfig).await?);
-    let platform = Platform::builder()
-        .queue(Arc::new(MemoryQueue::new()))
-        .store(Arc::new(MemoryStore::new()))
-        .runtime(runtime.clone())
-        .router(gw.clone())
-        .build()?;
-    gw.set_activator(platform.activator());
-    platform.start().await?;
     let edge = gw.http_addr();
 
     // Cold start: raw create+start vs deploy, interleaved.
