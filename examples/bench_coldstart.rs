@@ -21,14 +21,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use pilotlight::Runtime;
 use pilotlight::core::model::{FunctionName, FunctionSpecInput, InstanceState, ScalingInput};
 use pilotlight::core::testkit::http;
-use pilotlight::docker::{DockerRuntime, LABEL_FUNCTION, LABEL_PLATFORM};
-use pilotlight::{Platform, Runtime};
+use pilotlight::docker::{LABEL_FUNCTION, LABEL_PLATFORM};
 
 #[path = "common/docker.rs"]
 mod common;
-use common::{Error, IMAGE, first_200, pct, published_port, remove, stage};
+use common::{Error, IMAGE, Stage, first_200, pct, published_port, remove, stage};
 
 const RAW_LABEL: &str = "io.pilotlight.bench-coldstart";
 
@@ -47,13 +47,8 @@ fn spec(name: &str, prewarm: i64, precreate: i64) -> Result<pilotlight::Function
 
 /// Scales `name` to zero and waits until it runs nothing and keeps `pool`
 /// paused and `standby` created instances.
-async fn to_zero(
-    platform: &Platform,
-    runtime: &DockerRuntime,
-    name: &str,
-    pool: usize,
-    standby: usize,
-) -> Result<(), Error> {
+async fn to_zero(stage: &Stage, name: &str, pool: usize, standby: usize) -> Result<(), Error> {
+    let (platform, runtime) = (&stage.platform, &stage.runtime);
     let n: FunctionName = name.parse()?;
     platform.scale(&n, 0).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -67,7 +62,7 @@ async fn to_zero(
         // background), so the measured request does not share the engine with it.
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![format!("{LABEL_FUNCTION}={name}"), format!("{LABEL_PLATFORM}={}", runtime_id(runtime))],
+            vec![format!("{LABEL_FUNCTION}={name}"), format!("{LABEL_PLATFORM}={}", stage.platform_id)],
         )]);
         let all = runtime
             .docker()
@@ -88,8 +83,16 @@ async fn to_zero(
     }
 }
 
-fn runtime_id(_: &DockerRuntime) -> String {
-    format!("cold{}", std::process::id())
+/// Takes `name` to zero (see [`to_zero`]), then times its first request
+/// through the edge until the 200, in ms.
+async fn first_request_at_zero(stage: &Stage, name: &str, pool: usize, standby: usize) -> Result<f64, Error> {
+    to_zero(stage, name, pool, standby).await?;
+    let began = Instant::now();
+    let r = http::get(stage.gateway.http_addr(), &format!("{name}.localhost"), "/", Duration::from_secs(30)).await?;
+    if r.status != 200 {
+        return Err(format!("{name}: {} {}", r.status, r.body).into());
+    }
+    Ok(began.elapsed().as_secs_f64() * 1e3)
 }
 
 fn row(label: &str, v: &[f64], floor: Option<(&str, &[f64])>) {
@@ -148,31 +151,9 @@ async fn main() -> Result<(), Error> {
     let (mut unpause, mut start, mut create) = (Vec::new(), Vec::new(), Vec::new());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for i in 0..runs {
-        to_zero(&platform, &runtime, "pool", 1, 0).await?;
-        tracing::debug!("pool: first request sent");
-        let began = Instant::now();
-        let r = http::get(edge, "pool.localhost", "/", Duration::from_secs(30)).await?;
-        tracing::debug!("pool: first request answered");
-        if r.status != 200 {
-            return Err(format!("pool: {} {}", r.status, r.body).into());
-        }
-        warm.push(ms(began.elapsed()));
-
-        to_zero(&platform, &runtime, "standby", 0, 1).await?;
-        let began = Instant::now();
-        let r = http::get(edge, "standby.localhost", "/", Duration::from_secs(30)).await?;
-        if r.status != 200 {
-            return Err(format!("standby: {} {}", r.status, r.body).into());
-        }
-        standby.push(ms(began.elapsed()));
-
-        to_zero(&platform, &runtime, "nopool", 0, 0).await?;
-        let began = Instant::now();
-        let r = http::get(edge, "nopool.localhost", "/", Duration::from_secs(30)).await?;
-        if r.status != 200 {
-            return Err(format!("nopool: {} {}", r.status, r.body).into());
-        }
-        cold.push(ms(began.elapsed()));
+        warm.push(first_request_at_zero(&stage, "pool", 1, 0).await?);
+        standby.push(first_request_at_zero(&stage, "standby", 0, 1).await?);
+        cold.push(first_request_at_zero(&stage, "nopool", 0, 0).await?);
 
         docker.pause_container(&raw_paused).await?;
         let began = Instant::now();
