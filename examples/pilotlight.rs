@@ -273,7 +273,11 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
         let now = (e.phase, e.message.clone());
         if last.as_ref() != Some(&now) {
             let secs = started.elapsed().as_secs_f64();
-            println!("  {secs:6.2}s  {:<9} {}", e.phase.as_str(), e.message.clone().unwrap_or_default());
+            let retry = match (e.attempts, e.next_retry_ms) {
+                (0, _) | (_, None) => String::new(),
+                (n, Some(at)) => format!(" (attempt {n}, next try {})", in_time(at)),
+            };
+            println!("  {secs:6.2}s  {:<9} {}{retry}", e.phase.as_str(), e.message.clone().unwrap_or_default());
             last = Some(now);
         }
         match e.phase {
@@ -281,14 +285,33 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
                 println!("ready: {}", e.url.unwrap_or(receipt.url));
                 return Ok(ExitCode::SUCCESS);
             }
-            Phase::Failed if !e.will_retry => {
+            Phase::Failed if e.permanent => {
                 eprintln!("failed: {}", e.message.unwrap_or_default());
+                eprintln!(
+                    "this will not go away by itself; pilotlight retries it every few minutes until it is fixed or deleted"
+                );
                 return Ok(ExitCode::FAILURE);
             }
             Phase::Deleted | Phase::Deleting => return Err("the function was deleted while deploying".into()),
             _ => {}
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// "in 4s" for a time in milliseconds since the epoch.
+fn in_time(at_ms: u64) -> String {
+    format!("in {:.0}s", at_ms.saturating_sub(now_ms()) as f64 / 1000.0)
+}
+
+/// "12s" since a time in milliseconds since the epoch.
+fn ago(at_ms: u64) -> String {
+    format!("{:.0}s", now_ms().saturating_sub(at_ms) as f64 / 1000.0)
 }
 
 fn print_table(functions: &[FunctionView]) {
@@ -310,7 +333,11 @@ fn print_table(functions: &[FunctionView]) {
             f.url.as_deref().unwrap_or("-")
         );
         if let Some(err) = &f.error {
-            println!("{:<width$}  error: {err}", "");
+            let next = f.next_retry_ms.map_or(String::new(), |at| format!(", next try {}", in_time(at)));
+            println!("{:<width$}  error (attempt {}{next}): {err}", "", f.attempts);
+        }
+        if f.stale {
+            println!("{:<width$}  stale: not observed for {}", "", ago(f.observed_at_ms));
         }
     }
 }
@@ -328,7 +355,22 @@ fn print_function(f: &FunctionView) {
     if let Some(m) = &f.message {
         println!("message     {m}");
     }
-    println!("instances   {}", f.instances.len());
+    if f.attempts > 0 {
+        let next = f.next_retry_ms.map_or("-".to_owned(), in_time);
+        let kind = if f.permanent { "needs a fix; retried at the backoff cap" } else { "retrying with backoff" };
+        println!("attempts    {} failed in a row ({kind}); next try {next}", f.attempts);
+    }
+    let observed = if f.observed_at_ms == 0 {
+        "never".to_owned()
+    } else {
+        format!(
+            "{} ago{}",
+            ago(f.observed_at_ms),
+            if f.stale { " (STALE: the runtime could not be observed lately)" } else { "" }
+        )
+    };
+    println!("observed    {observed}");
+    println!("instances   {} (wanted running: {}, routed: {})", f.instances.len(), f.wanted, f.ready_instances);
     for i in &f.instances {
         let id: String = i.id.chars().take(12).collect();
         println!("  {id:<12}  {:<8}  {}  gen {}", state_name(i.state), i.endpoint, i.generation);

@@ -6,9 +6,10 @@
 # the package's own service is not started. libssl-dev, pkg-config: librdkafka with TLS
 # (pilotlight-kafka's `ssl` feature).
 # chromium, chromium-driver: the web UI's browser test (headless, WebDriver).
+# socat: the self-healing test cuts the Docker engine API off through a relay socket.
 set -euo pipefail
 
-packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver)
+packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver socat)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

@@ -405,7 +405,7 @@ async fn capacity_guard(kind: Kind) {
     assert!(message.contains("capacity") && message.contains("100 MiB memory budget"), "{message}");
     let record = env.platform.get(&second).await.unwrap().unwrap();
     assert_eq!(record.status.phase, Phase::Failed);
-    assert!(!record.status.will_retry);
+    assert!(record.status.permanent && record.status.will_retry && record.status.next_retry_ms.is_some());
     assert!(env.instances("second").await.is_empty(), "nothing of `second` was created");
     // `first` is untouched and still answers.
     assert_eq!(env.get("first", "/").await.unwrap().status, 200);

@@ -38,7 +38,7 @@ async fn deploy_and_wait(c: &Client, name: &str) {
             if e.name == name && e.generation == receipt.generation && e.phase == Phase::Ready {
                 return;
             }
-            assert!(!(e.name == name && e.phase == Phase::Failed && !e.will_retry), "{e:?}");
+            assert!(!(e.name == name && e.phase == Phase::Failed && e.permanent), "{e:?}");
         }
     })
     .await

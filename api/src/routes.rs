@@ -28,23 +28,13 @@ fn function_name(raw: &str) -> Result<FunctionName> {
         .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "name", v.to_string()))
 }
 
-async fn view(shared: &Shared, record: pilotlight_core::model::FunctionRecord) -> Result<FunctionView> {
-    let instances = match shared.platform.instances(record.spec.name()).await? {
-        Some(found) => found.into_iter().map(InstanceView::from).collect(),
-        // The runtime runs elsewhere: the endpoints the edge routes to are what is known here.
-        None => record
-            .status
-            .endpoints
-            .iter()
-            .map(|e| InstanceView {
-                id: e.to_string(),
-                state: pilotlight_core::model::InstanceState::Running,
-                endpoint: e.to_string(),
-                generation: record.status.generation,
-            })
-            .collect(),
-    };
-    Ok(FunctionView::new(record, instances))
+/// A function's view, from the Store alone: no runtime is called, so it
+/// answers at once even while the engine is unreachable.
+fn view(shared: &Shared, record: pilotlight_core::model::FunctionRecord) -> FunctionView {
+    let stale = shared.platform.is_stale(&record);
+    let mut instances: Vec<InstanceView> = record.status.instances.iter().cloned().map(InstanceView::from).collect();
+    instances.sort_by(|a, b| b.generation.cmp(&a.generation).then_with(|| a.id.cmp(&b.id)));
+    FunctionView::new(record, instances, stale)
 }
 
 /// Create or update a function.
@@ -81,10 +71,7 @@ pub async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
     security(("bearer" = []))
 )]
 pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<FunctionList>> {
-    let mut functions = Vec::new();
-    for record in shared.platform.list().await? {
-        functions.push(view(&shared, record).await?);
-    }
+    let functions = shared.platform.list().await?.into_iter().map(|r| view(&shared, r)).collect();
     Ok(Json(FunctionList { functions }))
 }
 
@@ -99,7 +86,7 @@ pub async fn get(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
     let name = function_name(&name)?;
     let record =
         shared.platform.get(&name).await?.ok_or_else(|| ApiError::not_found(format!("function `{name}` not found")))?;
-    Ok(Json(view(&shared, record).await?))
+    Ok(Json(view(&shared, record)))
 }
 
 /// Delete a function: its instances stop and its route goes.

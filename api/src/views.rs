@@ -19,31 +19,54 @@ pub struct FunctionView {
     pub phase: Phase,
     /// `https://<name>.<domain>` (or http, with the edge's port).
     pub url: Option<String>,
-    /// Its instances: running, paused or being created.
+    /// Its instances as the runtime listed them last: running, paused or created.
     pub instances: Vec<InstanceView>,
+    /// Running instances wanted now (the desired scale clamped to `min..=max`).
+    pub wanted: u32,
+    /// Instances the edge routes to.
+    pub ready_instances: usize,
     /// Progress, or why the last attempt failed.
     pub message: Option<String>,
-    /// The last error, while the phase is `failed`.
+    /// The last error, while the last reconcile failed (`failed` or `degraded`).
     pub error: Option<String>,
-    /// For `failed`: whether the platform keeps trying.
+    /// Whether the platform keeps trying by itself (true while an error stands).
     pub will_retry: bool,
+    /// Failed reconciles in a row (0 once one succeeds).
+    pub attempts: u32,
+    /// When the next try is due, in milliseconds since the Unix epoch.
+    pub next_retry_ms: Option<u64>,
+    /// The error will not go away by itself (an image that cannot be had, a
+    /// full memory budget): it is retried at the backoff cap, and needs a fix.
+    pub permanent: bool,
+    /// When the runtime was last observed for this function, in milliseconds since the Unix epoch.
+    pub observed_at_ms: u64,
+    /// The observation is older than two reconcile periods (the engine or
+    /// the node could not be reached): `instances` may no longer be true.
+    pub stale: bool,
 }
 
 impl FunctionView {
-    /// The view of a stored record and the instances found for it.
-    pub fn new(record: FunctionRecord, instances: Vec<InstanceView>) -> Self {
+    /// The view of a stored record, its instances, and whether what was observed is stale.
+    pub fn new(record: FunctionRecord, instances: Vec<InstanceView>, stale: bool) -> Self {
         let status = StatusUpdate::of(&record);
-        let error = (status.phase == Phase::Failed).then(|| status.message.clone()).flatten();
+        let error = (status.attempts > 0).then(|| status.message.clone()).flatten();
         Self {
             name: record.spec.name().to_string(),
-            spec: record.spec.into(),
             generation: record.generation,
             phase: status.phase,
             url: status.url,
             instances,
+            wanted: status.wanted,
+            ready_instances: status.ready_instances,
             message: status.message,
             error,
             will_retry: status.will_retry,
+            attempts: status.attempts,
+            next_retry_ms: status.next_retry_ms,
+            permanent: status.permanent,
+            observed_at_ms: record.status.observed_at_ms,
+            stale,
+            spec: record.spec.into(),
         }
     }
 }
@@ -127,6 +150,14 @@ pub struct StatusEvent {
     pub will_retry: bool,
     /// How many ready instances the edge routes to.
     pub ready_instances: usize,
+    /// Running instances wanted.
+    pub wanted: u32,
+    /// Failed reconciles in a row.
+    pub attempts: u32,
+    /// When the next try is due, in milliseconds since the Unix epoch.
+    pub next_retry_ms: Option<u64>,
+    /// The error will not go away by itself (retried at the backoff cap).
+    pub permanent: bool,
 }
 
 impl From<StatusUpdate> for StatusEvent {
@@ -139,6 +170,10 @@ impl From<StatusUpdate> for StatusEvent {
             message: u.message,
             will_retry: u.will_retry,
             ready_instances: u.ready_instances,
+            wanted: u.wanted,
+            attempts: u.attempts,
+            next_retry_ms: u.next_retry_ms,
+            permanent: u.permanent,
         }
     }
 }

@@ -147,8 +147,19 @@ function render() {
     nameCell.append(el("div", "name", name), el("div", "gen", `generation ${f.generation}`));
     const phaseCell = el("td");
     phaseCell.append(el("span", `phase ${f.phase}`, f.phase));
-    if (f.message && f.phase !== "failed") phaseCell.append(el("div", "message", f.message));
-    if (f.error) noteError(name, f.error);
+    if (f.message && !f.error) phaseCell.append(el("div", "message", f.message));
+    if (f.error) {
+      noteError(name, f.error);
+      // Failures back off and never give up: say which attempt this is and when the next one comes.
+      const next = f.next_retry_ms ? ` · next try in ${Math.max(0, Math.round((f.next_retry_ms - Date.now()) / 1000))}s` : "";
+      const kind = f.permanent ? "needs a fix, retried every few minutes" : "retrying";
+      phaseCell.append(el("div", "retry", `attempt ${f.attempts} (${kind})${next}`));
+    }
+    if (f.stale) {
+      const age = Math.round((Date.now() - f.observed_at_ms) / 1000);
+      phaseCell.append(el("div", "stale", `stale: not observed for ${age}s`));
+    }
+    if (f.wanted !== undefined) phaseCell.append(el("div", "muted", `${f.ready_instances}/${f.wanted} routed`));
     const errs = state.errors.get(name) || [];
     if (errs.length && f.phase !== "ready") {
       const ul = el("ul", "errors");
@@ -228,7 +239,7 @@ async function followEvents() {
       if (line !== "" || !data) return;
       const ev = JSON.parse(data);
       data = "";
-      if (ev.phase === "failed") noteError(ev.name, ev.message);
+      if (ev.attempts > 0) noteError(ev.name, ev.message);
       if (ev.phase === "deleted") { state.functions.delete(ev.name); render(); return; }
       refreshOne(ev.name).catch(() => {});
     });

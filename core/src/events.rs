@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Endpoint, FunctionName, FunctionSpec, Phase};
+use crate::model::{Endpoint, FunctionName, FunctionSpec, Instance, Phase};
 use crate::ports::Message;
 
 /// The schema version this build writes and reads.
@@ -19,7 +19,8 @@ pub mod topics {
     pub const DEPLOYMENTS: &str = "deployments";
     /// Runtime worker → router worker: which endpoints serve a function.
     pub const ROUTES: &str = "routes";
-    /// Router and runtime workers → API: where each function is.
+    /// Router and runtime workers → the status worker of every process: what
+    /// they observed, recorded in each process's Store.
     pub const STATUS: &str = "status";
 }
 
@@ -83,7 +84,37 @@ pub enum Event {
         #[serde(default)]
         removed: bool,
     },
-    /// Where a function is.
+    /// What the runtime worker observed of a function at the end of a
+    /// reconcile: its instances, what it wants and published, and the last
+    /// failure with its backoff. The status worker merges it into the record.
+    Observed {
+        /// The function.
+        name: FunctionName,
+        /// The generation reconciled.
+        generation: u64,
+        /// The function's instances as the runtime listed them (after the reconcile's steps).
+        instances: Vec<Instance>,
+        /// Running instances wanted.
+        wanted: u32,
+        /// The endpoints the edge was asked to route.
+        published: Vec<Endpoint>,
+        /// Why the reconcile failed (`None`: it succeeded).
+        #[serde(default)]
+        error: Option<String>,
+        /// The failure will not go away by itself (retried at the backoff cap).
+        #[serde(default)]
+        permanent: bool,
+        /// Failed reconciles in a row.
+        #[serde(default)]
+        attempts: u32,
+        /// When it is tried next, in milliseconds since the Unix epoch.
+        #[serde(default)]
+        next_retry_ms: Option<u64>,
+        /// When it was observed, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Where a function is, as the router reports it (`Ready` with the
+    /// endpoints it routes, `Deleted`, or `Failed` when the edge refused).
     StatusChanged {
         /// The function.
         name: FunctionName,
@@ -116,6 +147,7 @@ impl Event {
             | Event::ScaleRequested { name, .. }
             | Event::ActivationRequested { name }
             | Event::EndpointsChanged { name, .. }
+            | Event::Observed { name, .. }
             | Event::StatusChanged { name, .. } => name,
         }
     }
@@ -129,6 +161,7 @@ impl Event {
             Event::ScaleRequested { .. } => "ScaleRequested",
             Event::ActivationRequested { .. } => "ActivationRequested",
             Event::EndpointsChanged { .. } => "EndpointsChanged",
+            Event::Observed { .. } => "Observed",
             Event::StatusChanged { .. } => "StatusChanged",
         }
     }

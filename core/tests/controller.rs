@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +16,7 @@ use pilotlight_core::model::{
     InstanceId, InstanceState, Phase, ScalingInput,
 };
 use pilotlight_core::ports::{
-    Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, RuntimeError, Store, Subscription,
-    headers,
+    Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, Store, Subscription,
 };
 use pilotlight_core::testkit::{eventually, within};
 use pilotlight_core::{Platform, PlatformError};
@@ -60,37 +58,54 @@ fn platform(
     router: Arc<dyn Router>,
     store: Arc<dyn Store>,
 ) -> Platform {
-    Platform::builder().queue(queue).runtime(runtime).router(router).store(store).build().unwrap()
+    Platform::builder()
+        .queue(queue)
+        .runtime(runtime)
+        .router(router)
+        .store(store)
+        .resync_period(PERIOD)
+        .backoff(Duration::from_millis(50), Duration::from_millis(400))
+        .drain(Duration::from_millis(50))
+        .build()
+        .unwrap()
 }
 
-/// A runtime mock with the calls every test needs but none asserts.
-fn quiet_runtime() -> MockRuntime {
-    let mut rt = MockRuntime::new();
-    rt.expect_list().returning(|| Ok(Vec::new()));
-    rt.expect_prepare().returning(|_| Ok(()));
-    rt.expect_events().returning(|| futures::stream::pending().boxed());
-    rt
-}
+/// The periodic pass of these tests: short, so drift heals quickly.
+const PERIOD: Duration = Duration::from_millis(300);
 
 #[tokio::test]
 async fn a_deploy_calls_runtime_then_router_in_that_order() {
     let mut seq = Sequence::new();
-    let mut runtime = quiet_runtime();
+    let started = Arc::new(std::sync::Mutex::new(Vec::<Instance>::new()));
+    let mut runtime = MockRuntime::new();
+    let listed = Arc::clone(&started);
+    runtime.expect_list().returning(move || Ok(listed.lock().unwrap().clone()));
+    runtime.expect_prepare().returning(|_| Ok(()));
+    runtime.expect_events().returning(|| futures::stream::pending().boxed());
     let mut router = MockRouter::new();
     // Resync applies the (empty) table first; that is not part of the deploy.
     router.expect_apply().withf(|t| t.is_empty()).times(1).returning(|_| Ok(()));
-    runtime
-        .expect_start()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|spec, generation| Ok(instance(spec, generation, 41000)));
+    let record = Arc::clone(&started);
+    runtime.expect_start().times(1).in_sequence(&mut seq).returning(move |spec, generation| {
+        let i = instance(spec, generation, 41000);
+        record.lock().unwrap().push(i.clone());
+        Ok(i)
+    });
     router
         .expect_apply()
         .withf(|t| t.get(&FunctionName::new("hello").unwrap()).is_some_and(|r| r.endpoints.len() == 1))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(()));
-    let p = platform(Arc::new(fast_queue(3)), Arc::new(runtime), Arc::new(router), Arc::new(MemoryStore::new()));
+    // No periodic pass or re-apply during this test: the calls are the deploy's alone.
+    let p = Platform::builder()
+        .queue(Arc::new(fast_queue(3)))
+        .runtime(Arc::new(runtime))
+        .router(Arc::new(router))
+        .store(Arc::new(MemoryStore::new()))
+        .resync_period(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     p.start().await.unwrap();
     let receipt = p.deploy(spec("hello")).await.unwrap();
     assert_eq!((receipt.generation, receipt.phase), (1, Phase::Pending));
@@ -101,39 +116,38 @@ async fn a_deploy_calls_runtime_then_router_in_that_order() {
 }
 
 #[tokio::test]
-async fn a_runtime_failure_marks_failed_retries_and_dead_letters() {
-    let starts = Arc::new(AtomicU32::new(0));
-    let mut runtime = quiet_runtime();
-    let counter = Arc::clone(&starts);
-    runtime.expect_start().returning(move |_, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Err(RuntimeError::NotReady { message: "boom: port never opened".into(), logs: vec!["last words".into()] })
-    });
+async fn a_runtime_failure_backs_off_says_so_and_recovers_without_a_redeploy() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    runtime.fail_next_starts(3);
     let queue = Arc::new(fast_queue(3));
     let router = Arc::new(MemoryRouter::new());
-    let p = platform(queue.clone(), Arc::new(runtime), router.clone(), Arc::new(MemoryStore::new()));
+    let store = Arc::new(MemoryStore::new());
+    let p = platform(queue.clone(), runtime.clone(), router.clone(), store.clone());
+    let mut dlq = queue.subscribe("deployments.dlq", "inspect").await.unwrap();
     p.start().await.unwrap();
     p.deploy(spec("doomed")).await.unwrap();
-    match p.wait_ready(&name("doomed"), WAIT).await {
-        Err(PlatformError::Failed { message, .. }) => {
-            assert!(message.contains("boom: port never opened"), "{message}");
-            assert!(message.contains("gave up after attempt 3 of 3"), "{message}");
+    // The failure is recorded with the reason, the attempt and the next retry.
+    let s = store.clone();
+    eventually(WAIT, "failed with attempts and a next retry", || {
+        let s = s.clone();
+        async move {
+            let r = s.get(&name("doomed")).await.unwrap().unwrap();
+            r.status.phase == Phase::Failed
+                && r.status.attempts >= 1
+                && r.status.next_retry_ms.is_some()
+                && r.status.will_retry
+                && !r.status.permanent
+                && r.status.message.as_deref().is_some_and(|m| m.contains("injected failure"))
         }
-        other => panic!("expected Failed, got {other:?}"),
-    }
-    assert_eq!(starts.load(Ordering::SeqCst), 3, "retried up to max_attempts");
-    let record = p.get(&name("doomed")).await.unwrap().unwrap();
-    assert_eq!((record.status.phase, record.status.will_retry), (Phase::Failed, false));
-    // Dead-lettered with the reason, never dropped.
-    let mut dlq = queue.subscribe("deployments.dlq", "inspect").await.unwrap();
-    let dead = within(WAIT, "dead letter", dlq.next()).await.unwrap();
-    let reason = &dead.message().headers[headers::DEAD_LETTER_REASON];
-    assert!(reason.contains("boom"), "{reason}");
-    assert!(matches!(
-        Event::from_payload(&dead.message().payload).unwrap(),
-        Event::DeployRequested { generation: 1, .. }
-    ));
-    assert!(router.table().is_empty(), "nothing routed for a failed function");
+    })
+    .await;
+    assert!(router.table().get(&name("doomed")).is_none(), "nothing routed for a failed function");
+    // It keeps trying with backoff, and converges once starts work again.
+    let ready = p.wait_ready(&name("doomed"), WAIT).await.unwrap();
+    assert_eq!((ready.status.attempts, ready.status.next_retry_ms, ready.status.message), (0, None, None));
+    assert_eq!(runtime.start_count(), 1);
+    // A failing reconcile is not a dead letter: nothing reached the dead-letter topic.
+    assert!(tokio::time::timeout(Duration::from_millis(200), dlq.next()).await.is_err());
     p.shutdown().await;
 }
 
@@ -209,25 +223,27 @@ async fn an_older_generation_after_a_newer_one_is_ignored() {
     v2.scaling = Some(ScalingInput { prewarm: Some(0), ..Default::default() });
     let v2 = v2.validate().unwrap();
     let v1 = spec("svc");
-    store
-        .compare_and_set(
-            None,
-            FunctionRecord {
-                spec: v2.clone(),
-                generation: 2,
-                deleted: false,
-                status: FunctionStatus::new(Phase::Pending, 2),
-            },
-        )
-        .await
-        .unwrap();
-    let mut runtime = quiet_runtime();
-    runtime.expect_start().withf(|_, g| *g == 2).times(1).returning(|s, g| Ok(instance(s, g, 42000)));
-    runtime.expect_start().withf(|_, g| *g == 1).never();
-    let worker = RuntimeWorker::new(queue.clone(), Arc::new(runtime), store.clone());
+    store.compare_and_set(None, FunctionRecord::new(v2.clone(), 2)).await.unwrap();
+    let runtime = Arc::new(MemoryRuntime::new());
+    let worker = Arc::new(RuntimeWorker::new(queue.clone(), runtime.clone(), store.clone()));
     let first = Attempt::first(3);
     worker.handle(Event::DeployRequested { spec: v2, generation: 2 }, first).await.unwrap();
     worker.handle(Event::DeployRequested { spec: v1, generation: 1 }, first).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    worker.spawn(&mut tasks, &cancel);
+    let rt = runtime.clone();
+    eventually(WAIT, "generation 2 runs", || {
+        let rt = rt.clone();
+        async move { rt.list().await.unwrap().iter().any(|i| i.generation == 2) }
+    })
+    .await;
+    worker.pass_and_settle().await.unwrap();
+    let generations: Vec<u64> = runtime.list().await.unwrap().iter().map(|i| i.generation).collect();
+    assert_eq!(generations, [2], "only generation 2 was started");
+    assert_eq!(store.get(&name("svc")).await.unwrap().unwrap().generation, 2, "the older spec was not recorded");
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
 
     let router = Arc::new(MemoryRouter::new());
     let urls = PublicUrls::http(Domain::new("localhost").unwrap());
@@ -246,18 +262,20 @@ async fn an_older_generation_after_a_newer_one_is_ignored() {
     assert_eq!(router.table().get(&name("svc")).unwrap().endpoints, ep(42000));
 
     let sw = StatusWorker::new(store.clone(), tokio::sync::watch::Sender::new(0));
-    let status = |generation, phase| Event::StatusChanged {
+    let status = |generation, phase, endpoints| Event::StatusChanged {
         name: name("svc"),
         generation,
         phase,
         url: None,
-        message: None,
+        message: Some("old news".into()),
         will_retry: false,
-        endpoints: Vec::new(),
+        endpoints,
     };
-    sw.handle(status(2, Phase::Ready), first).await.unwrap();
-    sw.handle(status(1, Phase::Failed), first).await.unwrap();
-    assert_eq!(store.get(&name("svc")).await.unwrap().unwrap().status.phase, Phase::Ready);
+    sw.handle(status(2, Phase::Ready, ep(42000)), first).await.unwrap();
+    sw.handle(status(1, Phase::Ready, ep(41000)), first).await.unwrap();
+    sw.handle(status(1, Phase::Failed, vec![]), first).await.unwrap();
+    let recorded = store.get(&name("svc")).await.unwrap().unwrap().status;
+    assert_eq!((recorded.routed_generation, recorded.endpoints, recorded.message), (2, ep(42000), None));
 }
 
 #[tokio::test]
@@ -268,21 +286,13 @@ async fn resync_stops_orphans_and_starts_missing_instances() {
     store
         .compare_and_set(
             None,
-            FunctionRecord {
-                spec: spec("wanted"),
-                generation: 4,
-                deleted: false,
-                status: FunctionStatus::new(Phase::Ready, 4),
-            },
+            FunctionRecord { status: FunctionStatus::new(Phase::Ready, 4), ..FunctionRecord::new(spec("wanted"), 4) },
         )
         .await
         .unwrap();
     let router = Arc::new(MemoryRouter::new());
     let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), store);
     p.start().await.unwrap();
-    let ready = p.wait_ready(&name("wanted"), WAIT).await;
-    // The stored status said Ready; wait for the reconcile to have started an instance.
-    assert!(ready.is_ok());
     let rt = runtime.clone();
     eventually(WAIT, "wanted has an instance and orphan none", || {
         let rt = rt.clone();
@@ -510,5 +520,174 @@ async fn followed_logs_take_in_instances_that_start_later() {
     // Deleting the function ends the stream.
     p.delete(&name("chatty")).await.unwrap();
     assert!(within(WAIT, "the stream ends after the delete", logs.next()).await.is_none());
+    p.shutdown().await;
+}
+
+/// Level-triggered: an instance removed behind the platform's back, with no
+/// event about it, is replaced and routed again by the periodic pass.
+#[tokio::test]
+async fn an_instance_removed_silently_is_replaced_by_the_pass() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("quiet")).await.unwrap();
+    let before = p.wait_ready(&name("quiet"), WAIT).await.unwrap().status.endpoints;
+    let victim = runtime.list().await.unwrap().remove(0);
+    assert!(runtime.vanish(&victim.id), "removed without an exit event");
+    let r = router.clone();
+    eventually(WAIT, "a new instance is routed", || {
+        let (r, before) = (r.clone(), before.clone());
+        async move {
+            r.table().get(&name("quiet")).is_some_and(|route| route.endpoints.len() == 1 && route.endpoints != before)
+        }
+    })
+    .await;
+    let ready = p.wait_ready(&name("quiet"), WAIT).await.unwrap();
+    assert!(ready.status.instances.iter().all(|i| i.id != victim.id), "the status shows what runs now");
+    p.shutdown().await;
+}
+
+/// The mutation check of the pass, as a test: with the periodic pass off, the
+/// same silent removal is never noticed (nothing else would look).
+#[tokio::test]
+async fn without_the_pass_a_silent_removal_stays_unnoticed() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("unseen")).await.unwrap();
+    let before = p.wait_ready(&name("unseen"), WAIT).await.unwrap().status.endpoints;
+    p.runtime_worker().unwrap().set_pass_enabled(false);
+    let victim = runtime.list().await.unwrap().remove(0);
+    runtime.vanish(&victim.id);
+    tokio::time::sleep(PERIOD * 4).await;
+    assert!(runtime.list().await.unwrap().is_empty(), "nothing replaced it");
+    assert_eq!(router.table().get(&name("unseen")).unwrap().endpoints, before, "the dead endpoint is still routed");
+    p.shutdown().await;
+}
+
+/// An engine outage: reads answer from the Store at once and do not say
+/// `ready`; the status carries the error, the attempt and the next retry;
+/// when the engine is back, the function heals within a period.
+#[tokio::test]
+async fn an_engine_outage_is_honest_and_heals_after() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let store = Arc::new(MemoryStore::new());
+    let p = platform(Arc::new(fast_queue(3)), runtime.clone(), router.clone(), store.clone());
+    p.start().await.unwrap();
+    p.deploy(spec("outage")).await.unwrap();
+    p.wait_ready(&name("outage"), WAIT).await.unwrap();
+    let victim = runtime.list().await.unwrap().remove(0);
+    runtime.set_unavailable(true);
+    runtime.vanish(&victim.id);
+    let pp = p.clone();
+    eventually(WAIT, "not ready, with the error and a retry time", || {
+        let pp = pp.clone();
+        async move {
+            let r = pp.get(&name("outage")).await.unwrap().unwrap();
+            r.status.phase != Phase::Ready
+                && r.status.attempts > 0
+                && r.status.next_retry_ms.is_some()
+                && r.status.message.as_deref().is_some_and(|m| m.contains("outage"))
+        }
+    })
+    .await;
+    let calls = runtime.calls();
+    let began = std::time::Instant::now();
+    let read = p.get(&name("outage")).await.unwrap().unwrap();
+    assert!(began.elapsed() < Duration::from_millis(100), "reads come from the Store");
+    assert_eq!(p.instances(&name("outage")).await.unwrap().len(), read.status.instances.len());
+    assert_eq!(runtime.calls(), calls, "a read calls no runtime");
+    runtime.set_unavailable(false);
+    let began = std::time::Instant::now();
+    let healed = p.wait_ready(&name("outage"), WAIT).await.unwrap();
+    assert!(healed.status.instances.iter().all(|i| i.id != victim.id));
+    assert!(began.elapsed() < PERIOD * 3, "healed within the backoff cap and a period: {:?}", began.elapsed());
+    p.shutdown().await;
+}
+
+/// The desired scale is in the Store: a restarted platform keeps it.
+#[tokio::test]
+async fn the_desired_scale_survives_a_restart() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let store = Arc::new(MemoryStore::new());
+    let queue: Arc<dyn Queue> = Arc::new(fast_queue(3));
+    let p = platform(queue.clone(), runtime.clone(), Arc::new(MemoryRouter::new()), store.clone());
+    p.start().await.unwrap();
+    p.deploy(spec("three")).await.unwrap();
+    p.wait_ready(&name("three"), WAIT).await.unwrap();
+    p.scale(&name("three"), 3).await.unwrap();
+    let ready = |p: Platform| async move {
+        eventually(WAIT, "three routed", || {
+            let p = p.clone();
+            async move { p.get(&name("three")).await.unwrap().unwrap().status.endpoints.len() == 3 }
+        })
+        .await;
+    };
+    ready(p.clone()).await;
+    p.shutdown().await;
+    let p = platform(queue, runtime.clone(), Arc::new(MemoryRouter::new()), store.clone());
+    p.start().await.unwrap();
+    p.reconcile_all().await.unwrap();
+    ready(p.clone()).await;
+    let running = runtime.list().await.unwrap().iter().filter(|i| i.state == InstanceState::Running).count();
+    assert_eq!(running, 3, "still three after the restart");
+    assert_eq!(store.get(&name("three")).await.unwrap().unwrap().scale.running, Some(3));
+    p.shutdown().await;
+}
+
+/// A route dropped from the edge behind the platform's back is restored by the next pass.
+#[tokio::test]
+async fn a_dropped_route_is_restored() {
+    let router = Arc::new(MemoryRouter::new());
+    let p =
+        platform(Arc::new(fast_queue(3)), Arc::new(MemoryRuntime::new()), router.clone(), Arc::new(MemoryStore::new()));
+    p.start().await.unwrap();
+    p.deploy(spec("kept")).await.unwrap();
+    p.wait_ready(&name("kept"), WAIT).await.unwrap();
+    router.apply(&pilotlight_core::model::RouteTable::default()).await.unwrap();
+    assert!(router.table().get(&name("kept")).is_none());
+    let r = router.clone();
+    eventually(WAIT, "the route is back", || {
+        let r = r.clone();
+        async move { r.table().get(&name("kept")).is_some_and(|route| route.endpoints.len() == 1) }
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// A capacity failure is permanent: `wait_ready` stops waiting at once, and
+/// the function is still retried at the backoff cap (it may fit later).
+#[tokio::test]
+async fn a_permanent_failure_ends_the_wait_and_is_still_retried() {
+    let runtime = Arc::new(MemoryRuntime::new());
+    let p = Platform::builder()
+        .queue(Arc::new(fast_queue(3)))
+        .runtime(runtime.clone())
+        .router(Arc::new(MemoryRouter::new()))
+        .store(Arc::new(MemoryStore::new()))
+        .memory_budget_mb(10)
+        .resync_period(PERIOD)
+        .backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    p.start().await.unwrap();
+    p.deploy(spec("big")).await.unwrap();
+    match p.wait_ready(&name("big"), WAIT).await {
+        Err(PlatformError::Failed { message, .. }) => assert!(message.contains("memory budget"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let r = p.get(&name("big")).await.unwrap().unwrap();
+    assert!(r.status.permanent && r.status.will_retry && r.status.next_retry_ms.is_some(), "{:?}", r.status);
+    let first = r.status.attempts;
+    let pp = p.clone();
+    eventually(WAIT, "retried at the cap", || {
+        let pp = pp.clone();
+        async move { pp.get(&name("big")).await.unwrap().unwrap().status.attempts > first }
+    })
+    .await;
+    assert!(runtime.list().await.unwrap().is_empty(), "nothing was started");
     p.shutdown().await;
 }

@@ -47,6 +47,14 @@ pub struct ServerConfig {
     pub autoscale_tick_ms: u64,
     /// How long a lower instance count must hold before scaling down, in seconds.
     pub scale_down_window_s: u64,
+    /// How often every function is reconciled and the route table applied
+    /// again, even when nothing asked, in seconds: drift heals within it.
+    pub resync_period_s: u64,
+    /// The longest wait between two tries of a failing function, in seconds
+    /// (the first retry comes after 1 s and the wait doubles up to this).
+    pub backoff_max_s: u64,
+    /// The Docker engine's socket, `unix:///path`; unset: `$DOCKER_HOST`, else `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +78,9 @@ impl Default for ServerConfig {
             memory_budget_mb: 0,
             autoscale_tick_ms: 1000,
             scale_down_window_s: 30,
+            resync_period_s: 30,
+            backoff_max_s: 300,
+            docker_host: None,
         }
     }
 }
@@ -99,6 +110,9 @@ const KEYS: &[Key] = &[
     Key { name: "memory_budget_mb", help: "sum of instances' memory limits allowed; 0 = 80% of host memory [0]" },
     Key { name: "autoscale_tick_ms", help: "how often the autoscaler looks at in-flight counts [1000]" },
     Key { name: "scale_down_window_s", help: "a lower count must hold this long to scale down [30]" },
+    Key { name: "resync_period_s", help: "every function is reconciled at least this often, in seconds [30]" },
+    Key { name: "backoff_max_s", help: "longest wait between tries of a failing function, in seconds [300]" },
+    Key { name: "docker_host", help: "Docker engine socket, unix:///path [$DOCKER_HOST or /var/run/docker.sock]" },
 ];
 
 /// A bad setting: which key, and the rule.
@@ -182,11 +196,14 @@ impl ServerConfig {
             "platform_id" => self.platform_id = value.into(),
             "docker_network" => self.docker_network = value.into(),
             "nginx_status_addr" => self.nginx_status_addr = addr(value)?,
-            "memory_budget_mb" | "autoscale_tick_ms" | "scale_down_window_s" => {
+            "docker_host" => self.docker_host = Some(value.into()),
+            "memory_budget_mb" | "autoscale_tick_ms" | "scale_down_window_s" | "resync_period_s" | "backoff_max_s" => {
                 let n: u64 = value.parse().map_err(|_| bad(format!("must be a whole number (got {value:?})")))?;
                 match key {
                     "memory_budget_mb" => self.memory_budget_mb = n,
                     "autoscale_tick_ms" => self.autoscale_tick_ms = n,
+                    "resync_period_s" => self.resync_period_s = n,
+                    "backoff_max_s" => self.backoff_max_s = n,
                     _ => self.scale_down_window_s = n,
                 }
             }
@@ -295,6 +312,18 @@ impl ServerConfig {
                 self.error("scale_down_window_s", format!("must be at most 86400 (got {})", self.scale_down_window_s))
             );
         }
+        if !(1..=3600).contains(&self.resync_period_s) {
+            return Err(self.error("resync_period_s", format!("must be 1 to 3600 (got {})", self.resync_period_s)));
+        }
+        if !(1..=86_400).contains(&self.backoff_max_s) {
+            return Err(self.error("backoff_max_s", format!("must be 1 to 86400 (got {})", self.backoff_max_s)));
+        }
+        if let Some(h) = &self.docker_host {
+            let path = h.strip_prefix("unix://").unwrap_or_default();
+            if path.is_empty() || !path.starts_with('/') || path.chars().any(|c| c.is_control()) {
+                return Err(self.error("docker_host", format!("must be unix:///absolute/path (got {h:?})")));
+            }
+        }
         let https = self.https()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(self.error("tls_key", "and tls_cert go together: give both or neither".into()));
@@ -375,6 +404,9 @@ mod tests {
             (&["--colour", "red"], "colour"),
             (&["--memory-budget-mb", "lots"], "memory_budget_mb"),
             (&["--autoscale-tick-ms", "5"], "autoscale_tick_ms"),
+            (&["--resync-period-s", "0"], "resync_period_s"),
+            (&["--backoff-max-s", "soon"], "backoff_max_s"),
+            (&["--docker-host", "tcp://1.2.3.4:2375"], "docker_host"),
             (&["--domain"], "domain"),
             (&["stray"], "stray"),
         ];
@@ -400,6 +432,7 @@ mod tests {
         let toml = toml::to_string(&ServerConfig {
             tls_cert: Some("a".into()),
             tls_key: Some("b".into()),
+            docker_host: Some("unix:///x".into()),
             ..Default::default()
         })
         .unwrap();

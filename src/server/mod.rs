@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use config::{Command, ConfigError, ServerConfig};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
-use pilotlight_core::controller::AutoscalerConfig;
+use pilotlight_core::controller::{AutoscalerConfig, StoreActivator};
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::FanoutRouter;
 use pilotlight_core::{Platform, Router, Runtime};
@@ -85,6 +85,7 @@ impl Server {
             })),
             _ => {
                 let docker = DockerRuntime::connect(DockerRuntimeConfig {
+                    host: config.docker_host.clone(),
                     platform_id: config.platform_id.clone(),
                     network: config.docker_network.clone(),
                     ..Default::default()
@@ -106,8 +107,11 @@ impl Server {
         let (token, token_created) =
             ApiToken::load_or_create(&config.data_dir).map_err(|e| start_error("api")(e.to_string()))?;
         let queue = crate::connect::queue(&config.queue).await.map_err(|e| start_error("queue")(e.to_string()))?;
-        let store =
-            RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?;
+        let store: Arc<dyn pilotlight_core::Store> = Arc::new(
+            RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?,
+        );
+        // The edge's activator needs only the Store and the queue: the gateway gets it as it starts.
+        let activator = Arc::new(StoreActivator::new(Arc::clone(&queue), Arc::clone(&store)));
         let domain = pilotlight_core::model::Domain::new(config.domain.clone()).map_err(|e| {
             ServerError::Config(ConfigError {
                 origin: "configuration".into(),
@@ -129,6 +133,7 @@ impl Server {
                 gw.tls = TlsSource::Disabled;
                 let gateway =
                     Arc::new(Gateway::start(gw).await.map_err(|e| edge_error(format!("the activator gateway: {e}")))?);
+                gateway.set_activator(activator.clone());
                 let mut nc = NginxConfig::managed(domain.clone(), &config.data_dir);
                 nc.http_addr = config.http_addr;
                 nc.status_addr = config.nginx_status_addr;
@@ -155,6 +160,7 @@ impl Server {
                 }
                 gw.tls = tls.clone();
                 let gateway = Arc::new(Gateway::start(gw).await.map_err(|e| edge_error(e.to_string()))?);
+                gateway.set_activator(activator.clone());
                 (gateway.clone(), None, gateway as Arc<dyn Router>)
             };
         let public_https =
@@ -174,13 +180,16 @@ impl Server {
             scale_down_window: Duration::from_secs(config.scale_down_window_s),
             ..AutoscalerConfig::default()
         };
-        let mut builder = Platform::builder().autoscaler(gateway.clone(), scaler);
+        let mut builder = Platform::builder()
+            .autoscaler(gateway.clone(), scaler)
+            .resync_period(Duration::from_secs(config.resync_period_s))
+            .backoff(Duration::from_secs(1), Duration::from_secs(config.backoff_max_s));
         if let Some(b) = budget {
             builder = builder.memory_budget_mb(b);
         }
         let built = builder
             .queue(queue)
-            .store(Arc::new(store))
+            .store(store)
             .runtime(Arc::clone(&runtime))
             .router(router)
             .domain(&config.domain)
@@ -203,7 +212,6 @@ impl Server {
                 return Err(start_error("platform")(e.to_string()));
             }
         };
-        gateway.set_activator(platform.activator());
         if let Err(e) = platform.start().await {
             platform.shutdown().await;
             stop_edges().await;
@@ -285,6 +293,10 @@ impl Server {
             }
         }
         out.push(format!("functions {}", self.public_url));
+        out.push(format!(
+            "reconcile every {} s (jittered); failures retried with backoff up to {} s",
+            c.resync_period_s, c.backoff_max_s
+        ));
         out.push(format!(
             "scaling   autoscaler every {} ms, scale-down window {} s, memory budget {}",
             c.autoscale_tick_ms,

@@ -1,7 +1,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,7 +29,6 @@ use pilotlight_core::ports::{
 };
 use pilotlight_core::support::{now_ms, probe};
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 /// Label naming the platform that owns a container.
 pub const LABEL_PLATFORM: &str = "io.pilotlight.platform";
@@ -50,6 +51,9 @@ pub enum EndpointMode {
 /// Settings of a [`DockerRuntime`].
 #[derive(Clone, Debug)]
 pub struct DockerRuntimeConfig {
+    /// The engine's API socket, as `unix:///path/to/docker.sock`; `None`
+    /// uses `DOCKER_HOST`, else `/var/run/docker.sock`.
+    pub host: Option<String>,
     /// Label value that marks this platform's containers: a DNS label.
     pub platform_id: String,
     /// The Docker network instances join (created if missing).
@@ -76,6 +80,7 @@ pub struct DockerRuntimeConfig {
 impl Default for DockerRuntimeConfig {
     fn default() -> Self {
         Self {
+            host: None,
             platform_id: "pilotlight".into(),
             network: "pilotlight".into(),
             endpoint_mode: EndpointMode::PublishedPort,
@@ -111,8 +116,35 @@ struct Inner {
 }
 
 fn backend(e: BollardError) -> RuntimeError {
-    let retryable = !matches!(e, BollardError::DockerResponseServerError { status_code: 400..=499, .. });
-    RuntimeError::Backend { source: Box::new(e), retryable }
+    match e {
+        // The way to the engine failed (its socket is gone, refused, timed
+        // out, or the connection broke): the engine is unavailable, not the request wrong.
+        BollardError::HyperLegacyError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError
+        | BollardError::SocketNotFoundError(_)
+        | BollardError::HyperResponseError { .. } => {
+            RuntimeError::Unavailable(format!("the Docker engine cannot be reached: {}", describe(&e)))
+        }
+        e => {
+            let retryable = !matches!(e, BollardError::DockerResponseServerError { status_code: 400..=499, .. });
+            RuntimeError::Backend { source: Box::new(e), retryable }
+        }
+    }
+}
+
+/// An error with its causes, `a: b: c`: bollard's own text often stops at "client error (Connect)".
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn is_not_found(e: &BollardError) -> bool {
@@ -135,13 +167,28 @@ impl DockerRuntime {
     pub async fn connect(config: DockerRuntimeConfig) -> Result<Self, RuntimeError> {
         pilotlight_core::model::Region::new(config.platform_id.clone())
             .map_err(|e| RuntimeError::InvalidInput { field: "platform_id".into(), message: e.message })?;
-        let place = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let place = config
+            .host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
         let unavailable = |e: BollardError| {
             RuntimeError::Unavailable(format!(
                 "no Docker engine answered at {place} ({e}); start dockerd, set DOCKER_HOST, or use the process runtime"
             ))
         };
-        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = match &config.host {
+            Some(host) if host.starts_with("unix://") => {
+                Docker::connect_with_unix(host, 120, bollard::API_DEFAULT_VERSION).map_err(unavailable)?
+            }
+            Some(host) => {
+                return Err(RuntimeError::InvalidInput {
+                    field: "host".into(),
+                    message: format!("`{host}` is not a unix:// socket address"),
+                });
+            }
+            None => Docker::connect_with_defaults().map_err(unavailable)?,
+        };
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
         let runtime = Self {
@@ -223,59 +270,65 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Reports containers of this platform that die or are OOM-killed without being asked to stop.
+    /// Reports containers of this platform that die or are OOM-killed
+    /// without being asked to stop. The engine's event stream fails when the
+    /// engine (or the way to it) goes away; it is opened again with backoff,
+    /// asking for the events since the last one heard (the engine replays
+    /// them), and a [`RuntimeEvent::Resync`] tells the controller to list
+    /// everything again, since whatever died meanwhile may not be replayed.
     fn watch_events(&self) {
         let inner = Arc::downgrade(&self.inner);
         let mut filters = self.platform_filter();
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into(), "oom".into()]);
-        let mut stream = self.inner.docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
+        let docker = self.inner.docker.clone();
         tokio::spawn(async move {
             let mut oom: HashSet<String> = HashSet::new();
-            while let Some(item) = stream.next().await {
-                let Some(inner) = inner.upgrade() else { return };
-                let Ok(event) = item else {
-                    tracing::warn!("docker event stream failed; exits are found by the next resync");
-                    return;
-                };
-                let Some(actor) = event.actor else { continue };
-                let (Some(id), Some(attrs)) = (actor.id, actor.attributes) else { continue };
-                match event.action.as_deref() {
-                    Some("oom") => {
-                        oom.insert(id);
+            let mut since: Option<i64> = None;
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                if since.is_some() {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if inner.strong_count() == 0 {
+                        return;
                     }
-                    Some("die") => {
-                        // Asked for: forget it now that it is done (the set would only grow).
-                        let asked = inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                        let was_oom = oom.remove(&id);
-                        if asked {
-                            continue;
-                        }
-                        inner.dead.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
-                        let (Some(function), Some(generation)) = (
-                            attrs.get(LABEL_FUNCTION).and_then(|f| FunctionName::new(f.clone()).ok()),
-                            attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
-                        ) else {
-                            continue;
-                        };
-                        let reason = if was_oom {
-                            ExitReason::OutOfMemory
-                        } else {
-                            attrs
-                                .get("exitCode")
-                                .and_then(|c| c.parse().ok())
-                                .map_or(ExitReason::Unknown, ExitReason::Code)
-                        };
-                        tracing::warn!(%function, container = %id, ?reason, "container died");
-                        let _ = inner.events.send(RuntimeEvent::Exited {
-                            id: InstanceId::new(id),
-                            function,
-                            generation,
-                            reason,
-                        });
+                    if docker.ping().await.is_err() {
+                        continue;
                     }
-                    _ => {}
                 }
+                let options = EventsOptions {
+                    since: since.map(|s| s.to_string()),
+                    filters: Some(filters.clone()),
+                    ..Default::default()
+                };
+                let mut stream = docker.events(Some(options));
+                if since.is_some() {
+                    tracing::info!("docker event stream reconnected; asking for a full re-list");
+                    backoff = Duration::from_millis(250);
+                    match inner.upgrade() {
+                        Some(i) => {
+                            let _ = i
+                                .events
+                                .send(RuntimeEvent::Resync { reason: "the Docker event stream reconnected".into() });
+                        }
+                        None => return,
+                    }
+                }
+                let mut heard = since.unwrap_or_else(|| i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX));
+                while let Some(item) = stream.next().await {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let event = match item {
+                        Ok(event) => event,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "docker event stream failed; reconnecting");
+                            break;
+                        }
+                    };
+                    heard = heard.max(event.time.unwrap_or(heard));
+                    handle_event(&inner, event, &mut oom);
+                }
+                since = Some(heard);
             }
         });
     }
@@ -376,7 +429,7 @@ impl DockerRuntime {
 
     /// Fails a start: the container's last lines go into the error and the container is removed.
     async fn not_ready(&self, id: &str, message: String) -> RuntimeError {
-        self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+        self.inner.stopping.lock().insert(id.to_owned());
         let logs = self.last_logs(id, 20).await;
         self.remove(id).await;
         RuntimeError::NotReady { message, logs }
@@ -523,8 +576,11 @@ impl DockerRuntime {
 impl Runtime for DockerRuntime {
     async fn prepare(&self, spec: &FunctionSpec) -> Result<(), RuntimeError> {
         let image = image_of(spec)?.to_string();
-        if self.inner.docker.inspect_image(&image).await.is_ok() {
-            return Ok(());
+        match self.inner.docker.inspect_image(&image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            // The engine itself did not answer: that passes.
+            Err(e) => return Err(backend(e)),
         }
         let options = CreateImageOptions { from_image: Some(image.clone()), ..Default::default() };
         let mut pull = self.inner.docker.create_image(Some(options), None, self.inner.config.registry_auth.clone());
@@ -532,21 +588,16 @@ impl Runtime for DockerRuntime {
             match progress {
                 Ok(p) => {
                     if let Some(detail) = p.error_detail.and_then(|d| d.message) {
-                        return Err(RuntimeError::Unpreparable {
-                            what: image,
-                            message: format!("pull failed: {detail}"),
-                        });
+                        return Err(pull_failed(image, detail));
                     }
                     if let Some(status) = p.status {
                         tracing::info!(image, layer = p.id.unwrap_or_default(), status, "pulling");
                     }
                 }
-                Err(e) => {
-                    return Err(RuntimeError::Unpreparable {
-                        what: image,
-                        message: format!("not present locally and the pull failed: {e}"),
-                    });
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    return Err(pull_failed(image, message));
                 }
+                Err(e) => return Err(backend(e)),
             }
         }
         Ok(())
@@ -554,9 +605,9 @@ impl Runtime for DockerRuntime {
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
         let id = self.create_container(spec, generation).await?;
-        self.inner.starting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+        self.inner.starting.lock().insert(id.clone());
         let started = self.start_container(spec, &id, generation).await;
-        self.inner.starting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.inner.starting.lock().remove(&id);
         started
     }
 
@@ -589,7 +640,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        self.inner.stopping.lock().insert(id.to_string());
         let grace = i32::try_from(self.inner.config.stop_grace.as_secs()).unwrap_or(5);
         // A paused container cannot act on SIGTERM; thaw it first.
         let _ = self.inner.docker.unpause_container(id.as_str()).await;
@@ -605,7 +656,7 @@ impl Runtime for DockerRuntime {
             Err(e) => return Err(backend(e)),
         }
         self.remove(id.as_str()).await;
-        self.inner.dead.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
+        self.inner.dead.lock().remove(id.as_str());
         Ok(())
     }
 
@@ -631,9 +682,14 @@ impl Runtime for DockerRuntime {
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
         let options = ListContainersOptions { all: true, filters: Some(self.platform_filter()), ..Default::default() };
         let containers = self.inner.docker.list_containers(Some(options)).await.map_err(backend)?;
-        let stopping = self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let dead = self.inner.dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let starting = self.inner.starting.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stopping = self.inner.stopping.lock().clone();
+        let dead = {
+            // Containers removed behind the platform's back are forgotten.
+            let mut dead = self.inner.dead.lock();
+            dead.retain(|id| containers.iter().any(|c| c.id.as_deref() == Some(id.as_str())));
+            dead.clone()
+        };
+        let starting = self.inner.starting.lock().clone();
         Ok(containers
             .iter()
             .filter_map(|c| self.instance_from_summary(c))
@@ -720,7 +776,77 @@ impl Runtime for DockerRuntime {
     }
 
     fn events(&self) -> RuntimeEvents {
-        BroadcastStream::new(self.inner.events.subscribe()).filter_map(|e| async move { e.ok() }).boxed()
+        pilotlight_core::support::runtime_events(&self.inner.events)
+    }
+}
+
+/// The error of a failed pull, classed honestly: a registry that cannot be
+/// reached (DNS, refused, timeouts, 5xx, rate limits) passes, so it is
+/// retried with backoff; anything else (no such image or tag, denied, a bad
+/// reference) will not go away by itself, and is retried only at the backoff
+/// cap, in case the image is pushed or built later.
+fn pull_failed(image: String, message: String) -> RuntimeError {
+    const TRANSIENT: &[&str] = &[
+        "no such host",
+        "connection refused",
+        "connection reset",
+        "i/o timeout",
+        "timeout",
+        "temporary failure",
+        "network is unreachable",
+        "tls handshake",
+        "eof",
+        "server misbehaving",
+        "too many requests",
+        "502 ",
+        "503 ",
+        "504 ",
+    ];
+    let lower = message.to_ascii_lowercase();
+    if TRANSIENT.iter().any(|t| lower.contains(t)) {
+        RuntimeError::Unavailable(format!(
+            "image `{image}` is not present and its registry cannot be reached now ({message}); \
+             build or load it locally, or wait for the registry"
+        ))
+    } else {
+        RuntimeError::Unpreparable {
+            what: image,
+            message: format!("not present locally and the pull failed: {message}"),
+        }
+    }
+}
+
+/// Records one `die` or `oom` event of this platform's containers.
+fn handle_event(inner: &Inner, event: bollard::models::EventMessage, oom: &mut HashSet<String>) {
+    let Some(actor) = event.actor else { return };
+    let (Some(id), Some(attrs)) = (actor.id, actor.attributes) else { return };
+    match event.action.as_deref() {
+        Some("oom") => {
+            oom.insert(id);
+        }
+        Some("die") => {
+            // Asked for: forget it now that it is done (the set would only grow).
+            let asked = inner.stopping.lock().remove(&id);
+            let was_oom = oom.remove(&id);
+            if asked {
+                return;
+            }
+            inner.dead.lock().insert(id.clone());
+            let (Some(function), Some(generation)) = (
+                attrs.get(LABEL_FUNCTION).and_then(|f| FunctionName::new(f.clone()).ok()),
+                attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
+            ) else {
+                return;
+            };
+            let reason = if was_oom {
+                ExitReason::OutOfMemory
+            } else {
+                attrs.get("exitCode").and_then(|c| c.parse().ok()).map_or(ExitReason::Unknown, ExitReason::Code)
+            };
+            tracing::warn!(%function, container = %id, ?reason, "container died");
+            let _ = inner.events.send(RuntimeEvent::Exited { id: InstanceId::new(id), function, generation, reason });
+        }
+        _ => {}
     }
 }
 
@@ -739,36 +865,37 @@ fn split_stamped(out: bollard::container::LogOutput) -> Vec<(String, LogLine)> {
         .collect()
 }
 
-/// `a` is later than `b` (RFC 3339 UTC stamps; fractions padded to compare as text).
-fn newer(a: &str, b: &str) -> bool {
-    fn norm(t: &str) -> String {
-        let t = t.trim_end_matches('Z');
-        let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-        format!("{whole}.{frac:0<9}")
-    }
-    norm(a) > norm(b)
+/// An engine timestamp (RFC 3339, nanoseconds), parsed.
+fn stamp(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC stamp such as `2026-11-26T21:46:04.123Z`.
+/// `a` is later than `b` (RFC 3339 stamps; one that cannot be read is not later).
+fn newer(a: &str, b: &str) -> bool {
+    match (stamp(a), stamp(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 stamp such as `2026-11-26T21:46:04.123Z`.
 fn epoch_seconds(ts: &str) -> Option<u64> {
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.get(..8)?.split(':').map(|p| p.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    u64::try_from(stamp(ts)?.unix_timestamp()).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_errors_are_classed() {
+        let dns = "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host";
+        assert!(matches!(pull_failed("a".into(), dns.into()), RuntimeError::Unavailable(_)));
+        let refused = "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused";
+        assert!(pull_failed("a".into(), refused.into()).is_retryable());
+        let missing = "manifest for pilotlight/nope:v1 not found: manifest unknown";
+        assert!(matches!(pull_failed("a".into(), missing.into()), RuntimeError::Unpreparable { .. }));
+    }
 
     #[test]
     fn timestamps() {

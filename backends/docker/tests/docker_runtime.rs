@@ -107,10 +107,21 @@ async fn containers_are_hardened_limited_and_bound_to_loopback() {
 async fn a_missing_image_is_a_clear_error_and_leaves_nothing() {
     let Some((rt, _cleanup)) = runtime().await else { return };
     let spec = FunctionSpecInput::image("ghost", "pilotlight/does-not-exist:v1", 8080).validate().unwrap();
+    // No registry is reachable here: that passes (the image may be built or
+    // the registry come back), so the error is a retryable `Unavailable` that
+    // names the image, not a permanent one.
     match within(Duration::from_secs(120), "prepare of a missing image", rt.prepare(&spec)).await {
-        Err(e @ RuntimeError::Unpreparable { .. }) => {
-            assert!(e.to_string().contains("pilotlight/does-not-exist:v1"), "{e}")
+        Err(e @ RuntimeError::Unavailable(_)) => {
+            assert!(e.is_retryable());
+            assert!(e.to_string().contains("pilotlight/does-not-exist:v1"), "{e}");
+            assert!(e.to_string().contains("cannot be reached"), "{e}");
         }
+        other => panic!("{other:?}"),
+    }
+    // A registry on loopback that refuses the connection: the same class.
+    let local = FunctionSpecInput::image("ghost", "127.0.0.1:5999/nobody/ghost:v1", 8080).validate().unwrap();
+    match within(Duration::from_secs(120), "prepare from a registry that is down", rt.prepare(&local)).await {
+        Err(e @ RuntimeError::Unavailable(_)) => assert!(e.to_string().contains("127.0.0.1:5999"), "{e}"),
         other => panic!("{other:?}"),
     }
     match rt.start(&spec, 1).await {

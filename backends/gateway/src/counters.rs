@@ -25,6 +25,7 @@ pub(crate) struct FunctionCounters {
     /// Requests allowed to wait for an instance at once.
     pub(crate) waiting: Semaphore,
     last_activation: Mutex<Option<Instant>>,
+    last_unreachable: Mutex<Option<Instant>>,
     requests: Counter,
     errors: [Counter; 3],
     in_flight_gauge: Gauge,
@@ -40,6 +41,7 @@ impl FunctionCounters {
             started: AtomicU64::new(0),
             waiting: Semaphore::new(max_waiting),
             last_activation: Mutex::new(None),
+            last_unreachable: Mutex::new(None),
             requests: metrics::counter!("pilotlight_gateway_requests_total", "function" => f.clone()),
             errors: [error("timeout"), error("upstream"), error("no_instance")],
             in_flight_gauge: metrics::gauge!("pilotlight_gateway_in_flight", "function" => f.clone()),
@@ -77,12 +79,21 @@ impl FunctionCounters {
 
     /// Whether to ask the activator again: at most once per `every`.
     pub(crate) fn should_activate(&self, every: Duration) -> bool {
-        let mut last = self.last_activation.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < every) {
-            return false;
-        }
-        *last = Some(now);
-        true
+        at_most_once_per(&self.last_activation, every)
     }
+
+    /// Whether to report the function's instances unreachable: at most once per `every`.
+    pub(crate) fn should_report_unreachable(&self, every: Duration) -> bool {
+        at_most_once_per(&self.last_unreachable, every)
+    }
+}
+
+fn at_most_once_per(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < every) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -124,7 +124,27 @@ pub(crate) async fn handle(
     } else {
         route
     };
-    forward(client, route, req, client_ip, https, host).await
+    forward(shared, client, route, req, client_ip, https, host).await
+}
+
+/// Asks for a reconcile at most this often per function while its instances refuse connections.
+const REPORT_UNREACHABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells the controller that `route`'s instances refuse connections (they
+/// died, or were removed behind its back), so it looks now, not at its next pass.
+fn report_unreachable(shared: &Shared, route: &RouteState) {
+    if !route.counters.should_report_unreachable(REPORT_UNREACHABLE_EVERY) {
+        return;
+    }
+    let activator = shared.activator.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(a) = activator {
+        let name = route.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = a.unreachable(&name).await {
+                tracing::debug!(function = %name, error = %e, "cannot report unreachable instances");
+            }
+        });
+    }
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -167,6 +187,7 @@ async fn send(
 }
 
 async fn forward(
+    shared: &Shared,
     client: &UpstreamClient,
     route: Arc<RouteState>,
     req: Request<Incoming>,
@@ -217,7 +238,13 @@ async fn forward(
                 &format!("`{}` did not answer within {:?}", route.name, route.timeout),
             ))
         }
-        Err(SendError::Connect(e) | SendError::Other(e)) => {
+        Err(SendError::Connect(e)) => {
+            route.counters.error(ErrorKind::Upstream);
+            report_unreachable(shared, &route);
+            tracing::warn!(function = %route.name, error = %e, "upstream refused the connection");
+            own(responses::error(StatusCode::BAD_GATEWAY, "upstream_failed", &format!("`{}` failed: {e}", route.name)))
+        }
+        Err(SendError::Other(e)) => {
             route.counters.error(ErrorKind::Upstream);
             tracing::warn!(function = %route.name, error = %e, "upstream failed");
             own(responses::error(StatusCode::BAD_GATEWAY, "upstream_failed", &format!("`{}` failed: {e}", route.name)))

@@ -18,7 +18,6 @@ use pilotlight_core::support::LogBuffer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::adopt::{self, LABEL_FUNCTION, LABEL_GENERATION, LABEL_PLATFORM};
 
@@ -459,6 +458,6 @@ impl Runtime for ProcessRuntime {
     }
 
     fn events(&self) -> RuntimeEvents {
-        BroadcastStream::new(self.inner.events.subscribe()).filter_map(|e| async move { e.ok() }).boxed()
+        pilotlight_core::support::runtime_events(&self.inner.events)
     }
 }

@@ -100,14 +100,19 @@ fn encode(record: &FunctionRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(record).map_err(|e| StoreError::Backend { source: Box::new(e), retryable: false })
 }
 
-fn generation_of(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    name: &str,
-) -> Result<Option<u64>, StoreError> {
+fn revision_of(table: &impl ReadableTable<&'static str, &'static [u8]>, name: &str) -> Result<Option<u64>, StoreError> {
     match table.get(name).map_err(backend)? {
-        Some(v) => Ok(Some(decode(name, v.value())?.generation)),
+        Some(v) => Ok(Some(decode(name, v.value())?.revision)),
         None => Ok(None),
     }
+}
+
+/// Takes the next store-wide revision, inside the caller's write transaction.
+fn next_revision(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META).map_err(backend)?;
+    let next = meta.get("revision").map_err(backend)?.map_or(0, |v| v.value()) + 1;
+    meta.insert("revision", next).map_err(backend)?;
+    Ok(next)
 }
 
 #[async_trait]
@@ -137,20 +142,22 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn compare_and_set(&self, expected: Option<u64>, record: FunctionRecord) -> Result<(), StoreError> {
-        let bytes = encode(&record)?;
+    async fn compare_and_set(&self, expected: Option<u64>, mut record: FunctionRecord) -> Result<u64, StoreError> {
         let name = record.spec.name().clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(backend)?;
-            {
+            let revision = {
                 let mut table = txn.open_table(FUNCTIONS).map_err(backend)?;
-                let actual = generation_of(&table, name.as_str())?;
+                let actual = revision_of(&table, name.as_str())?;
                 if actual != expected {
                     return Err(StoreError::Conflict { name, expected, actual });
                 }
-                table.insert(name.as_str(), bytes.as_slice()).map_err(backend)?;
-            }
-            txn.commit().map_err(backend)
+                record.revision = next_revision(&txn)?;
+                table.insert(name.as_str(), encode(&record)?.as_slice()).map_err(backend)?;
+                record.revision
+            };
+            txn.commit().map_err(backend)?;
+            Ok(revision)
         })
         .await
     }
@@ -161,13 +168,14 @@ impl Store for RedbStore {
             let txn = db.begin_write().map_err(backend)?;
             {
                 let mut table = txn.open_table(FUNCTIONS).map_err(backend)?;
-                match generation_of(&table, name.as_str())? {
+                match revision_of(&table, name.as_str())? {
                     None => return Err(StoreError::NotFound(name)),
                     Some(actual) if actual != expected => {
                         return Err(StoreError::Conflict { name, expected: Some(expected), actual: Some(actual) });
                     }
                     Some(_) => {
                         table.remove(name.as_str()).map_err(backend)?;
+                        next_revision(&txn)?;
                     }
                 }
             }

@@ -17,26 +17,30 @@ async fn nothing_is_lost_across_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/store.redb");
     let mut written = Vec::new();
+    let last;
     {
         let store = RedbStore::open(&path).unwrap();
         for i in 0..50 {
-            let rec = sample_record(&format!("fn-{i:02}"), 1);
-            store.compare_and_set(None, rec.clone()).await.unwrap();
+            let mut rec = sample_record(&format!("fn-{i:02}"), 1);
+            rec.revision = store.compare_and_set(None, rec.clone()).await.unwrap();
             written.push(rec);
         }
         let mut updated = sample_record("fn-07", 2);
         updated.status.phase = Phase::Failed;
         updated.status.message = Some("kept across restarts".into());
-        store.compare_and_set(Some(1), updated.clone()).await.unwrap();
+        updated.revision = store.compare_and_set(Some(written[7].revision), updated.clone()).await.unwrap();
         written[7] = updated;
-        store.delete(&FunctionName::new("fn-49").unwrap(), 1).await.unwrap();
-        written.pop();
+        let gone = written.pop().unwrap();
+        store.delete(&FunctionName::new("fn-49").unwrap(), gone.revision).await.unwrap();
+        last = written[7].revision;
     }
     let reopened = RedbStore::open(&path).unwrap();
     assert_eq!(reopened.list().await.unwrap(), written);
-    // Generations carry on after the reopen.
-    let err = reopened.compare_and_set(Some(1), sample_record("fn-07", 3)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { actual: Some(2), .. }), "{err:?}");
+    // Revisions carry on after the reopen: an old one conflicts, and new ones never repeat one.
+    let err = reopened.compare_and_set(Some(last - 1), sample_record("fn-07", 3)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: Some(a), .. } if a == last), "{err:?}");
+    let next = reopened.compare_and_set(None, sample_record("fn-new", 1)).await.unwrap();
+    assert!(next > last + 1, "the store-wide revision continued: {next} after {last}");
 }
 
 #[tokio::test]

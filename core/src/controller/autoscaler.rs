@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, topics};
-use crate::model::{FunctionName, FunctionRecord, Phase};
+use crate::model::{DesiredScale, FunctionName, FunctionRecord, Phase};
 use crate::ports::{FunctionLoad, LoadSource, Queue, Store};
+use crate::support::now_ms;
 
 /// Settings of the [`Autoscaler`].
 #[derive(Clone, Debug)]
@@ -103,12 +104,22 @@ impl Autoscaler {
             let l = load.get(r.spec.name()).copied().unwrap_or_default();
             let track = self.tracks.entry(r.spec.name().clone()).or_default();
             if let Decision::Scale(n) = decide(r, l, track, &self.config, now) {
-                let event = Event::ScaleRequested {
-                    name: r.spec.name().clone(),
-                    generation: r.generation,
-                    running: n,
-                    reason: format!("{} in flight", l.in_flight),
-                };
+                let reason = format!("autoscaler: {} in flight", l.in_flight);
+                // The ask is recorded first (the record is the intent; it
+                // outlives a restart), only for the generation it was decided on.
+                let generation = r.generation;
+                let written = super::records::update(self.store.as_ref(), r.spec.name(), |rec| {
+                    if rec.deleted || rec.generation != generation || rec.scale.running == Some(n) {
+                        return false;
+                    }
+                    rec.scale = DesiredScale { running: Some(n), reason: reason.clone(), at_ms: now_ms() };
+                    true
+                })
+                .await?;
+                if written.is_none_or(|rec| rec.generation != generation) {
+                    continue;
+                }
+                let event = Event::ScaleRequested { name: r.spec.name().clone(), generation, running: n, reason };
                 self.queue.publish(topics::DEPLOYMENTS, event.to_message()).await?;
                 asked.push((r.spec.name().clone(), n));
             }
@@ -125,7 +136,7 @@ fn decide(r: &FunctionRecord, l: FunctionLoad, t: &mut Track, c: &AutoscalerConf
     }
     t.requests = l.requests;
     // Only a generation that serves is scaled; a deploy in progress or failed is the runtime worker's.
-    if r.status.generation != r.generation || r.status.phase != Phase::Ready {
+    if r.status.generation != r.generation || !matches!(r.status.phase, Phase::Ready | Phase::Degraded) {
         t.below_since = None;
         return Decision::Keep;
     }
@@ -187,7 +198,7 @@ mod tests {
         let mut status = FunctionStatus::new(Phase::Ready, 1);
         status.endpoints =
             (0..running).map(|i| Endpoint::new(format!("127.0.0.1:{}", 1000 + i).parse().unwrap())).collect();
-        FunctionRecord { spec: input.validate().unwrap(), generation: 1, deleted: false, status }
+        FunctionRecord { status, ..FunctionRecord::new(input.validate().unwrap(), 1) }
     }
 
     fn load(in_flight: usize, requests: u64) -> FunctionLoad {

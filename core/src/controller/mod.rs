@@ -1,31 +1,39 @@
 //! The controller: the platform's API and the workers that converge state.
 //!
 //! ```text
-//! Platform::deploy ─ validate ─ Store (generation += 1) ─ "deployments" ─▶ RuntimeWorker
-//!   RuntimeWorker ─ Runtime: prepare, start until ready, stop old ─ "routes" ─▶ RouterWorker
-//!   RouterWorker ─ Router: apply the whole table ─ "status" ─▶ StatusWorker ─ Store
+//! Platform::deploy ─ validate ─ Store (the record is the intent) ─ "deployments" (a nudge) ─▶ RuntimeWorker
+//!   RuntimeWorker: reconcile(name) = read record + list instances ─ plan (pure) ─ execute
+//!     ─ "routes" ─▶ RouterWorker ─ Router: apply the whole table ─ "status" ─▶ StatusWorker ─ Store
+//!     ─ "status" (Observed) ─▶ StatusWorker ─ Store (phase derived from what was observed)
+//!   periodic pass (every ~30 s): every function reconciled, the route table applied again
 //! ```
 //!
-//! Every handler is idempotent and compares generations, because the queue
-//! delivers at least once and a process can die between any two steps. Each
-//! handler returns `Ok` (ack), or a [`HandlerError`] that says whether to retry
-//! (nack, with backoff, then dead-letter) or dead-letter at once.
+//! Intent lives in the Store (spec, generation, deleted, desired scale);
+//! events only make a reconcile happen sooner. Every handler is idempotent
+//! and compares generations, because the queue delivers at least once and a
+//! process can die between any two steps. A failed reconcile backs off and is
+//! retried until it converges or the function is deleted; the dead-letter
+//! topic keeps only events that cannot be handled at all (undecodable).
 
 mod autoscaler;
 mod consume;
 mod error;
+mod plan;
 mod platform;
+mod records;
 mod router_worker;
 mod runtime_worker;
 mod status_worker;
 mod urls;
+mod workqueue;
 
 pub use autoscaler::{Autoscaler, AutoscalerConfig, Decision};
 pub use consume::{Attempt, EventHandler, run_consumer};
 pub use error::{HandlerError, PlatformError};
-pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformActivator, PlatformBuilder, StatusUpdate};
+pub use plan::{Plan, PlanInput, Step, plan};
+pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, StatusUpdate, StoreActivator};
 pub use router_worker::RouterWorker;
-pub use runtime_worker::{RuntimeWorker, RuntimeWorkerConfig};
+pub use runtime_worker::{PassReport, RuntimeWorker, RuntimeWorkerConfig};
 pub use status_worker::StatusWorker;
 pub use urls::PublicUrls;
 

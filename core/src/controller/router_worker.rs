@@ -12,8 +12,10 @@ use crate::model::{FunctionName, FunctionRecord, Phase, Route, RouteTable};
 use crate::ports::{Queue, Router};
 
 /// Consumes `routes`: keeps the whole route table, applies it to the Router on
-/// every change, and reports the function `Ready` (or `Deleted`) once the edge
-/// serves it.
+/// every change, and reports what the edge routes (or that a route is gone)
+/// once the edge serves it. Every period it applies the whole table again
+/// ([`reapply`](Self::reapply)), so a route dropped from the edge behind the
+/// platform's back comes back within one period.
 ///
 /// The table only moves forward: an `EndpointsChanged` older than the
 /// generation already applied for that function is ignored, including after a
@@ -39,24 +41,51 @@ impl RouterWorker {
         Self { queue, router, urls, state: Mutex::default() }
     }
 
-    /// On start: re-applies the table, seeded from records whose last status
-    /// was `Ready` (the runtime's resync corrects anything stale after it).
+    /// On start: re-applies the table, seeded from the endpoints each record
+    /// says the edge routed last (the runtime worker's first pass publishes
+    /// what runs now, and corrects anything stale).
     pub async fn resync(&self, records: &[FunctionRecord]) -> Result<(), HandlerError> {
         let mut state = self.state.lock().await;
         for r in records {
-            if !r.deleted && r.status.phase == Phase::Ready && r.status.generation == r.generation {
+            if !r.deleted && r.status.routed_generation > 0 {
                 state.table.upsert(Route {
                     name: r.spec.name().clone(),
-                    generation: r.generation,
+                    generation: r.status.routed_generation,
                     endpoints: r.status.endpoints.clone(),
                     timeout_ms: u64::try_from(r.spec.timeout().as_millis()).unwrap_or(u64::MAX),
                 });
-                state.applied.insert(r.spec.name().clone(), r.generation);
+                state.applied.insert(r.spec.name().clone(), r.status.routed_generation);
             }
         }
         self.router.apply(&state.table).await?;
         tracing::info!(routes = state.table.len(), "router resync done");
         Ok(())
+    }
+
+    /// Applies the whole table again: the edge's drift (a route removed or
+    /// changed behind the platform's back, an edge restarted empty) heals.
+    pub async fn reapply(&self) -> Result<(), HandlerError> {
+        let state = self.state.lock().await;
+        self.router.apply(&state.table).await?;
+        Ok(())
+    }
+
+    /// Re-applies the table every `period` (jittered by ±10%) until `cancel` fires.
+    pub async fn run_reapply(
+        self: std::sync::Arc<Self>,
+        period: std::time::Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let wait = period.mul_f64(0.9 + 0.2 * super::workqueue::jitter());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if let Err(e) = self.reapply().await {
+                tracing::warn!(error = %e.message, "re-applying the route table failed; trying at the next period");
+            }
+        }
     }
 
     /// The table as last applied.

@@ -1,49 +1,42 @@
+//! The runtime worker: converges each function's instances on the Runtime to
+//! what its record in the Store asks for, level-triggered.
+//!
+//! ```text
+//! nudges: "deployments" events, runtime exits, the edge, a finished drain ─┐
+//! periodic pass (every ~30 s, jittered): one Store list + one Runtime list ─┼─▶ work queue (by name)
+//! backoff after a failure (1 s … 5 min, never gives up) ───────────────────┘        │
+//!   reconcile(name): read the record ─ list instances ─ plan (pure) ─ execute ─ publish "Observed"
+//! ```
+//!
+//! Events carry no intent: the record does (spec, generation, deleted,
+//! desired scale). An event only makes a reconcile happen now instead of at
+//! the next pass, so a lost event, a missed engine event or a container
+//! removed behind the platform's back heals within one period.
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
+use super::plan::{Plan, PlanInput, Step, plan};
+use super::records;
+use super::workqueue::{Backoff, Snapshot, WorkQueue, jitter};
 use crate::events::{Event, topics};
 use crate::model::{
-    FunctionName, FunctionRecord, FunctionSpec, FunctionStatus, Instance, InstanceId, InstanceState, Phase,
+    DesiredScale, Endpoint, FunctionName, FunctionRecord, FunctionSpec, Instance, InstanceId, InstanceState, Phase,
 };
 use crate::ports::{LoadSource, Queue, Runtime, RuntimeError, RuntimeEvent, Store};
-
-/// Consumes `deployments`: converges each function's instances on the Runtime
-/// to its spec, then tells the router worker which endpoints serve it.
-///
-/// The plan for one function at generation `g` (events about older
-/// generations are ignored): run the wanted number of instances of `g`,
-/// resuming paused ones, then starting created ones, before creating new
-/// ones; publish their endpoints; drain and stop other generations; refill the
-/// pool of paused instances and the created ones.
-/// The wanted number starts at `max(min, 1)` and then follows
-/// `ScaleRequested` (the autoscaler) and `ActivationRequested` (a request
-/// waiting at the edge).
-///
-/// Every step reads the Runtime's own list first, so running it twice does
-/// nothing the second time. On a failure the status says why; on the last
-/// attempt the instances of `g` are stopped, so an older generation that
-/// still runs keeps serving.
-pub struct RuntimeWorker {
-    queue: Arc<dyn Queue>,
-    runtime: Arc<dyn Runtime>,
-    store: Arc<dyn Store>,
-    config: RuntimeWorkerConfig,
-    /// Instances to run per function, with the generation they were asked for.
-    desired: Mutex<HashMap<FunctionName, (u64, u32)>>,
-    /// Instances being stopped in the background: not counted as live until
-    /// their stop returns, or a converge right after would route to them.
-    leaving: Arc<Mutex<HashSet<InstanceId>>>,
-    /// The edge's per-endpoint request counts, when it has them: an instance
-    /// leaves only once no request is in flight on it.
-    load: Option<Arc<dyn LoadSource>>,
-}
+use crate::support::now_ms;
 
 /// Settings of a [`RuntimeWorker`].
 #[derive(Clone, Debug)]
@@ -51,61 +44,115 @@ pub struct RuntimeWorkerConfig {
     /// The sum of the memory limits of all instances (running and paused)
     /// stays within this many MiB; `None` checks nothing.
     pub memory_budget_mb: Option<u64>,
-    /// After a new generation's endpoints are published, instances of older
-    /// generations keep running at least this long, so the edge switches and
-    /// requests already on them finish (default 2 s). With the edge's counts
-    /// ([`RuntimeWorker::with_load_source`]), an instance still serving a
-    /// request after that is stopped only once the request ends (bounded by
-    /// the function's timeout).
+    /// An instance taken out of the routes keeps running at least this long,
+    /// so the edge switches and requests already on it finish (default 2 s).
+    /// With the edge's counts ([`RuntimeWorker::with_load_source`]), one still
+    /// serving a request after that leaves only once the request ends
+    /// (bounded by the function's timeout). The drain runs in the background:
+    /// the function's next reconcile never waits for it.
     pub drain: Duration,
+    /// How often every function is reconciled even if nothing asked
+    /// (default 30 s, jittered by ±10%). Drift from any cause heals within it.
+    pub resync_period: Duration,
+    /// The first retry after a failure (default 1 s); it doubles per failure.
+    pub backoff_min: Duration,
+    /// The longest wait between retries (default 5 min). A failure that will
+    /// not go away by itself (an image that cannot be had) waits this long.
+    pub backoff_max: Duration,
+    /// How many functions are reconciled at once (default 16; one reconcile
+    /// per function at a time whatever this is).
+    pub concurrency: usize,
 }
 
 impl Default for RuntimeWorkerConfig {
     fn default() -> Self {
-        Self { memory_budget_mb: None, drain: Duration::from_secs(2) }
-    }
-}
-
-/// Whether the edge has no request in flight on `instance`, waiting up to
-/// `limit` for that. Without per-endpoint counts there is nothing to wait for.
-async fn idle_within(load: Option<&dyn LoadSource>, instance: &Instance, limit: Duration) -> bool {
-    let Some(load) = load else { return true };
-    if instance.state != InstanceState::Running {
-        return true;
-    }
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match load.endpoint_in_flight(instance.endpoint.addr()) {
-            None | Some(0) => return true,
-            Some(n) if tokio::time::Instant::now() >= deadline => {
-                tracing::debug!(instance = %instance.id, in_flight = n, "still serving");
-                return false;
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        Self {
+            memory_budget_mb: None,
+            drain: Duration::from_secs(2),
+            resync_period: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            concurrency: 16,
         }
     }
 }
 
-/// Keeps the instances that started; the first failure is the outcome (each
-/// failed start removed its instance, per the Runtime contract).
-fn collect_started(
-    results: Vec<Result<Instance, RuntimeError>>,
-    running: &mut Vec<Instance>,
-) -> Result<(), HandlerError> {
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Ok(instance) => running.push(instance),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
+/// What one pass looked at, for logs and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Functions scheduled for a reconcile.
+    pub functions: usize,
+    /// Instances the runtime listed (its one `list` call).
+    pub instances: usize,
+    /// Functions left alone because they back off after a failure.
+    pub backing_off: usize,
+}
+
+/// What the worker remembers of a function between reconciles. None of it is
+/// intent: a restart loses it and the first pass rebuilds it.
+#[derive(Default)]
+struct Memory {
+    generation: u64,
+    /// The endpoints the edge was last asked to route, and for which generation.
+    published: Option<(u64, Vec<Endpoint>)>,
+    failures: u32,
+    next_retry: Option<Instant>,
+    /// When the last reconcile ended: a pass snapshot older than that is stale.
+    finished: Option<Instant>,
+    /// The last observation published, and when.
+    observed: Option<(Observation, Instant)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Observation {
+    generation: u64,
+    instances: Vec<Instance>,
+    wanted: u32,
+    published: Vec<Endpoint>,
+    error: Option<String>,
+    permanent: bool,
+    attempts: u32,
+}
+
+struct Leaving {
+    function: FunctionName,
+    into_pool: bool,
+}
+
+/// A failed reconcile, with what was seen before it failed.
+struct Failure {
+    error: HandlerError,
+    record: Option<FunctionRecord>,
+    world: Option<Vec<Instance>>,
+}
+
+impl<E: Into<HandlerError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { error: e.into(), record: None, world: None }
     }
-    first_error.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Converges functions on the Runtime; see the module docs.
+pub struct RuntimeWorker {
+    queue: Arc<dyn Queue>,
+    runtime: Arc<dyn Runtime>,
+    store: Arc<dyn Store>,
+    config: RuntimeWorkerConfig,
+    load: Option<Arc<dyn LoadSource>>,
+    work: Arc<WorkQueue>,
+    memory: Mutex<HashMap<FunctionName, Memory>>,
+    /// Instances retiring in the background: not the planner's to see until
+    /// their drain ends (paused into the pool, or stopped).
+    leaving: Arc<Mutex<HashMap<InstanceId, Leaving>>>,
+    background: Mutex<JoinSet<()>>,
+    stop_background: CancellationToken,
+    can_precreate: AtomicBool,
+    pass_enabled: AtomicBool,
+    passes: AtomicU64,
 }
 
 impl RuntimeWorker {
-    /// A worker over these ports. `store` holds the desired specs (the platform's
+    /// A worker over these ports. `store` holds the records (the platform's
     /// Store when embedded; a local one when the worker runs on its own).
     pub fn new(queue: Arc<dyn Queue>, runtime: Arc<dyn Runtime>, store: Arc<dyn Store>) -> Self {
         Self::with_config(queue, runtime, store, RuntimeWorkerConfig::default())
@@ -118,7 +165,21 @@ impl RuntimeWorker {
         store: Arc<dyn Store>,
         config: RuntimeWorkerConfig,
     ) -> Self {
-        Self { queue, runtime, store, config, desired: Mutex::default(), leaving: Arc::default(), load: None }
+        Self {
+            queue,
+            runtime,
+            store,
+            config,
+            load: None,
+            work: Arc::new(WorkQueue::new()),
+            memory: Mutex::default(),
+            leaving: Arc::default(),
+            background: Mutex::new(JoinSet::new()),
+            stop_background: CancellationToken::new(),
+            can_precreate: AtomicBool::new(true),
+            pass_enabled: AtomicBool::new(true),
+            passes: AtomicU64::new(0),
+        }
     }
 
     /// Reads the edge's per-endpoint request counts during drains, so a
@@ -128,385 +189,614 @@ impl RuntimeWorker {
         self
     }
 
-    /// On start: stops instances no stored function wants, and asks for a
-    /// reconcile of every stored function (which starts missing instances and
-    /// republishes endpoints, re-seeding the router).
-    pub async fn resync(&self) -> Result<(), HandlerError> {
-        let records = self.store.list().await?;
-        let wanted: HashSet<&FunctionName> = records.iter().filter(|r| !r.deleted).map(|r| r.spec.name()).collect();
-        for instance in self.runtime.list().await? {
-            if !wanted.contains(&instance.function) {
-                tracing::info!(function = %instance.function, instance = %instance.id, "resync: stopping an instance no stored function wants");
-                self.runtime.stop(&instance.id).await?;
-            }
-        }
-        for record in &records {
-            let event =
-                Event::ReconcileRequested { name: record.spec.name().clone(), reason: "resync on start".into() };
-            self.queue.publish(topics::DEPLOYMENTS, event.to_message()).await?;
-        }
-        tracing::info!(functions = records.len(), "runtime resync done");
-        Ok(())
+    /// Turns the periodic pass (and the re-list after a runtime reconnect)
+    /// off or on. Only for tests that show what the pass is for.
+    pub fn set_pass_enabled(&self, enabled: bool) {
+        self.pass_enabled.store(enabled, Ordering::SeqCst);
     }
 
-    /// Turns the runtime's exit reports into reconcile requests, so a crashed
-    /// or killed instance is replaced. Runs until `cancel` fires.
-    pub async fn watch_exits(&self, cancel: CancellationToken) {
-        let mut events = self.runtime.events();
+    /// How many passes ran.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::SeqCst)
+    }
+
+    /// Runs the worker's loops until `cancel` fires: `concurrency` reconcile
+    /// loops, the periodic pass (the first one at once) and the runtime's
+    /// event watch. [`shutdown`](Self::shutdown) then stops background drains.
+    pub fn spawn(self: &Arc<Self>, tasks: &mut JoinSet<()>, cancel: &CancellationToken) {
+        for _ in 0..self.config.concurrency.max(1) {
+            tasks.spawn(Arc::clone(self).reconcile_loop(cancel.clone()));
+        }
+        tasks.spawn(Arc::clone(self).pass_loop(cancel.clone()));
+        tasks.spawn(Arc::clone(self).watch_runtime(cancel.clone()));
+    }
+
+    /// Stops the drains still running in the background. The instances they
+    /// held stay as they are; the next start's first pass sees them and
+    /// retires them again.
+    pub async fn shutdown(&self) {
+        self.stop_background.cancel();
+        let mut set = std::mem::take(&mut *self.background.lock());
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Asks for a reconcile of `name` now.
+    pub fn nudge(&self, name: &FunctionName) {
+        self.work.schedule(name, Instant::now());
+    }
+
+    /// Asks for a reconcile of `name` now, unless it is backing off after a
+    /// failure (then at its next retry): for signals that say "something may
+    /// have changed" rather than "the user asked".
+    fn nudge_gently(&self, name: &FunctionName) {
+        let at = self.memory.lock().get(name).and_then(|m| m.next_retry).unwrap_or_else(Instant::now);
+        self.work.schedule(name, at.max(Instant::now()));
+    }
+
+    /// Runs one pass now and waits until every reconcile it scheduled has
+    /// ended. For benchmarks and tests; the worker's loops must be running.
+    pub async fn pass_and_settle(&self) -> Result<PassReport, HandlerError> {
+        let report = self.pass(true).await?;
+        while self.work.len() > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(report)
+    }
+
+    async fn reconcile_loop(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            let event = tokio::select! {
+            // A reconcile in hand finishes; only the wait for the next one is cut.
+            let (name, snapshot) = tokio::select! {
                 _ = cancel.cancelled() => return,
-                e = events.next() => match e { Some(e) => e, None => return },
+                next = self.work.next() => next,
             };
-            let RuntimeEvent::Exited { id, function, generation, reason } = event;
-            {
-                tracing::warn!(%function, instance = %id, generation, ?reason, "instance exited; reconciling");
-                let ev =
-                    Event::ReconcileRequested { name: function, reason: format!("instance {id} exited: {reason:?}") };
-                if let Err(e) = self.queue.publish(topics::DEPLOYMENTS, ev.to_message()).await {
-                    tracing::error!(error = %e, "cannot publish the reconcile after an exit; resync will catch it");
+            let span = tracing::info_span!("reconcile", function = %name);
+            self.reconcile_and_record(&name, snapshot).instrument(span).await;
+            self.work.done(&name);
+        }
+    }
+
+    async fn pass_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let mut first = true;
+        loop {
+            if !first {
+                let period = self.config.resync_period.mul_f64(0.9 + 0.2 * jitter());
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(period) => {}
                 }
             }
+            // The first pass (at start) takes everything, backoff or not: nothing is known yet.
+            if let Err(e) = self.pass(first).await {
+                tracing::warn!(error = %e.message, "periodic pass failed; trying again at the next one");
+            }
+            first = false;
         }
     }
 
-    async fn publish(&self, event: Event, topic: &str) -> Result<(), HandlerError> {
-        self.queue.publish(topic, event.to_message()).await.map_err(Into::into)
+    /// Turns the runtime's events into reconciles: an exit, the function now;
+    /// a reconnect (events may have been missed), a pass.
+    async fn watch_runtime(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let mut events = self.runtime.events();
+            loop {
+                let event = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    e = events.next() => e,
+                };
+                match event {
+                    Some(RuntimeEvent::Exited { id, function, generation, reason }) => {
+                        tracing::warn!(%function, instance = %id, generation, ?reason, "instance exited; reconciling");
+                        self.nudge_gently(&function);
+                    }
+                    Some(RuntimeEvent::Resync { reason }) => {
+                        tracing::info!(%reason, "runtime events may have been missed; listing everything again");
+                        if let Err(e) = self.pass(true).await {
+                            tracing::warn!(error = %e.message, "pass after a runtime resync failed");
+                        }
+                    }
+                    #[allow(unreachable_patterns)]
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            // The stream ended (a runtime that cannot watch): listen again, the pass covers the gap.
+            tracing::debug!("runtime event stream ended; subscribing again");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
-    async fn status(
+    /// One look at everything: one Store list and one Runtime list, then a
+    /// reconcile of every function (with what the list saw), and of every
+    /// function that has instances but no live record (they are stopped).
+    /// `ignore_backoff` also takes functions that back off after a failure.
+    pub async fn pass(&self, ignore_backoff: bool) -> Result<PassReport, HandlerError> {
+        if !self.pass_enabled.load(Ordering::SeqCst) {
+            return Ok(PassReport::default());
+        }
+        self.passes.fetch_add(1, Ordering::SeqCst);
+        let records = self.store.list().await?;
+        let listed = match self.runtime.list().await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // Each reconcile will say so in its function's status.
+                tracing::warn!(error = %e, "pass: the runtime cannot list its instances");
+                None
+            }
+        };
+        let taken = Instant::now();
+        let mut by_function: HashMap<FunctionName, Vec<Instance>> = HashMap::new();
+        for i in listed.iter().flatten() {
+            by_function.entry(i.function.clone()).or_default().push(i.clone());
+        }
+        let mut names: Vec<FunctionName> = records
+            .iter()
+            .filter(|r| !is_gone(r) || by_function.contains_key(r.spec.name()))
+            .map(|r| r.spec.name().clone())
+            .collect();
+        let known: HashSet<FunctionName> = records.iter().map(|r| r.spec.name().clone()).collect();
+        names.extend(by_function.keys().filter(|n| !known.contains(*n)).cloned());
+        let mut report = PassReport { instances: listed.as_ref().map_or(0, Vec::len), ..PassReport::default() };
+        let now = Instant::now();
+        for name in names {
+            let backing_off = self.memory.lock().get(&name).and_then(|m| m.next_retry).is_some_and(|t| t > now);
+            if backing_off && !ignore_backoff {
+                report.backing_off += 1;
+                continue;
+            }
+            report.functions += 1;
+            match &listed {
+                Some(_) => {
+                    let instances = by_function.remove(&name).unwrap_or_default();
+                    self.work.schedule_with(&name, Snapshot { instances, taken });
+                }
+                None => self.work.schedule(&name, now),
+            }
+        }
+        tracing::debug!(?report, "pass scheduled");
+        metrics::counter!("pilotlight_reconcile_passes_total").increment(1);
+        Ok(report)
+    }
+
+    async fn reconcile_and_record(&self, name: &FunctionName, snapshot: Option<Snapshot>) {
+        let began = Instant::now();
+        let outcome = self.reconcile(name, snapshot).await;
+        let Some(event) = self.record_outcome(name, outcome) else { return };
+        if let Err(e) = self.queue.publish(topics::STATUS, event.to_message()).await {
+            tracing::warn!(error = %e, "cannot publish the observation; the next reconcile will");
+            if let Some(m) = self.memory.lock().get_mut(name) {
+                m.observed = None;
+            }
+        }
+        tracing::debug!(took_ms = began.elapsed().as_secs_f64() * 1e3, "reconciled");
+    }
+
+    /// Updates the function's memory after a reconcile (failures, backoff)
+    /// and returns the observation to publish, unless it is unchanged and recent.
+    #[allow(clippy::type_complexity)]
+    fn record_outcome(
         &self,
         name: &FunctionName,
-        generation: u64,
-        phase: Phase,
-        message: Option<String>,
-        will_retry: bool,
-    ) {
-        let ev = Event::StatusChanged {
+        outcome: Result<Option<(FunctionRecord, Option<Vec<Instance>>)>, Failure>,
+    ) -> Option<Event> {
+        let mut memory = self.memory.lock();
+        let (record, world, failure) = match outcome {
+            Ok(None) => {
+                memory.remove(name);
+                metrics::counter!("pilotlight_reconcile_total", "outcome" => "ok").increment(1);
+                return None;
+            }
+            Ok(Some((record, world))) => {
+                let m = memory.entry(name.clone()).or_default();
+                m.finished = Some(Instant::now());
+                m.failures = 0;
+                m.next_retry = None;
+                metrics::counter!("pilotlight_reconcile_total", "outcome" => "ok").increment(1);
+                (record, world, None)
+            }
+            Err(Failure { error, record, world }) => {
+                let m = memory.entry(name.clone()).or_default();
+                m.finished = Some(Instant::now());
+                m.failures = m.failures.saturating_add(1);
+                let backoff = Backoff { min: self.config.backoff_min, max: self.config.backoff_max };
+                let delay = backoff.delay(m.failures, !error.retryable);
+                m.next_retry = Some(Instant::now() + delay);
+                self.work.schedule(name, Instant::now() + delay);
+                tracing::warn!(
+                    error = %error.message,
+                    attempt = m.failures,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    permanent = !error.retryable,
+                    "reconcile failed; backing off"
+                );
+                metrics::counter!("pilotlight_reconcile_total", "outcome" => "error").increment(1);
+                match record {
+                    Some(r) => (r, world, Some((error, delay))),
+                    None => return None,
+                }
+            }
+        };
+        let m = memory.entry(name.clone()).or_default();
+        let failures = m.failures;
+        let published = m.published.as_ref().filter(|(g, _)| *g == record.generation).map(|(_, e)| e.clone());
+        let observation = Observation {
+            generation: record.generation,
+            instances: world.clone().unwrap_or_else(|| record.status.instances.clone()),
+            wanted: record.wanted(),
+            published: published.unwrap_or_else(|| record.status.published.clone()),
+            error: failure.as_ref().map(|(e, _)| e.message.clone()),
+            permanent: failure.as_ref().is_some_and(|(e, _)| !e.retryable),
+            attempts: failures,
+        };
+        // Unchanged and recent: nothing to write. Once per period it is
+        // written anyway, so readers can tell a fresh observation from a stale one.
+        let fresh = m
+            .observed
+            .as_ref()
+            .is_some_and(|(o, at)| *o == observation && at.elapsed() < self.config.resync_period.mul_f64(0.9));
+        if fresh {
+            return None;
+        }
+        m.observed = Some((observation.clone(), Instant::now()));
+        let at_ms = if world.is_some() { now_ms() } else { record.status.observed_at_ms };
+        Some(Event::Observed {
             name: name.clone(),
-            generation,
-            phase,
-            url: None,
-            message,
-            will_retry,
-            endpoints: Vec::new(),
+            generation: observation.generation,
+            instances: observation.instances,
+            wanted: observation.wanted,
+            published: observation.published,
+            error: observation.error,
+            permanent: observation.permanent,
+            attempts: observation.attempts,
+            next_retry_ms: failure.map(|(_, d)| now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            at_ms,
+        })
+    }
+
+    /// One reconcile. `Ok(None)`: nothing is left of the function (no record,
+    /// or its delete is complete). `Ok(Some)`: the record and the instances
+    /// as they are after the steps.
+    async fn reconcile(
+        &self,
+        name: &FunctionName,
+        snapshot: Option<Snapshot>,
+    ) -> Result<Option<(FunctionRecord, Option<Vec<Instance>>)>, Failure> {
+        let record = self.store.get(name).await?;
+        let Some(record) = record else {
+            for i in self.instances(name, snapshot).await? {
+                tracing::info!(instance = %i.id, "stopping an instance no stored function wants");
+                self.runtime.stop(&i.id).await?;
+            }
+            return Ok(None);
         };
-        if let Err(e) = self.publish(ev, topics::STATUS).await {
-            tracing::warn!(error = %e, "cannot publish status");
+        {
+            let mut memory = self.memory.lock();
+            let m = memory.entry(name.clone()).or_default();
+            if m.generation != record.generation {
+                // A new generation (a deploy, a delete) starts afresh.
+                m.generation = record.generation;
+                m.failures = 0;
+                m.next_retry = None;
+            }
+        }
+        let fail =
+            |error: HandlerError, world: Option<Vec<Instance>>| Failure { error, record: Some(record.clone()), world };
+        let instances = self.instances(name, snapshot).await.map_err(|e| fail(e, None))?;
+        if record.deleted {
+            return self.remove(&record, instances).await.map_err(|(e, w)| fail(e, Some(w)));
+        }
+        let mut world = instances;
+        match self.converge(&record, &mut world).await {
+            Ok(()) => Ok(Some((record, Some(world)))),
+            Err(e) => Err(fail(e, Some(world))),
         }
     }
 
-    async fn instances_of(&self, name: &FunctionName) -> Result<Vec<Instance>, HandlerError> {
-        let all = self.runtime.list().await?;
-        let leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(all.into_iter().filter(|i| &i.function == name && !leaving.contains(&i.id)).collect())
-    }
-
-    /// Records `generation` as wanted if it is new; returns false if the Store has a newer one.
-    async fn accept(&self, record: FunctionRecord) -> Result<bool, HandlerError> {
-        let stored = self.store.get(record.spec.name()).await?;
-        match stored {
-            Some(s) if s.generation > record.generation => {
-                tracing::debug!(stored = s.generation, "stale event ignored");
-                Ok(false)
-            }
-            Some(s) if s.generation == record.generation => Ok(true),
-            other => {
-                // A worker with its own store (not the API's) learns the spec from the event.
-                self.store.compare_and_set(other.map(|s| s.generation), record).await?;
-                Ok(true)
-            }
-        }
-    }
-
-    async fn deploy(&self, spec: FunctionSpec, generation: u64, attempt: Attempt) -> Result<(), HandlerError> {
-        let record = FunctionRecord {
-            status: FunctionStatus::new(Phase::Pending, generation),
-            spec: spec.clone(),
-            generation,
-            deleted: false,
+    /// The function's instances: from the pass's snapshot when nothing ran
+    /// for it since, else from a fresh list; without those leaving.
+    async fn instances(&self, name: &FunctionName, snapshot: Option<Snapshot>) -> Result<Vec<Instance>, HandlerError> {
+        let finished = self.memory.lock().get(name).and_then(|m| m.finished);
+        let instances = match snapshot {
+            Some(s) if finished.is_none_or(|f| s.taken >= f) => s.instances,
+            _ => self.runtime.list().await?.into_iter().filter(|i| &i.function == name).collect(),
         };
-        if !self.accept(record).await? {
+        let leaving = self.leaving.lock();
+        Ok(instances.into_iter().filter(|i| !leaving.contains_key(&i.id)).collect())
+    }
+
+    /// A deleted function: every instance stops and the route goes.
+    async fn remove(
+        &self,
+        record: &FunctionRecord,
+        instances: Vec<Instance>,
+    ) -> Result<Option<(FunctionRecord, Option<Vec<Instance>>)>, (HandlerError, Vec<Instance>)> {
+        let name = record.spec.name();
+        let mut world = instances;
+        while let Some(i) = world.first().cloned() {
+            if let Err(e) = self.runtime.stop(&i.id).await {
+                return Err((e.into(), world));
+            }
+            world.remove(0);
+        }
+        let already = self.memory.lock().get(name).and_then(|m| m.published.clone());
+        if already != Some((record.generation, Vec::new())) || record.status.phase != Phase::Deleted {
+            let event = Event::EndpointsChanged {
+                name: name.clone(),
+                generation: record.generation,
+                endpoints: Vec::new(),
+                timeout_ms: 0,
+                removed: true,
+            };
+            if let Err(e) = self.queue.publish(topics::ROUTES, event.to_message()).await {
+                return Err((e.into(), world));
+            }
+            self.memory.lock().entry(name.clone()).or_default().published = Some((record.generation, Vec::new()));
+        }
+        if is_gone(record) {
+            return Ok(None);
+        }
+        Ok(Some((record.clone(), Some(world))))
+    }
+
+    /// Plans and executes for a live function; `world` follows every step.
+    async fn converge(&self, record: &FunctionRecord, world: &mut Vec<Instance>) -> Result<(), HandlerError> {
+        let name = record.spec.name();
+        let published = self
+            .memory
+            .lock()
+            .get(name)
+            .and_then(|m| m.published.clone())
+            .filter(|(g, _)| *g == record.generation)
+            .map(|(_, e)| e);
+        let retiring_to_pool = self.leaving.lock().values().filter(|l| &l.function == name && l.into_pool).count();
+        let plan = plan(&PlanInput {
+            spec: &record.spec,
+            generation: record.generation,
+            wanted: usize::try_from(record.wanted()).unwrap_or(usize::MAX),
+            instances: world,
+            retiring_to_pool,
+            published: published.as_deref(),
+            can_precreate: self.can_precreate.load(Ordering::Relaxed),
+        });
+        if plan.is_empty() {
             return Ok(());
         }
-        self.converge_or_report(&spec, generation, attempt).await
+        tracing::debug!(steps = ?plan.steps, "plan");
+        self.execute(record, &plan, world).await
     }
 
-    /// Instances to run for `spec` at `generation`: what the autoscaler or an
-    /// activation last asked for, clamped to `min..=max`. A new generation
-    /// starts with what the old one ran (at least `max(min, 1)`, so a new
-    /// function answers at once).
-    fn want(&self, spec: &FunctionSpec, generation: u64) -> usize {
-        let s = spec.scaling();
-        let mut desired = self.desired.lock().unwrap_or_else(|p| p.into_inner());
-        let n = match desired.get(spec.name()) {
-            Some((g, n)) if *g == generation => *n,
-            Some((_, n)) => (*n).max(s.initial_instances()),
-            None => s.initial_instances(),
-        };
-        let n = n.clamp(s.min(), s.max());
-        desired.insert(spec.name().clone(), (generation, n));
-        usize::try_from(n).unwrap_or(usize::MAX)
-    }
-
-    fn set_desired(&self, name: &FunctionName, generation: u64, running: u32, at_least: bool) {
-        let mut desired = self.desired.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = desired.entry(name.clone()).or_insert((generation, running));
-        if entry.0 != generation {
-            *entry = (generation, running);
-        } else if at_least {
-            entry.1 = entry.1.max(running);
-        } else {
-            entry.1 = running;
-        }
-    }
-
-    async fn converge_or_report(
+    /// Carries out `plan` in order and stops at the first failure (so old
+    /// instances retire only once the new ones were published).
+    async fn execute(
         &self,
-        spec: &FunctionSpec,
-        generation: u64,
-        attempt: Attempt,
+        record: &FunctionRecord,
+        plan: &Plan,
+        world: &mut Vec<Instance>,
     ) -> Result<(), HandlerError> {
-        let started = Instant::now();
-        // Whether this generation already serves: a failure then must not take it down.
-        tracing::debug!("converging");
-        let serving = self
-            .store
-            .get(spec.name())
-            .await?
-            .is_some_and(|r| r.status.generation == generation && r.status.phase == Phase::Ready);
-        match self.converge(spec, generation, serving, started).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let will_retry = attempt.will_retry(&e);
-                if !will_retry && !serving {
-                    // Give up cleanly: remove what this generation started; an older one keeps serving.
-                    if let Ok(instances) = self.instances_of(spec.name()).await {
-                        for i in instances.iter().filter(|i| i.generation == generation) {
-                            if let Err(err) = self.runtime.stop(&i.id).await {
-                                tracing::warn!(instance = %i.id, error = %err, "cannot stop after final failure");
+        let spec = &record.spec;
+        let generation = record.generation;
+        let began = Instant::now();
+        let cold = !world.iter().any(|i| i.generation == generation && i.state == InstanceState::Running);
+        let to_start: usize = plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::StartCreated(_) => 1,
+                Step::Create(n) => *n,
+                _ => 0,
+            })
+            .sum();
+        let mut capacity_checked = false;
+        let mut prepared = false;
+        let mut started: Vec<Endpoint> = Vec::new();
+        let mut tier = None;
+        for step in &plan.steps {
+            match step {
+                Step::Remove(id) | Step::Stop(id) => {
+                    tracing::info!(instance = %id, "stopping");
+                    self.runtime.stop(id).await?;
+                    world.retain(|i| &i.id != id);
+                }
+                Step::Resume(id) => {
+                    let i = self.runtime.resume(id).await?;
+                    tier.get_or_insert("resume");
+                    started.push(i.endpoint);
+                    replace(world, i);
+                }
+                Step::StartCreated(id) => {
+                    if !capacity_checked {
+                        self.check_capacity(spec, to_start).await?;
+                        capacity_checked = true;
+                    }
+                    let i =
+                        self.runtime.start_created(spec, id).await.inspect_err(|_| world.retain(|i| &i.id != id))?;
+                    tier.get_or_insert("start_created");
+                    started.push(i.endpoint);
+                    replace(world, i);
+                }
+                Step::Create(n) => {
+                    self.runtime.prepare(spec).await?;
+                    prepared = true;
+                    if !capacity_checked {
+                        self.check_capacity(spec, to_start).await?;
+                        capacity_checked = true;
+                    }
+                    let results =
+                        futures::future::join_all((0..*n).map(|_| self.runtime.start(spec, generation))).await;
+                    let mut first_error = None;
+                    for r in results {
+                        match r {
+                            Ok(i) => {
+                                started.push(i.endpoint);
+                                world.push(i);
+                            }
+                            Err(e) => {
+                                first_error.get_or_insert(e);
                             }
                         }
                     }
+                    if let Some(e) = first_error {
+                        return Err(e.into());
+                    }
+                    tier.get_or_insert("create");
                 }
-                let message = if will_retry {
-                    format!("{} (attempt {} of {}, retrying)", e.message, attempt.number, attempt.max)
-                } else {
-                    format!("{} (gave up after attempt {} of {})", e.message, attempt.number, attempt.max)
-                };
-                self.status(spec.name(), generation, Phase::Failed, Some(message), will_retry).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// The plan, in the order that gets a waiting request served soonest:
-    /// 1. remove exited instances;
-    /// 2. run `want` instances of this generation, fastest tier first: resume
-    ///    paused ones (milliseconds), then start created ones, then create and
-    ///    start new ones (each waits for readiness);
-    /// 3. publish the endpoints of the `want` running ones; the edge switches atomically;
-    /// 4. let the edge drain, then pause (into the pool) or stop the extras,
-    ///    and stop old generations;
-    /// 5. refill the pool to `prewarm` paused instances (start, ready, pause)
-    ///    and `precreate` created ones, after the endpoints are out, so it
-    ///    never delays a request.
-    async fn converge(
-        &self,
-        spec: &FunctionSpec,
-        generation: u64,
-        serving: bool,
-        started: Instant,
-    ) -> Result<(), HandlerError> {
-        let name = spec.name();
-        let (exited, live): (Vec<Instance>, Vec<Instance>) =
-            self.instances_of(name).await?.into_iter().partition(|i| i.state == InstanceState::Exited);
-        // What died (crash, OOM, killed) is removed; it is replaced below.
-        for dead in &exited {
-            tracing::info!(instance = %dead.id, "removing an exited instance");
-            self.runtime.stop(&dead.id).await?;
-        }
-        tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "listed instances");
-        let (mine, others): (Vec<Instance>, Vec<Instance>) = live.into_iter().partition(|i| i.generation == generation);
-        let (mut paused, mut created, mut running) = (Vec::new(), Vec::new(), Vec::new());
-        for i in mine {
-            match i.state {
-                InstanceState::Paused => paused.push(i),
-                InstanceState::Created => created.push(i),
-                _ => running.push(i),
-            }
-        }
-        let want = self.want(spec, generation);
-        let prewarm = usize::try_from(spec.scaling().prewarm()).unwrap_or(0);
-        let precreate = usize::try_from(spec.scaling().precreate()).unwrap_or(0);
-        if !serving || !others.is_empty() {
-            self.status(name, generation, Phase::Deploying, None, false).await;
-        }
-        let cold = running.is_empty() && want > 0;
-        let mut tier = None;
-        let mut prepared = false;
-        while running.len() < want {
-            let Some(p) = paused.pop() else { break };
-            running.push(self.runtime.resume(&p.id).await?);
-            tier.get_or_insert("resume");
-            tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, instance = %p.id, "resumed");
-        }
-        if running.len() < want && !created.is_empty() {
-            let n = (want - running.len()).min(created.len());
-            self.check_capacity(spec, n).await?;
-            let chosen: Vec<Instance> = created.drain(..n).collect();
-            let results =
-                futures::future::join_all(chosen.iter().map(|c| self.runtime.start_created(spec, &c.id))).await;
-            collect_started(results, &mut running)?;
-            tier.get_or_insert("start_created");
-            tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, n, "started created instances");
-        }
-        if running.len() < want {
-            let n = want - running.len();
-            self.runtime.prepare(spec).await?;
-            prepared = true;
-            self.check_capacity(spec, n).await?;
-            let results = futures::future::join_all((0..n).map(|_| self.runtime.start(spec, generation))).await;
-            collect_started(results, &mut running)?;
-            tier.get_or_insert("create");
-        }
-        // Instances beyond `want` leave the edge first, and are paused or stopped after the drain.
-        let extras = if running.len() > want { running.split_off(want) } else { Vec::new() };
-        let mut endpoints: Vec<_> = running.iter().map(|i| i.endpoint).collect();
-        endpoints.sort();
-        let timeout_ms = u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX);
-        self.publish(
-            Event::EndpointsChanged { name: name.clone(), generation, endpoints, timeout_ms, removed: false },
-            topics::ROUTES,
-        )
-        .await?;
-        if let (true, Some(tier)) = (cold, tier) {
-            let took = started.elapsed();
-            metrics::histogram!("pilotlight_cold_start_seconds", "function" => name.to_string(), "tier" => tier)
-                .record(took.as_secs_f64());
-            tracing::info!(function = %name, tier, took_ms = took.as_secs_f64() * 1000.0, "cold start");
-        }
-        if !extras.is_empty() || !others.is_empty() {
-            // The edge gets the new endpoints through the router worker; requests
-            // already on the instances that leave get `drain` to finish.
-            tokio::time::sleep(self.config.drain).await;
-        }
-        let mut leaving = Vec::new();
-        for mut extra in extras {
-            // Pausing freezes what runs: an extra still serving a request leaves
-            // the other way (stopped once idle), and the pool is refilled below.
-            if paused.len() < prewarm && idle_within(self.load.as_deref(), &extra, self.config.drain).await {
-                self.runtime.pause(&extra.id).await?;
-                extra.state = InstanceState::Paused;
-                paused.push(extra);
-            } else {
-                leaving.push(extra);
-            }
-        }
-        leaving.extend(others);
-        self.stop_in_background(leaving, spec.timeout());
-        while paused.len() > prewarm {
-            if let Some(extra) = paused.pop() {
-                self.runtime.stop(&extra.id).await?;
-            }
-        }
-        let missing = prewarm.saturating_sub(paused.len());
-        if missing > 0 {
-            match self.refill(spec, generation, missing, prepared).await {
-                Ok(()) => prepared = true,
-                Err(e) => {
-                    tracing::warn!(function = %name, error = %e.message, "the pool of paused instances was not refilled")
+                Step::Publish => {
+                    let mut endpoints: Vec<Endpoint> = world
+                        .iter()
+                        .filter(|i| plan.keep.contains(&i.id))
+                        .map(|i| i.endpoint)
+                        .chain(started.iter().copied())
+                        .collect();
+                    endpoints.sort();
+                    endpoints.dedup();
+                    let event = Event::EndpointsChanged {
+                        name: spec.name().clone(),
+                        generation,
+                        endpoints: endpoints.clone(),
+                        timeout_ms: u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX),
+                        removed: false,
+                    };
+                    self.queue.publish(topics::ROUTES, event.to_message()).await?;
+                    self.memory.lock().entry(spec.name().clone()).or_default().published =
+                        Some((generation, endpoints));
+                    if let (true, Some(tier)) = (cold, tier) {
+                        let took = began.elapsed();
+                        metrics::histogram!("pilotlight_cold_start_seconds", "function" => spec.name().to_string(), "tier" => tier)
+                            .record(took.as_secs_f64());
+                        tracing::info!(tier, took_ms = took.as_secs_f64() * 1000.0, "cold start");
+                    }
                 }
+                Step::Retire { id, into_pool } => {
+                    if let Some(i) = world.iter().find(|i| &i.id == id) {
+                        self.retire(i.clone(), *into_pool, spec.timeout());
+                    }
+                }
+                Step::Refill(n) => {
+                    // The pool only makes the next start faster: a failure to fill it is logged, not fatal.
+                    match self.refill(spec, generation, *n, prepared).await {
+                        Ok(made) => {
+                            prepared = true;
+                            world.extend(made);
+                        }
+                        Err(e) => tracing::warn!(error = %e.message, "the pool of paused instances was not refilled"),
+                    }
+                }
+                Step::Precreate(n) => match self.precreate(spec, generation, *n, prepared).await {
+                    Ok(made) => world.extend(made),
+                    Err(e) => tracing::warn!(error = %e.message, "the created (not started) instances were not made"),
+                },
             }
-        }
-        if created.len() > precreate {
-            self.stop_in_background(created.split_off(precreate), Duration::ZERO);
-        }
-        let missing = precreate - created.len();
-        if missing > 0
-            && let Err(e) = self.precreate(spec, generation, missing, prepared).await
-        {
-            tracing::warn!(function = %name, error = %e.message, "the created (not started) instances were not made");
         }
         Ok(())
     }
 
+    /// Takes an instance out of service in the background: after the drain,
+    /// and once no request is in flight on it (up to `patience`), it is paused
+    /// into the pool or stopped; then its function is reconciled again.
+    fn retire(&self, instance: Instance, into_pool: bool, patience: Duration) {
+        self.leaving.lock().insert(instance.id.clone(), Leaving { function: instance.function.clone(), into_pool });
+        let runtime = Arc::clone(&self.runtime);
+        let leaving = Arc::clone(&self.leaving);
+        let work = Arc::clone(&self.work);
+        let load = self.load.clone();
+        let drain = self.config.drain;
+        let cancel = self.stop_background.clone();
+        self.background.lock().spawn(async move {
+            let id = instance.id.clone();
+            let done = async {
+                tokio::time::sleep(drain).await;
+                let idle = idle_within(load.as_deref(), &instance, patience).await;
+                if into_pool && idle {
+                    match runtime.pause(&id).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(instance = %id, error = %e, "cannot pause into the pool; stopping"),
+                    }
+                } else if !idle {
+                    tracing::warn!(instance = %id, ?patience, "requests still in flight after the function's timeout; stopping anyway");
+                }
+                tracing::info!(instance = %id, generation = instance.generation, "stopping an instance that left the routes");
+                if let Err(e) = runtime.stop(&id).await {
+                    tracing::warn!(instance = %id, error = %e, "cannot stop an instance that left the routes; the next reconcile will");
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = done => {}
+            }
+            leaving.lock().remove(&id);
+            work.schedule(&instance.function, Instant::now());
+        });
+    }
+
+    /// Starts `n` instances, waits until each is ready, and pauses it.
+    async fn refill(
+        &self,
+        spec: &FunctionSpec,
+        generation: u64,
+        n: usize,
+        prepared: bool,
+    ) -> Result<Vec<Instance>, HandlerError> {
+        if !prepared {
+            self.runtime.prepare(spec).await?;
+        }
+        self.check_capacity(spec, n).await?;
+        let one = || async {
+            let mut instance = self.runtime.start(spec, generation).await?;
+            if let Err(e) = self.runtime.pause(&instance.id).await {
+                let _ = self.runtime.stop(&instance.id).await;
+                return Err(HandlerError::from(e));
+            }
+            instance.state = InstanceState::Paused;
+            Ok::<_, HandlerError>(instance)
+        };
+        let mut made = Vec::new();
+        let mut first_error = None;
+        for r in futures::future::join_all((0..n).map(|_| one())).await {
+            match r {
+                Ok(i) => made.push(i),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if made.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e.message, made = made.len(), "the pool was refilled only in part");
+                Ok(made)
+            }
+            None => Ok(made),
+        }
+    }
+
     /// Creates `n` instances without starting them (the pool's second tier).
-    /// A runtime that cannot is not an error: the tier is skipped.
+    /// A runtime that cannot is not an error: the tier is skipped from then on.
     async fn precreate(
         &self,
         spec: &FunctionSpec,
         generation: u64,
         n: usize,
         prepared: bool,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Vec<Instance>, HandlerError> {
         if !prepared {
             self.runtime.prepare(spec).await?;
         }
+        let mut made = Vec::new();
         for _ in 0..n {
             match self.runtime.create(spec, generation).await {
-                Ok(_) => {}
+                Ok(i) => made.push(i),
                 Err(RuntimeError::Unsupported(what)) => {
-                    tracing::debug!(function = %spec.name(), %what, "the runtime cannot create without starting; precreate skipped");
-                    return Ok(());
+                    tracing::debug!(%what, "the runtime cannot create without starting; precreate skipped");
+                    self.can_precreate.store(false, Ordering::Relaxed);
+                    break;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
-    }
-
-    /// Stops instances that no longer serve without holding up this
-    /// function's next event: a stop can take the runtime's whole grace period
-    /// (a container whose process ignores SIGTERM), and an activation waiting
-    /// behind it would wait that long. They are out of the routes already; a
-    /// stop that fails is retried by the next reconcile, which sees them.
-    ///
-    /// With the edge's counts, each waits until no request is in flight on it,
-    /// up to `patience` (the function's timeout: the edge gives up on a
-    /// request by then anyway).
-    fn stop_in_background(&self, instances: Vec<Instance>, patience: Duration) {
-        if instances.is_empty() {
-            return;
-        }
-        let runtime = Arc::clone(&self.runtime);
-        let leaving = Arc::clone(&self.leaving);
-        let load = self.load.clone();
-        leaving.lock().unwrap_or_else(|p| p.into_inner()).extend(instances.iter().map(|i| i.id.clone()));
-        tokio::spawn(async move {
-            for i in &instances {
-                if !idle_within(load.as_deref(), i, patience).await {
-                    tracing::warn!(instance = %i.id, ?patience, "requests still in flight after the function's timeout; stopping anyway");
-                }
-            }
-            for i in instances {
-                tracing::info!(instance = %i.id, generation = i.generation, "stopping an instance that left the routes");
-                if let Err(e) = runtime.stop(&i.id).await {
-                    tracing::warn!(instance = %i.id, error = %e, "cannot stop an instance that left the routes");
-                }
-                leaving.lock().unwrap_or_else(|p| p.into_inner()).remove(&i.id);
-            }
-        });
-    }
-
-    /// Starts `n` instances, waits for each to be ready, and pauses it.
-    async fn refill(&self, spec: &FunctionSpec, generation: u64, n: usize, prepared: bool) -> Result<(), HandlerError> {
-        if !prepared {
-            self.runtime.prepare(spec).await?;
-        }
-        self.check_capacity(spec, n).await?;
-        let one = || async {
-            let instance = self.runtime.start(spec, generation).await?;
-            if let Err(e) = self.runtime.pause(&instance.id).await {
-                let _ = self.runtime.stop(&instance.id).await;
-                return Err(HandlerError::from(e));
-            }
-            Ok::<_, HandlerError>(())
-        };
-        for r in futures::future::join_all((0..n).map(|_| one())).await {
-            r?;
-        }
-        Ok(())
+        Ok(made)
     }
 
     /// Refuses to start `n` more instances of `spec` when their memory limits
@@ -543,82 +833,132 @@ impl RuntimeWorker {
         Ok(())
     }
 
-    async fn delete(&self, name: &FunctionName, generation: u64) -> Result<(), HandlerError> {
-        match self.store.get(name).await? {
-            Some(s) if s.generation > generation => {
-                tracing::debug!(stored = s.generation, "stale delete ignored");
-                return Ok(());
+    /// A worker that keeps its own Store (the split deployment) learns the
+    /// spec from the event; with the platform's Store it is already there.
+    async fn accept(&self, spec: FunctionSpec, generation: u64, deleted: bool) -> Result<(), HandlerError> {
+        let name = spec.name().clone();
+        for _ in 0..16 {
+            let stored = self.store.get(&name).await?;
+            let expected = match &stored {
+                Some(s) if s.generation >= generation => return Ok(()),
+                Some(s) => Some(s.revision),
+                None => None,
+            };
+            let mut record = stored.unwrap_or_else(|| FunctionRecord::new(spec.clone(), generation));
+            record.spec = spec.clone();
+            record.generation = generation;
+            record.deleted = deleted;
+            record.status.phase = record.status.derive_phase(generation, deleted);
+            match self.store.compare_and_set(expected, record).await {
+                Ok(_) => return Ok(()),
+                Err(crate::ports::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
             }
-            Some(s) if s.generation < generation => {
-                let tombstone = FunctionRecord {
-                    generation,
-                    deleted: true,
-                    status: FunctionStatus::new(Phase::Deleting, generation),
-                    spec: s.spec.clone(),
-                };
-                self.store.compare_and_set(Some(s.generation), tombstone).await?;
-            }
-            _ => {}
         }
-        for instance in self.instances_of(name).await? {
-            self.runtime.stop(&instance.id).await?;
-        }
-        self.publish(
-            Event::EndpointsChanged {
-                name: name.clone(),
-                generation,
-                endpoints: Vec::new(),
-                timeout_ms: 0,
-                removed: true,
-            },
-            topics::ROUTES,
-        )
-        .await
+        Err(HandlerError::retry(format!("`{name}` kept changing while its spec was recorded")))
     }
 
-    async fn reconcile(&self, name: &FunctionName, attempt: Attempt) -> Result<(), HandlerError> {
-        match self.store.get(name).await? {
-            None => {
-                for instance in self.instances_of(name).await? {
-                    self.runtime.stop(&instance.id).await?;
-                }
-                Ok(())
+    /// Records a scale asked through the queue in this worker's Store (a
+    /// no-op when the asker wrote the same Store).
+    async fn accept_scale(
+        &self,
+        name: &FunctionName,
+        generation: Option<u64>,
+        change: impl Fn(Option<u32>) -> Option<u32>,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        records::update(self.store.as_ref(), name, |r| {
+            if r.deleted || generation.is_some_and(|g| g != r.generation) {
+                return false;
             }
-            Some(r) if r.deleted => self.delete(name, r.generation).await,
-            Some(r) => self.converge_or_report(&r.spec, r.generation, attempt).await,
+            let running = change(r.scale.running);
+            if running == r.scale.running {
+                return false;
+            }
+            r.scale = DesiredScale { running, reason: reason.to_owned(), at_ms: now_ms() };
+            true
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+fn replace(world: &mut Vec<Instance>, instance: Instance) {
+    match world.iter_mut().find(|i| i.id == instance.id) {
+        Some(slot) => *slot = instance,
+        None => world.push(instance),
+    }
+}
+
+/// A delete that has completed: kept as a tombstone so generations keep rising.
+pub(crate) fn is_gone(r: &FunctionRecord) -> bool {
+    r.deleted && r.status.phase == Phase::Deleted && r.status.generation == r.generation
+}
+
+/// Whether the edge has no request in flight on `instance`, waiting up to
+/// `limit` for that. Without per-endpoint counts there is nothing to wait for.
+async fn idle_within(load: Option<&dyn LoadSource>, instance: &Instance, limit: Duration) -> bool {
+    let Some(load) = load else { return true };
+    if instance.state != InstanceState::Running {
+        return true;
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        match load.endpoint_in_flight(instance.endpoint.addr()) {
+            None | Some(0) => return true,
+            Some(n) if Instant::now() >= deadline => {
+                tracing::debug!(instance = %instance.id, in_flight = n, "still serving");
+                return false;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
 
+/// The `deployments` consumer: every event is a nudge. Those that carry
+/// intent (a deploy, a delete, a scale, an activation) are first recorded in
+/// this worker's Store, which is a no-op when the sender wrote the same Store.
+/// Handling acks at once: the reconcile itself runs in the worker's loops,
+/// which retry with backoff and never give up while the function exists.
 #[async_trait]
 impl EventHandler for RuntimeWorker {
-    async fn handle(&self, event: Event, attempt: Attempt) -> Result<(), HandlerError> {
+    async fn handle(&self, event: Event, _attempt: Attempt) -> Result<(), HandlerError> {
         match event {
-            Event::DeployRequested { spec, generation } => self.deploy(spec, generation, attempt).await,
-            Event::DeleteRequested { name, generation } => self.delete(&name, generation).await,
-            Event::ReconcileRequested { name, reason } => {
-                tracing::debug!(%reason, "reconcile requested");
-                self.reconcile(&name, attempt).await
+            Event::DeployRequested { spec, generation } => {
+                let name = spec.name().clone();
+                self.accept(spec, generation, false).await?;
+                self.nudge(&name);
             }
-            Event::ScaleRequested { name, generation, running, reason } => match self.store.get(&name).await? {
-                Some(r) if r.generation == generation && !r.deleted => {
-                    tracing::info!(function = %name, running, %reason, "scale");
-                    self.set_desired(&name, generation, running, false);
-                    self.converge_or_report(&r.spec, r.generation, attempt).await
+            Event::DeleteRequested { name, generation } => {
+                if let Some(stored) = self.store.get(&name).await? {
+                    self.accept(stored.spec, generation, true).await?;
                 }
-                _ => {
-                    tracing::debug!(function = %name, generation, "scale for another generation ignored");
-                    Ok(())
-                }
-            },
-            Event::ActivationRequested { name } => match self.store.get(&name).await? {
-                Some(r) if !r.deleted => {
-                    self.set_desired(&name, r.generation, 1, true);
-                    self.converge_or_report(&r.spec, r.generation, attempt).await
-                }
-                _ => Ok(()),
-            },
-            _ => Ok(()),
+                self.nudge(&name);
+            }
+            Event::ScaleRequested { name, generation, running, reason } => {
+                tracing::info!(function = %name, running, %reason, "scale");
+                self.accept_scale(&name, Some(generation), |_| Some(running), &reason).await?;
+                self.nudge(&name);
+            }
+            Event::ActivationRequested { name } => {
+                self.accept_scale(
+                    &name,
+                    None,
+                    |r| match r {
+                        Some(0) => Some(1),
+                        other => other,
+                    },
+                    "a request is waiting at the edge",
+                )
+                .await?;
+                self.nudge(&name);
+            }
+            Event::ReconcileRequested { name, reason } => {
+                tracing::debug!(function = %name, %reason, "reconcile requested");
+                self.nudge_gently(&name);
+            }
+            _ => {}
         }
+        Ok(())
     }
 }

@@ -5,13 +5,16 @@ use tokio::sync::watch;
 
 use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
+use super::records;
 use crate::events::Event;
-use crate::model::{FunctionStatus, Phase};
-use crate::ports::{Store, StoreError};
+use crate::model::Phase;
+use crate::ports::Store;
 
-/// Consumes `status`: records each function's latest status in the Store, for
-/// the API and for `wait_ready`. A status about another generation than the
-/// stored one is stale and ignored.
+/// Consumes `status`: merges what the runtime worker observed (`Observed`)
+/// and what the router confirmed (`StatusChanged`) into each function's
+/// record, and derives the phase from them, for the API and `wait_ready`.
+/// An observation of another generation than the stored one is stale and
+/// ignored; a router confirmation moves the routed endpoints forward only.
 pub struct StatusWorker {
     store: Arc<dyn Store>,
     changed: watch::Sender<u64>,
@@ -27,37 +30,82 @@ impl StatusWorker {
 #[async_trait]
 impl EventHandler for StatusWorker {
     async fn handle(&self, event: Event, _attempt: Attempt) -> Result<(), HandlerError> {
-        let Event::StatusChanged { name, generation, phase, url, message, will_retry, endpoints } = event else {
-            return Ok(());
-        };
-        // A compare-and-set loop: the API may bump the generation between our read and write.
-        for _ in 0..8 {
-            let Some(mut record) = self.store.get(&name).await? else { return Ok(()) };
-            if record.generation != generation {
-                tracing::debug!(stored = record.generation, "status of another generation ignored");
-                return Ok(());
-            }
-            let url = match phase {
-                Phase::Deleted => None,
-                _ => url.clone().or_else(|| record.status.url.clone()),
-            };
-            record.status = FunctionStatus {
-                phase,
+        let name = event.function().clone();
+        let written = match event {
+            Event::Observed {
                 generation,
-                url,
-                message: message.clone(),
-                will_retry,
-                endpoints: endpoints.clone(),
-            };
-            match self.store.compare_and_set(Some(generation), record).await {
-                Ok(()) => {
-                    self.changed.send_modify(|n| *n = n.wrapping_add(1));
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                instances,
+                wanted,
+                published,
+                error,
+                permanent,
+                attempts,
+                next_retry_ms,
+                at_ms,
+                ..
+            } => {
+                records::update(self.store.as_ref(), &name, |r| {
+                    if r.generation != generation {
+                        tracing::debug!(stored = r.generation, generation, "observation of another generation ignored");
+                        return false;
+                    }
+                    let s = &mut r.status;
+                    s.generation = generation;
+                    s.instances = instances.clone();
+                    s.wanted = wanted;
+                    s.published = published.clone();
+                    s.message = error.clone();
+                    s.permanent = permanent;
+                    s.attempts = attempts;
+                    s.next_retry_ms = next_retry_ms;
+                    s.will_retry = attempts > 0;
+                    if at_ms > 0 {
+                        s.observed_at_ms = at_ms;
+                    }
+                    s.phase = s.derive_phase(r.generation, r.deleted);
+                    true
+                })
+                .await?
             }
+            Event::StatusChanged { generation, phase, url, message, endpoints, .. } => {
+                records::update(self.store.as_ref(), &name, |r| {
+                    let s = &mut r.status;
+                    match phase {
+                        // The route is gone: the delete is complete once it is the stored one.
+                        Phase::Deleted if r.deleted && r.generation == generation => {
+                            s.endpoints.clear();
+                            s.routed_generation = generation;
+                            s.generation = generation;
+                            s.url = None;
+                            s.phase = Phase::Deleted;
+                            return true;
+                        }
+                        Phase::Ready if generation >= s.routed_generation && generation <= r.generation => {
+                            s.endpoints = endpoints.clone();
+                            s.routed_generation = generation;
+                            if url.is_some() {
+                                s.url = url.clone();
+                            }
+                            // A message the edge left earlier is no longer true.
+                            if s.attempts == 0 && s.message.as_deref().is_some_and(|m| m.starts_with("edge: ")) {
+                                s.message = None;
+                            }
+                        }
+                        Phase::Failed if generation == r.generation => {
+                            s.message = message.clone();
+                        }
+                        _ => return false,
+                    }
+                    s.phase = s.derive_phase(r.generation, r.deleted);
+                    true
+                })
+                .await?
+            }
+            _ => return Ok(()),
+        };
+        if written.is_some() {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
         }
-        Err(HandlerError::retry(format!("status of `{name}` kept changing under concurrent writes")))
+        Ok(())
     }
 }

@@ -4,12 +4,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::model::{Endpoint, FunctionSpec, Instance, InstanceId, InstanceState};
 use crate::ports::{
@@ -33,6 +32,8 @@ struct Inner {
     next_id: AtomicU64,
     failing_starts: AtomicU32,
     starts: AtomicU64,
+    unavailable: std::sync::atomic::AtomicBool,
+    calls: AtomicU64,
     events: broadcast::Sender<RuntimeEvent>,
 }
 
@@ -43,6 +44,8 @@ impl Default for Inner {
             next_id: AtomicU64::new(0),
             failing_starts: AtomicU32::new(0),
             starts: AtomicU64::new(0),
+            unavailable: std::sync::atomic::AtomicBool::new(false),
+            calls: AtomicU64::new(0),
             events: broadcast::Sender::new(256),
         }
     }
@@ -92,6 +95,31 @@ impl MemoryRuntime {
             }
             None => false,
         }
+    }
+
+    /// Removes an instance behind the platform's back: no exit is reported,
+    /// as when a container is removed while the platform is not listening.
+    pub fn vanish(&self, id: &InstanceId) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
+    /// Plays an engine outage: while on, every call fails with `Unavailable`
+    /// (the instances keep running and answering).
+    pub fn set_unavailable(&self, down: bool) {
+        self.inner.unavailable.store(down, Ordering::SeqCst);
+    }
+
+    /// How many port calls (list, start, stop, …) were made so far.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+
+    fn call(&self) -> Result<(), RuntimeError> {
+        self.inner.calls.fetch_add(1, Ordering::SeqCst);
+        if self.inner.unavailable.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Unavailable("the memory runtime plays an outage".into()));
+        }
+        Ok(())
     }
 
     fn injected_failure(&self, spec: &FunctionSpec) -> Result<(), RuntimeError> {
@@ -172,10 +200,12 @@ async fn answer(mut conn: TcpStream, greeting: Arc<str>, mut paused: watch::Rece
 #[async_trait]
 impl Runtime for MemoryRuntime {
     async fn prepare(&self, _spec: &FunctionSpec) -> Result<(), RuntimeError> {
+        self.call()?;
         Ok(())
     }
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
+        self.call()?;
         self.injected_failure(spec)?;
         let info = self.make(spec, generation, false).await?;
         self.inner.starts.fetch_add(1, Ordering::SeqCst);
@@ -183,10 +213,12 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn create(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
+        self.call()?;
         self.make(spec, generation, true).await
     }
 
     async fn start_created(&self, spec: &FunctionSpec, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        self.call()?;
         if let Err(e) = self.injected_failure(spec) {
             self.lock().remove(id);
             return Err(e);
@@ -206,11 +238,13 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        self.call()?;
         self.lock().remove(id);
         Ok(())
     }
 
     async fn pause(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        self.call()?;
         let mut map = self.lock();
         let slot = map.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
         slot.paused.send_replace(true);
@@ -219,6 +253,7 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn resume(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
+        self.call()?;
         let mut map = self.lock();
         let slot = map.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
         slot.paused.send_replace(false);
@@ -227,6 +262,7 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
+        self.call()?;
         Ok(self.lock().values().map(|s| s.info.clone()).collect())
     }
 
@@ -245,6 +281,6 @@ impl Runtime for MemoryRuntime {
     }
 
     fn events(&self) -> RuntimeEvents {
-        BroadcastStream::new(self.inner.events.subscribe()).filter_map(|e| async move { e.ok() }).boxed()
+        crate::support::runtime_events(&self.inner.events)
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 
 use async_trait::async_trait;
+use parking_lot::RwLock;
 
 use crate::model::{FunctionName, FunctionRecord};
 use crate::ports::{Store, StoreError};
@@ -9,7 +9,14 @@ use crate::ports::{Store, StoreError};
 /// A [`Store`] in a map: for tests and for platforms that keep nothing across restarts.
 #[derive(Default)]
 pub struct MemoryStore {
-    records: RwLock<BTreeMap<FunctionName, FunctionRecord>>,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    records: BTreeMap<FunctionName, FunctionRecord>,
+    /// The store-wide revision: every write takes the next one.
+    revision: u64,
 }
 
 impl MemoryStore {
@@ -22,35 +29,36 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, name: &FunctionName) -> Result<Option<FunctionRecord>, StoreError> {
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
-        Ok(records.get(name).cloned())
+        Ok(self.state.read().records.get(name).cloned())
     }
 
     async fn list(&self) -> Result<Vec<FunctionRecord>, StoreError> {
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
-        Ok(records.values().cloned().collect())
+        Ok(self.state.read().records.values().cloned().collect())
     }
 
-    async fn compare_and_set(&self, expected: Option<u64>, record: FunctionRecord) -> Result<(), StoreError> {
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+    async fn compare_and_set(&self, expected: Option<u64>, mut record: FunctionRecord) -> Result<u64, StoreError> {
+        let mut state = self.state.write();
         let name = record.spec.name().clone();
-        let actual = records.get(&name).map(|r| r.generation);
+        let actual = state.records.get(&name).map(|r| r.revision);
         if actual != expected {
             return Err(StoreError::Conflict { name, expected, actual });
         }
-        records.insert(name, record);
-        Ok(())
+        state.revision += 1;
+        record.revision = state.revision;
+        state.records.insert(name, record);
+        Ok(state.revision)
     }
 
     async fn delete(&self, name: &FunctionName, expected: u64) -> Result<(), StoreError> {
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        match records.get(name).map(|r| r.generation) {
+        let mut state = self.state.write();
+        match state.records.get(name).map(|r| r.revision) {
             None => Err(StoreError::NotFound(name.clone())),
             Some(actual) if actual != expected => {
                 Err(StoreError::Conflict { name: name.clone(), expected: Some(expected), actual: Some(actual) })
             }
             Some(_) => {
-                records.remove(name);
+                state.records.remove(name);
+                state.revision += 1;
                 Ok(())
             }
         }

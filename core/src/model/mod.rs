@@ -16,7 +16,7 @@ pub use env::{EnvVars, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VALUE_BY
 pub use image::ImageRef;
 pub use instance::{Endpoint, Instance, InstanceId, InstanceState};
 pub use names::{Domain, FunctionName, Region};
-pub use record::{FunctionRecord, FunctionStatus, Phase};
+pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
 pub use spec::{
     ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput, Port, Scaling, ScalingInput,

@@ -12,6 +12,15 @@ pub trait Activator: Send + Sync + 'static {
     /// Asks for an instance of `name`; returns once the request is accepted,
     /// not when the instance is ready (the new route says that).
     async fn activate(&self, name: &FunctionName) -> Result<(), ActivationError>;
+
+    /// Tells the controller that the edge found `name`'s instances refusing
+    /// connections (they died, or were removed behind the platform's back),
+    /// so it reconciles the function now instead of at the next pass. The
+    /// edge rate-limits this per function. Default: nothing (the pass heals it).
+    async fn unreachable(&self, name: &FunctionName) -> Result<(), ActivationError> {
+        let _ = name;
+        Ok(())
+    }
 }
 
 /// Why a function cannot be woken.

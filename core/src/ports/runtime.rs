@@ -81,6 +81,12 @@ pub enum RuntimeEvent {
         /// Why.
         reason: ExitReason,
     },
+    /// Events may have been missed (the runtime's event source reconnected,
+    /// or a reader fell behind): whoever watches should list everything again.
+    Resync {
+        /// What happened, for the logs.
+        reason: String,
+    },
 }
 
 /// A stream of runtime events.
@@ -132,7 +138,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn logs(&self, id: &InstanceId, options: LogOptions) -> Result<LogStream, RuntimeError>;
     /// An instance's resource use.
     async fn stats(&self, id: &InstanceId) -> Result<InstanceStats, RuntimeError>;
-    /// Exits and other events the controller did not cause. Each call returns a new stream.
+    /// Exits and other events the controller did not cause. Each call returns
+    /// a new stream. A runtime whose event source can fail reconnects by
+    /// itself and then sends [`RuntimeEvent::Resync`]; so does a stream whose
+    /// reader fell behind and lost events. The controller's periodic pass
+    /// repairs whatever an event stream misses anyway.
     fn events(&self) -> RuntimeEvents;
 }
 

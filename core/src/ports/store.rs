@@ -3,10 +3,16 @@ use async_trait::async_trait;
 use super::BoxError;
 use crate::model::{FunctionName, FunctionRecord};
 
-/// The durable record of functions: spec, generation and status.
+/// The durable record of functions: what each is asked to be (spec,
+/// generation, deleted, desired scale) and what was last observed.
 ///
-/// Writes compare and set on the generation, so two writers cannot both turn
-/// generation 3 into 4. Contract checked by `testkit::store`.
+/// Every write compares and sets on the record's `revision`, which the store
+/// changes with every write (a store-wide counter, like etcd's revision, so a
+/// record deleted and made again never reuses one). A writer reads, changes
+/// what it owns and writes back with the revision it read; if anyone wrote in
+/// between it gets `Conflict` and reads again. So a scale change never races a
+/// deploy, and two writers cannot both turn generation 3 into 4.
+/// Contract checked by `testkit::store`.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -14,10 +20,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, name: &FunctionName) -> Result<Option<FunctionRecord>, StoreError>;
     /// Every record, ordered by name.
     async fn list(&self) -> Result<Vec<FunctionRecord>, StoreError>;
-    /// Writes `record` if the stored generation of its function is `expected`
-    /// (`None`: no record exists); otherwise fails with `Conflict` and writes nothing.
-    async fn compare_and_set(&self, expected: Option<u64>, record: FunctionRecord) -> Result<(), StoreError>;
-    /// Removes a record if its generation is `expected`; `NotFound` if there is none.
+    /// Writes `record` if the stored revision of its function is `expected`
+    /// (`None`: no record exists); otherwise fails with `Conflict` and writes
+    /// nothing. Returns the new revision (the `revision` field of `record` is
+    /// ignored: the store sets it).
+    async fn compare_and_set(&self, expected: Option<u64>, record: FunctionRecord) -> Result<u64, StoreError>;
+    /// Removes a record if its revision is `expected`; `NotFound` if there is none.
     async fn delete(&self, name: &FunctionName, expected: u64) -> Result<(), StoreError>;
 }
 
@@ -28,8 +36,8 @@ pub enum StoreError {
     /// No record with that name.
     #[error("function `{0}` not found")]
     NotFound(FunctionName),
-    /// The generation was not the one expected: someone else wrote first.
-    #[error("function `{name}` changed: expected generation {expected:?}, found {actual:?}")]
+    /// The revision was not the one expected: someone else wrote first.
+    #[error("function `{name}` changed: expected revision {expected:?}, found {actual:?}")]
     Conflict {
         /// The function.
         name: FunctionName,

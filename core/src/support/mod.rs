@@ -21,3 +21,24 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// A runtime's event stream from its broadcast sender. A reader that falls
+/// behind loses events; it gets a [`RuntimeEvent::Resync`] in their place, so
+/// it knows to list everything again rather than trust what it heard.
+///
+/// [`RuntimeEvent::Resync`]: crate::ports::RuntimeEvent::Resync
+pub fn runtime_events(
+    sender: &tokio::sync::broadcast::Sender<crate::ports::RuntimeEvent>,
+) -> crate::ports::RuntimeEvents {
+    use futures::StreamExt;
+    use tokio_stream::wrappers::BroadcastStream;
+    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+    BroadcastStream::new(sender.subscribe())
+        .map(|e| match e {
+            Ok(e) => e,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                crate::ports::RuntimeEvent::Resync { reason: format!("{n} runtime events were missed") }
+            }
+        })
+        .boxed()
+}

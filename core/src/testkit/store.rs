@@ -1,6 +1,9 @@
 //! The `Store` contract.
 
-use crate::model::{Endpoint, FunctionName, FunctionRecord, FunctionSpecInput, FunctionStatus, Phase};
+use crate::model::{
+    DesiredScale, Endpoint, FunctionName, FunctionRecord, FunctionSpecInput, FunctionStatus, Instance, InstanceId,
+    InstanceState, Phase,
+};
 use crate::ports::{Store, StoreError};
 
 use super::unique;
@@ -10,18 +13,30 @@ pub fn sample_record(name: &str, generation: u64) -> FunctionRecord {
     let mut input = FunctionSpecInput::image(name, "registry.local:5000/team/app:v1", 8080);
     input.env.insert("GREETING".into(), "hi; there {$x} # \"q\"".into());
     input.health_path = Some("/healthz".into());
+    let endpoint = Endpoint::new(([127, 0, 0, 1], 40000).into());
+    let spec = input.validate().expect("sample spec is valid");
+    let mut status = FunctionStatus::new(Phase::Ready, generation);
+    status.url = Some(format!("http://{name}.localhost/"));
+    status.message = Some("ok".into());
+    status.endpoints = vec![endpoint];
+    status.published = vec![endpoint];
+    status.routed_generation = generation;
+    status.wanted = 1;
+    status.observed_at_ms = 1_700_000_000_000;
+    status.instances = vec![Instance {
+        id: InstanceId::new("i-1"),
+        function: spec.name().clone(),
+        generation,
+        endpoint,
+        state: InstanceState::Running,
+    }];
     FunctionRecord {
-        spec: input.validate().expect("sample spec is valid"),
+        spec,
         generation,
         deleted: false,
-        status: FunctionStatus {
-            phase: Phase::Ready,
-            generation,
-            url: Some(format!("http://{name}.localhost/")),
-            message: Some("ok".into()),
-            will_retry: false,
-            endpoints: vec![Endpoint::new(([127, 0, 0, 1], 40000).into())],
-        },
+        scale: DesiredScale { running: Some(2), reason: "test".into(), at_ms: 1 },
+        status,
+        revision: 0,
     }
 }
 
@@ -33,10 +48,12 @@ fn name(prefix: &str) -> FunctionName {
 pub async fn run_all(s: &dyn Store) {
     absent_is_none(s).await;
     create_once(s).await;
-    update_compares_generation(s).await;
-    delete_compares_generation(s).await;
+    update_compares_revision(s).await;
+    delete_compares_revision(s).await;
+    revisions_never_repeat(s).await;
     list_is_ordered(s).await;
     concurrent_writers_one_wins(s).await;
+    scale_and_deploy_do_not_lose_each_other(s).await;
 }
 
 /// A name never written reads as `None`.
@@ -46,38 +63,60 @@ pub async fn absent_is_none(s: &dyn Store) {
     assert!(!s.list().await.expect("list").iter().any(|r| r.spec.name() == &n));
 }
 
-/// `expected = None` creates, once; the record reads back unchanged.
+/// `expected = None` creates, once; the record reads back unchanged but for the revision the store set.
 pub async fn create_once(s: &dyn Store) {
     let n = name("create");
     let rec = sample_record(n.as_str(), 1);
-    s.compare_and_set(None, rec.clone()).await.expect("create");
-    assert_eq!(s.get(&n).await.expect("get"), Some(rec.clone()), "create_once: read back differs");
+    let revision = s.compare_and_set(None, rec.clone()).await.expect("create");
+    assert!(revision > 0, "create_once: a revision is set");
+    let back = s.get(&n).await.expect("get").expect("the record is there");
+    assert_eq!(back.revision, revision, "create_once: the record carries its revision");
+    assert_eq!(FunctionRecord { revision: 0, ..back }, rec, "create_once: read back differs");
     match s.compare_and_set(None, sample_record(n.as_str(), 1)).await {
-        Err(StoreError::Conflict { expected: None, actual: Some(1), .. }) => {}
+        Err(StoreError::Conflict { expected: None, actual: Some(r), .. }) if r == revision => {}
         other => panic!("create_once: second create gave {other:?}"),
     }
 }
 
-/// An update with the stored generation wins; with another one it conflicts and changes nothing.
-pub async fn update_compares_generation(s: &dyn Store) {
+/// An update with the stored revision wins; with another one it conflicts and changes nothing.
+pub async fn update_compares_revision(s: &dyn Store) {
     let n = name("update");
-    s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
+    let r1 = s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
     let v2 = sample_record(n.as_str(), 2);
-    s.compare_and_set(Some(1), v2.clone()).await.expect("update 1→2");
-    let err = s.compare_and_set(Some(1), sample_record(n.as_str(), 9)).await.expect_err("stale update accepted");
-    assert!(matches!(err, StoreError::Conflict { expected: Some(1), actual: Some(2), .. }), "{err:?}");
+    let r2 = s.compare_and_set(Some(r1), v2.clone()).await.expect("update");
+    assert!(r2 > r1, "update_compares_revision: revisions grow");
+    let err = s.compare_and_set(Some(r1), sample_record(n.as_str(), 9)).await.expect_err("stale update accepted");
+    assert!(
+        matches!(err, StoreError::Conflict { expected: Some(e), actual: Some(a), .. } if e == r1 && a == r2),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
-    assert_eq!(s.get(&n).await.expect("get"), Some(v2), "update_compares_generation: stale write changed the record");
+    let back = s.get(&n).await.expect("get").expect("there");
+    assert_eq!((back.generation, back.revision), (2, r2), "update_compares_revision: stale write changed the record");
 }
 
 /// Delete compares too; deleting what is not there is `NotFound`.
-pub async fn delete_compares_generation(s: &dyn Store) {
+pub async fn delete_compares_revision(s: &dyn Store) {
     let n = name("delete");
-    s.compare_and_set(None, sample_record(n.as_str(), 3)).await.expect("create");
-    assert!(matches!(s.delete(&n, 2).await, Err(StoreError::Conflict { .. })), "delete with wrong generation");
-    s.delete(&n, 3).await.expect("delete");
+    let r = s.compare_and_set(None, sample_record(n.as_str(), 3)).await.expect("create");
+    assert!(matches!(s.delete(&n, r + 1000).await, Err(StoreError::Conflict { .. })), "delete with wrong revision");
+    s.delete(&n, r).await.expect("delete");
     assert!(s.get(&n).await.expect("get").is_none());
-    assert!(matches!(s.delete(&n, 3).await, Err(StoreError::NotFound(_))), "delete of absent");
+    assert!(matches!(s.delete(&n, r).await, Err(StoreError::NotFound(_))), "delete of absent");
+}
+
+/// A record deleted and made again gets a revision it never had, so a writer
+/// holding the old one cannot write over the new record.
+pub async fn revisions_never_repeat(s: &dyn Store) {
+    let n = name("again");
+    let old = s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
+    s.delete(&n, old).await.expect("delete");
+    let new = s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create again");
+    assert_ne!(old, new, "revisions_never_repeat");
+    assert!(matches!(
+        s.compare_and_set(Some(old), sample_record(n.as_str(), 2)).await,
+        Err(StoreError::Conflict { .. })
+    ));
 }
 
 /// `list` returns records ordered by name.
@@ -97,17 +136,50 @@ pub async fn list_is_ordered(s: &dyn Store) {
     assert_eq!(names, [format!("{base}-a"), format!("{base}-b"), format!("{base}-c")], "list_is_ordered");
 }
 
-/// Of 16 writers racing from the same generation, exactly one wins.
+/// Of 16 writers racing from the same revision, exactly one wins.
 pub async fn concurrent_writers_one_wins(s: &dyn Store) {
     let n = name("race");
-    s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
+    let r = s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
     let attempts = (0..16).map(|i| {
         let mut rec = sample_record(n.as_str(), 2);
         rec.status.message = Some(format!("writer {i}"));
-        s.compare_and_set(Some(1), rec)
+        s.compare_and_set(Some(r), rec)
     });
     let results = futures::future::join_all(attempts).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(wins, 1, "concurrent_writers_one_wins: {results:?}");
     assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::Conflict { .. })));
+}
+
+/// A scale writer and a deploy writer, each reading then writing in a loop,
+/// both land: neither change is lost to the other.
+pub async fn scale_and_deploy_do_not_lose_each_other(s: &dyn Store) {
+    let n = name("scale");
+    s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
+    let write = |change: fn(&mut FunctionRecord)| {
+        let n = n.clone();
+        async move {
+            for _ in 0..64 {
+                let mut rec = s.get(&n).await.expect("get").expect("there");
+                let expected = rec.revision;
+                change(&mut rec);
+                match s.compare_and_set(Some(expected), rec).await {
+                    Ok(_) => return,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("scale_and_deploy_do_not_lose_each_other: no write landed in 64 tries");
+        }
+    };
+    futures::future::join(
+        write(|r| r.scale.running = Some(7)),
+        write(|r| {
+            r.generation += 1;
+            r.status.message = Some("deployed".into());
+        }),
+    )
+    .await;
+    let back = s.get(&n).await.expect("get").expect("there");
+    assert_eq!((back.scale.running, back.generation), (Some(7), 2), "scale_and_deploy_do_not_lose_each_other");
 }

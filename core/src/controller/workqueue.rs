@@ -1,0 +1,205 @@
+//! The runtime worker's queue of functions to reconcile: keyed by name,
+//! deduplicated, each entry due at a time. A function is handed to one
+//! reconcile at a time; a nudge that arrives while it is being reconciled
+//! makes it run once more right after, never twice at once.
+//!
+//! This queue is in memory on purpose: it holds no intent (that is in the
+//! Store), only "look at this function soon". A restart loses it and the
+//! first periodic pass fills it again.
+
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::model::{FunctionName, Instance};
+
+/// What the periodic pass saw of a function, so its reconcile need not list again.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub instances: Vec<Instance>,
+    pub taken: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    due: HashMap<FunctionName, Instant>,
+    active: HashSet<FunctionName>,
+    /// Nudged while active: due again as soon as the reconcile in hand ends.
+    again: HashSet<FunctionName>,
+    snapshots: HashMap<FunctionName, Snapshot>,
+}
+
+pub(crate) struct WorkQueue {
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+}
+
+impl WorkQueue {
+    pub fn new() -> Self {
+        Self { state: Mutex::default(), changed: watch::Sender::new(0) }
+    }
+
+    /// Asks for a reconcile of `name` at `at` (the earliest ask wins).
+    pub fn schedule(&self, name: &FunctionName, at: Instant) {
+        {
+            let mut s = self.state.lock();
+            if s.active.contains(name) && at <= Instant::now() {
+                s.again.insert(name.clone());
+            } else {
+                s.due.entry(name.clone()).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Like [`schedule`](Self::schedule) now, with what the pass listed.
+    pub fn schedule_with(&self, name: &FunctionName, snapshot: Snapshot) {
+        self.state.lock().snapshots.insert(name.clone(), snapshot);
+        self.schedule(name, Instant::now());
+    }
+
+    /// When `name` is due, if it is queued.
+    #[cfg(test)]
+    pub fn due(&self, name: &FunctionName) -> Option<Instant> {
+        self.state.lock().due.get(name).copied()
+    }
+
+    /// How many functions are queued or in hand.
+    pub fn len(&self) -> usize {
+        let s = self.state.lock();
+        s.due.len() + s.active.len()
+    }
+
+    /// Waits for the next due function that no one is reconciling, marks it
+    /// active and returns it with the pass's snapshot, if any.
+    pub async fn next(&self) -> (FunctionName, Option<Snapshot>) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let wait = {
+                let mut s = self.state.lock();
+                let now = Instant::now();
+                let earliest = s
+                    .due
+                    .iter()
+                    .filter(|(n, _)| !s.active.contains(*n))
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(n, at)| (n.clone(), *at));
+                match earliest {
+                    Some((name, at)) if at <= now => {
+                        s.due.remove(&name);
+                        s.active.insert(name.clone());
+                        let snapshot = s.snapshots.remove(&name);
+                        return (name, snapshot);
+                    }
+                    Some((_, at)) => Some(at),
+                    None => None,
+                }
+            };
+            match wait {
+                Some(at) => {
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => {
+                    let _ = changed.changed().await;
+                }
+            }
+        }
+    }
+
+    /// The reconcile of `name` ended; it runs again at once if it was nudged meanwhile.
+    pub fn done(&self, name: &FunctionName) {
+        {
+            let mut s = self.state.lock();
+            s.active.remove(name);
+            if s.again.remove(name) {
+                let now = Instant::now();
+                s.due.entry(name.clone()).and_modify(|t| *t = (*t).min(now)).or_insert(now);
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Capped exponential backoff with jitter: `min * 2^(attempt-1)` up to `max`,
+/// each delay between 80% and 100% of that, so functions that failed together
+/// do not all come back at the same instant.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Backoff {
+    pub min: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Backoff {
+    /// The delay after `attempt` failures in a row; a permanent failure waits the cap.
+    pub fn delay(&self, attempt: u32, permanent: bool) -> std::time::Duration {
+        let base = if permanent {
+            self.max
+        } else {
+            let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+            self.min.saturating_mul(factor).min(self.max)
+        };
+        base.mul_f64(0.8 + 0.2 * jitter())
+    }
+}
+
+/// A number in `0.0..1.0`, different each call.
+pub(crate) fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let n = RandomState::new().hash_one(std::time::SystemTime::now());
+    (n >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn name(n: &str) -> FunctionName {
+        n.parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_at_a_time_and_a_nudge_in_between_runs_once_more() {
+        let q = WorkQueue::new();
+        q.schedule(&name("a"), Instant::now());
+        q.schedule(&name("a"), Instant::now());
+        let (n, _) = q.next().await;
+        assert_eq!(n.as_str(), "a");
+        assert_eq!(q.due(&name("a")), None, "deduplicated");
+        // Nudged while in hand: not handed out again until done.
+        q.schedule(&name("a"), Instant::now());
+        q.schedule(&name("b"), Instant::now());
+        let (n, _) = q.next().await;
+        assert_eq!(n.as_str(), "b");
+        q.done(&name("a"));
+        let (n, _) = tokio::time::timeout(Duration::from_secs(1), q.next()).await.unwrap();
+        assert_eq!(n.as_str(), "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn later_entries_wait_and_the_earliest_ask_wins() {
+        let q = WorkQueue::new();
+        let t0 = Instant::now();
+        q.schedule(&name("a"), t0 + Duration::from_secs(10));
+        q.schedule(&name("a"), t0 + Duration::from_secs(3));
+        let (n, _) = q.next().await;
+        assert_eq!(n.as_str(), "a");
+        assert!(Instant::now() >= t0 + Duration::from_secs(3) && Instant::now() < t0 + Duration::from_secs(4));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_permanent_failures_wait_the_cap() {
+        let b = Backoff { min: Duration::from_secs(1), max: Duration::from_secs(300) };
+        let d = |a, p| b.delay(a, p).as_secs_f64();
+        assert!((0.8..=1.0).contains(&d(1, false)));
+        assert!((3.2..=4.0).contains(&d(3, false)));
+        assert!((240.0..=300.0).contains(&d(20, false)));
+        assert!((240.0..=300.0).contains(&d(1, true)));
+    }
+}
