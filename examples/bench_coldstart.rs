@@ -15,6 +15,7 @@
 //! ```
 //! `BENCH_RUNS` (default 20) sets the samples per case. Then a density run:
 //! `BENCH_DENSITY` functions (default 0: skipped) each with a paused pool of one.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

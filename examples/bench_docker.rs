@@ -10,6 +10,7 @@
 //! bash scripts/bench.sh docker
 //! ```
 //! `BENCH_RUNS` (default 10) sets the samples per latency figure.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@
 //! ratios between them, and each proxy's CPU time per request. Environment:
 //! `BENCH_SECONDS` (per run, default 5), `BENCH_ROUNDS` (default 3),
 //! `BENCH_GATEWAY_THREADS` (default: one per core), `BENCH_ONLY=direct|gateway|nginx`.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

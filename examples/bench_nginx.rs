@@ -13,6 +13,7 @@
 //! ```
 //! `BENCH_SIZES` (default `10,100,1000,10000`), `BENCH_ROUNDS` (applies per
 //! size, default 3), `BENCH_SECONDS` (per wrk run, default 5).
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

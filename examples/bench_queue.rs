@@ -9,6 +9,7 @@
 //! bash scripts/bench.sh queue
 //! ```
 //! `BENCH_EVENTS` (per run, default 5000), `PILOTLIGHT_TEST_AMQP` (default the local broker).
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

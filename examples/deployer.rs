@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --example deployer -- --queue kafka://127.0.0.1:9092 --data ./deployer-data
 //! ```
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::Duration;

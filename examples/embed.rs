@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo build -p hello && cargo run --example embed
 //! ```
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -8,6 +8,7 @@
 //! It finds the server and the token in `PILOTLIGHT_URL`, `PILOTLIGHT_TOKEN`
 //! (or `PILOTLIGHT_TOKEN_FILE`), `~/.config/pilotlight/client.json`, or else
 //! `http://127.0.0.1:8090` and `./pilotlight-data/api-token`.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::collections::BTreeMap;
 use std::io::Write;

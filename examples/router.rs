@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --example router -- --queue kafka://127.0.0.1:9092 --http 127.0.0.1:8080
 //! ```
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::Duration;

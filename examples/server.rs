@@ -8,6 +8,7 @@
 //! ```
 //!
 //! Everything it does lives in `pilotlight::server`; this file is the command line.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use pilotlight::server::{Command, Server, ServerConfig};
 

@@ -5,6 +5,7 @@
 //!
 //! Under CI a missing browser, driver or Docker engine fails the test; on a
 //! laptop it is skipped with the reason printed.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

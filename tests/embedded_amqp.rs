@@ -1,6 +1,7 @@
 //! The platform on RabbitMQ (Debian's rabbitmq-server on 127.0.0.1:5672,
 //! started by `scripts/deps.sh`): in one process, and split into a deployer
 //! and a router process that share nothing but the queue.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

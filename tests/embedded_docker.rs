@@ -1,5 +1,6 @@
 //! The platform on Docker behind the gateway: hello as a FROM-scratch
 //! container, answering through the edge.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::Duration;

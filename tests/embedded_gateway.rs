@@ -1,5 +1,6 @@
 //! The embedded platform behind its default edge: memory queue, redb store,
 //! process runtime and the gateway, with the real hello binary.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The platform on Kafka (librdkafka's mock cluster speaks the real protocol):
 //! in one process, and split into a deployer and a router process that share
 //! nothing but the queue, like the original design's two consumers.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

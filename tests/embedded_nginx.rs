@@ -1,5 +1,6 @@
 //! The platform behind a managed NGINX: hello deployed end to end, and hostile
 //! input refused through the public API before anything reaches a config file.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! End to end through the facade: memory queue, redb store, process runtime,
 //! recording router, with the real hello binary.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

@@ -12,6 +12,7 @@
 //!
 //! The server runs with a 2 s reconcile period and a 2 s backoff cap, so each
 //! scenario heals within seconds; the defaults (30 s, 5 min) only stretch time.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

@@ -4,6 +4,7 @@
 //!
 //! Needs Docker and free ports 8080, 8090 and 8443: under CI a missing one
 //! fails the test; on a laptop it is skipped with the reason printed.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

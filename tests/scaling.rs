@@ -3,6 +3,7 @@
 //! a paused instance, or else by starting a created one; 100 concurrent requests at zero all succeed; bounded load
 //! scales it up and idling brings it back to min; an update under load fails
 //! no request; a full capacity budget is a clear error that creates nothing.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

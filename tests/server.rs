@@ -1,6 +1,7 @@
 //! The assembled server (`pilotlight::server`) on real parts: the process
 //! runtime behind the gateway and behind NGINX, restarts on the same data
 //! directory, and the errors of a bad start.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -142,12 +143,11 @@ async fn nginx_server_behind_nginx_with_the_gateway_as_activator() {
 
 #[tokio::test]
 async fn without_a_docker_engine_the_error_suggests_the_process_runtime_and_writes_nothing() {
-    // SAFETY: nextest runs each test in its own process; nothing else reads the environment here.
-    unsafe { std::env::set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock") };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut cfg = config(&data);
     cfg.runtime = "docker".into();
+    cfg.docker_host = Some("unix:///nonexistent/docker.sock".into());
     let Err(e) = Server::start(cfg).await else { panic!("started without an engine") };
     let text = e.to_string();
     assert!(matches!(e, ServerError::Start { part: "runtime", .. }), "{text}");

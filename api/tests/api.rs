@@ -1,5 +1,6 @@
 //! Every endpoint of the API, on a real listener on 127.0.0.1, over a platform
 //! of in-memory backends (its instances are real tiny HTTP servers).
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! The in-memory backends pass the same conformance suites as the real ones.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The controller's behaviour, with mockall mocks where the order or count of
 //! calls is the point, and the in-memory backends elsewhere.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

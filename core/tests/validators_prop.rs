@@ -1,5 +1,6 @@
 //! Property tests: whatever the validators accept cannot break out of a DNS
 //! label, an HTTP header value or a line of a config file.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! [`NginxRouter`]: `Router::apply` as render → `nginx -t` → switch → reload →
 //! confirm, one at a time, with applies that arrive meanwhile coalesced.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -222,7 +222,7 @@ impl NginxRouter {
             total_ms = t.total().as_millis() as u64,
             "nginx serves the new table"
         );
-        *self.timings.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        *self.timings.lock() = Some(t);
         Ok(())
     }
 
@@ -283,12 +283,12 @@ impl NginxRouter {
 
     /// What the router did so far.
     pub fn stats(&self) -> NginxStats {
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+        *self.stats.lock()
     }
 
     /// How long the last successful reload spent in each step.
     pub fn last_apply(&self) -> Option<ApplyTimings> {
-        *self.timings.lock().unwrap_or_else(|p| p.into_inner())
+        *self.timings.lock()
     }
 
     /// The configuration generation NGINX answers with now, if it answers.
@@ -319,7 +319,7 @@ impl NginxRouter {
     }
 
     fn count(&self, f: impl FnOnce(&mut NginxStats)) {
-        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.stats.lock());
     }
 }
 
@@ -329,7 +329,7 @@ impl Router for NginxRouter {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         self.count(|s| s.applies += 1);
         {
-            let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut wanted = self.wanted.lock();
             if wanted.as_ref().is_none_or(|(s, _)| *s < seq) {
                 *wanted = Some((seq, table.clone()));
             }
@@ -340,7 +340,7 @@ impl Router for NginxRouter {
             self.count(|s| s.coalesced += 1);
             return done.outcome.clone().map_err(Into::into);
         }
-        let taken = self.wanted.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = self.wanted.lock().take();
         let Some((newest, table)) = taken else {
             return Err(RouterError::Unavailable("internal: no table to apply".into()));
         };

@@ -1,5 +1,6 @@
 //! The NGINX router against a real NGINX (Debian's package), on loopback ports.
 //! Each test runs its own managed NGINX in a temp directory and stops it.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Snapshots of the rendered configuration, each checked by `nginx -t`.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

@@ -30,7 +30,7 @@ enum Fail {
 pub(crate) struct Shared {
     pub(crate) config: AmqpConfig,
     publisher: Mutex<Option<(Connection, Channel)>>,
-    declared: std::sync::Mutex<HashSet<String>>,
+    declared: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -46,7 +46,7 @@ impl Shared {
 
     /// Declares the topic's durable fanout exchange (once per process: it outlives connections and restarts).
     pub(crate) async fn declare_exchange(&self, channel: &Channel, exchange: &str) -> Result<(), String> {
-        if self.declared.lock().unwrap_or_else(|p| p.into_inner()).contains(exchange) {
+        if self.declared.lock().contains(exchange) {
             return Ok(());
         }
         let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
@@ -54,7 +54,7 @@ impl Shared {
             .exchange_declare(exchange.into(), ExchangeKind::Fanout, opts, FieldTable::default())
             .await
             .map_err(|e| format!("declare exchange {exchange}: {e}"))?;
-        self.declared.lock().unwrap_or_else(|p| p.into_inner()).insert(exchange.to_owned());
+        self.declared.lock().insert(exchange.to_owned());
         Ok(())
     }
 
@@ -171,7 +171,7 @@ impl AmqpQueue {
     pub async fn connect(config: AmqpConfig) -> Result<Self, QueueError> {
         config.validate()?;
         let shared =
-            Arc::new(Shared { config, publisher: Mutex::new(None), declared: std::sync::Mutex::new(HashSet::new()) });
+            Arc::new(Shared { config, publisher: Mutex::new(None), declared: parking_lot::Mutex::new(HashSet::new()) });
         shared.channel().await.map_err(QueueError::Unavailable)?;
         info!(uri = %redact(&shared.config.uri), prefix = %shared.config.prefix, "connected to AMQP");
         Ok(Self { shared })

@@ -1,5 +1,6 @@
 //! The queue conformance suite on a real RabbitMQ (Debian's rabbitmq-server,
 //! started on 127.0.0.1:5672 by `scripts/deps.sh`).
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! RabbitMQ restarted during a stream of 1,000 events: every event is handled
 //! at least once, none is lost.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

@@ -2,7 +2,9 @@
 //! as a consumer group, create topics on first use.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,7 +46,7 @@ impl Shared {
     /// not offer CreateTopics (librdkafka's mock cluster) create it on the
     /// producer's metadata request instead.
     async fn ensure_topic(&self, kafka_topic: &str) -> Result<(), QueueError> {
-        if self.topics.lock().unwrap_or_else(|p| p.into_inner()).contains(kafka_topic) {
+        if self.topics.lock().contains(kafka_topic) {
             return Ok(());
         }
         let created = if self.config.create_topics {
@@ -83,7 +85,7 @@ impl Shared {
                 )));
             }
         }
-        self.topics.lock().unwrap_or_else(|p| p.into_inner()).insert(kafka_topic.to_owned());
+        self.topics.lock().insert(kafka_topic.to_owned());
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The queue conformance suite on librdkafka's in-process mock cluster
 //! (the real Kafka protocol, spoken by librdkafka's own mock brokers).
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Nothing is lost when every broker goes down and comes back during a stream
 //! of 1,000 events, nor when a consumer dies with messages unsettled.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The Docker runtime against the real engine. The hello image is built here,
 //! `FROM scratch` around a static binary, through the engine's build API.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::time::Duration;
 

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
@@ -36,13 +38,13 @@ pub(crate) struct Challenges(RwLock<HashMap<String, String>>);
 
 impl Challenges {
     pub(crate) fn get(&self, token: &str) -> Option<String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
+        self.0.read().get(token).cloned()
     }
     fn put(&self, token: String, key_auth: String) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(token, key_auth);
+        self.0.write().insert(token, key_auth);
     }
     fn remove(&self, token: &str) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(token);
+        self.0.write().remove(token);
     }
 }
 
@@ -59,7 +61,7 @@ pub struct AcmeIssuer {
     in_progress: tokio::sync::Mutex<()>,
     /// Hosts with an order queued or running, and when each last failed:
     /// table changes must not turn into a stream of orders to the CA.
-    requests: std::sync::Mutex<Requests>,
+    requests: parking_lot::Mutex<Requests>,
 }
 
 #[derive(Default)]
@@ -122,7 +124,7 @@ impl AcmeIssuer {
             certs,
             expiry: RwLock::default(),
             in_progress: tokio::sync::Mutex::new(()),
-            requests: std::sync::Mutex::default(),
+            requests: parking_lot::Mutex::default(),
         };
         issuer.load_stored()?;
         Ok(issuer)
@@ -147,7 +149,7 @@ impl AcmeIssuer {
                 Ok(k) => {
                     self.certs.set_host(host, Arc::new(k));
                     if let Some(t) = not_after(&chain) {
-                        self.expiry.write().unwrap_or_else(|p| p.into_inner()).insert(host.to_owned(), t);
+                        self.expiry.write().insert(host.to_owned(), t);
                     }
                 }
                 Err(e) => tracing::warn!(host, error = %e, "stored certificate ignored"),
@@ -158,7 +160,7 @@ impl AcmeIssuer {
 
     /// Whether `host` has a certificate that is not due for renewal.
     pub fn is_fresh(&self, host: &str) -> bool {
-        let expiry = self.expiry.read().unwrap_or_else(|p| p.into_inner());
+        let expiry = self.expiry.read();
         expiry.get(host).is_some_and(|t| *t > SystemTime::now() + self.config.renew_before)
     }
 
@@ -176,7 +178,7 @@ impl AcmeIssuer {
         std::fs::write(&cert_path, &chain).map_err(acme_err)?;
         self.certs.set_host(host, Arc::new(certified));
         if let Some(t) = not_after(&chain) {
-            self.expiry.write().unwrap_or_else(|p| p.into_inner()).insert(host.to_owned(), t);
+            self.expiry.write().insert(host.to_owned(), t);
         }
         tracing::info!(host, "certificate obtained by ACME");
         Ok(())
@@ -189,7 +191,7 @@ impl AcmeIssuer {
             return;
         }
         {
-            let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.requests.lock();
             let recently_failed = r.failed_at.get(&host).is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE);
             if recently_failed || !r.queued.insert(host.clone()) {
                 return;
@@ -198,7 +200,7 @@ impl AcmeIssuer {
         let issuer = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = issuer.ensure(&host).await;
-            let mut r = issuer.requests.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = issuer.requests.lock();
             r.queued.remove(&host);
             match outcome {
                 Ok(()) => {
@@ -214,7 +216,7 @@ impl AcmeIssuer {
 
     /// Renews every held certificate that is due.
     pub async fn renew_due(&self) -> Vec<(String, GatewayError)> {
-        let hosts: Vec<String> = self.expiry.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let hosts: Vec<String> = self.expiry.read().keys().cloned().collect();
         let mut failures = Vec::new();
         for host in hosts {
             if !self.is_fresh(&host)

@@ -43,7 +43,7 @@ pub(crate) async fn wait(shared: &Shared, route: Arc<RouteState>) -> Result<Arc<
             Some(_) => {}
         }
         if counters.should_activate(REACTIVATE_EVERY) {
-            let activator = shared.activator.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let activator = shared.activator.read().clone();
             match activator {
                 Some(a) => {
                     let name = route.name.clone();

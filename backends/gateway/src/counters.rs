@@ -2,7 +2,7 @@
 //! in-flight count, and metrics handles are registered once per function, not
 //! per request.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ impl FunctionCounters {
 }
 
 fn at_most_once_per(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
-    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = last.lock();
     let now = Instant::now();
     if last.is_some_and(|t| now.duration_since(t) < every) {
         return false;

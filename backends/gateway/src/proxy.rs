@@ -136,7 +136,7 @@ fn report_unreachable(shared: &Shared, route: &RouteState) {
     if !route.counters.should_report_unreachable(REPORT_UNREACHABLE_EVERY) {
         return;
     }
-    let activator = shared.activator.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let activator = shared.activator.read().clone();
     if let Some(a) = activator {
         let name = route.name.clone();
         tokio::spawn(async move {

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -160,12 +162,12 @@ impl Gateway {
 
     /// Sets who wakes functions with no ready instance (the platform).
     pub fn set_activator(&self, activator: Arc<dyn Activator>) {
-        *self.shared.activator.write().unwrap_or_else(|p| p.into_inner()) = Some(activator);
+        *self.shared.activator.write() = Some(activator);
     }
 
     /// Requests in flight for a function right now: the autoscaler's signal.
     pub fn in_flight(&self, name: &FunctionName) -> usize {
-        let counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let counters = self.shared.counters.lock();
         counters.get(name).map_or(0, |c| c.in_flight())
     }
 
@@ -174,7 +176,7 @@ impl Gateway {
     pub fn endpoint_in_flight(&self, addr: SocketAddr) -> usize {
         let table = self.shared.table.load();
         let current: usize = table.endpoints().filter(|e| e.addr == addr).map(|e| e.in_flight()).sum();
-        let mut retired = self.shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retired = self.shared.retired.lock();
         retired.retain(|w| w.strong_count() > 0);
         let old: usize =
             retired.iter().filter_map(Weak::upgrade).filter(|e| e.addr == addr).map(|e| e.in_flight()).sum();
@@ -183,7 +185,7 @@ impl Gateway {
 
     /// The load of every function in the table (in flight, requests so far): the autoscaler's input.
     pub fn load(&self) -> Vec<(FunctionName, pilotlight_core::ports::FunctionLoad)> {
-        let counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let counters = self.shared.counters.lock();
         counters
             .iter()
             .map(|(n, c)| {
@@ -197,7 +199,7 @@ impl Gateway {
     pub async fn enable_acme(&self, config: AcmeConfig) -> Result<Arc<AcmeIssuer>, GatewayError> {
         let issuer =
             Arc::new(AcmeIssuer::new(config, Arc::clone(&self.shared.challenges), Arc::clone(&self.certs)).await?);
-        *self.acme.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&issuer));
+        *self.acme.write() = Some(Arc::clone(&issuer));
         let (renewer, stop) = (Arc::clone(&issuer), self.stop_accepting.clone());
         tokio::spawn(async move {
             loop {
@@ -254,7 +256,7 @@ impl Gateway {
                 });
             })
             .map_err(|source| GatewayError::Bind { addr, source })?;
-        self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+        self.threads.lock().push(handle);
         Ok(())
     }
 
@@ -269,7 +271,7 @@ impl Gateway {
             tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
         }
         self.kill.cancel();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads = std::mem::take(&mut *self.threads.lock());
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -418,7 +420,7 @@ impl Router for Gateway {
         let _one = self.apply_lock.lock().await;
         let compiled = {
             let previous = self.shared.table.load();
-            let mut counters = self.shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut counters = self.shared.counters.lock();
             Table::compile(table, &previous, &mut counters, self.shared.config.max_waiting_per_function)
         };
         // Certificates first, so a route never serves HTTPS without its own.
@@ -437,13 +439,13 @@ impl Router for Gateway {
         {
             let previous = self.shared.table.load();
             let kept: std::collections::HashSet<*const EndpointState> = compiled.endpoints().map(Arc::as_ptr).collect();
-            let mut retired = self.shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+            let mut retired = self.shared.retired.lock();
             retired.retain(|w| w.strong_count() > 0);
             retired.extend(previous.endpoints().filter(|e| !kept.contains(&Arc::as_ptr(e))).map(Arc::downgrade));
         }
         self.shared.table.store(Arc::new(compiled));
         self.shared.version.send_modify(|v| *v = v.wrapping_add(1));
-        let issuer = self.acme.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let issuer = self.acme.read().clone();
         if let Some(issuer) = issuer {
             for route in table.iter() {
                 issuer.request(self.shared.config.domain.host_for(&route.name));

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use pilotlight_core::model::Domain;
 use rcgen::{
@@ -27,25 +29,25 @@ pub(crate) struct CertStore {
 
 impl CertStore {
     pub(crate) fn set_wildcard(&self, key: Arc<CertifiedKey>) {
-        *self.wildcard.write().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        *self.wildcard.write() = Some(key);
     }
     pub(crate) fn set_host(&self, host: &str, key: Arc<CertifiedKey>) {
-        self.by_host.write().unwrap_or_else(|p| p.into_inner()).insert(host.to_ascii_lowercase(), key);
+        self.by_host.write().insert(host.to_ascii_lowercase(), key);
     }
     pub(crate) fn has_host(&self, host: &str) -> bool {
-        self.by_host.read().unwrap_or_else(|p| p.into_inner()).contains_key(&host.to_ascii_lowercase())
+        self.by_host.read().contains_key(&host.to_ascii_lowercase())
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(sni) = hello.server_name() {
-            let by_host = self.by_host.read().unwrap_or_else(|p| p.into_inner());
+            let by_host = self.by_host.read();
             if let Some(k) = by_host.get(&sni.to_ascii_lowercase()) {
                 return Some(Arc::clone(k));
             }
         }
-        self.wildcard.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.wildcard.read().clone()
     }
 }
 

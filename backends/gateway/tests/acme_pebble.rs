@@ -1,6 +1,7 @@
 //! Certificates from Debian's `pebble` ACME test server, over HTTP-01
 //! challenges the gateway answers itself. `pebble-challtestsrv` plays DNS and
 //! resolves every name to 127.0.0.1, so nothing leaves loopback.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The gateway on real listeners, with hello under the process runtime.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 mod common;
 
@@ -393,4 +394,41 @@ async fn an_endpoint_swapped_out_keeps_counting_its_request_in_flight() {
     .await;
     gw.shutdown().await;
     rt.stop_all().await.unwrap();
+}
+
+/// A function whose every instance refuses connections (they died, or were
+/// removed behind the platform's back) makes the gateway ask for a reconcile
+/// at once, at most once a second however many requests fail.
+#[tokio::test]
+async fn refused_connections_ask_for_a_reconcile_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = gateway(dir.path()).await;
+    let mut activator = pilotlight_core::ports::MockActivator::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    activator.expect_unreachable().returning(move |name| {
+        let _ = tx.send(name.clone());
+        Ok(())
+    });
+    activator.expect_activate().never();
+    gw.set_activator(Arc::new(activator));
+    gw.apply(&table(vec![route("gone", &[dead], 5000)])).await.unwrap();
+    let c = client();
+    for _ in 0..10 {
+        let (status, _, body) = get(&c, gw.http_addr(), "gone.localhost", "/").await;
+        assert_eq!(status, 502, "{body}");
+    }
+    let reported = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(reported.as_str(), "gone");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.try_recv().is_err(), "ten failures within a second are one report");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (status, _, _) = get(&c, gw.http_addr(), "gone.localhost", "/").await;
+    assert_eq!(status, 502);
+    let again = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(again.as_str(), "gone", "reported again after a second");
+    gw.shutdown().await;
 }

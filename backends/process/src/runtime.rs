@@ -2,8 +2,10 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,7 +81,7 @@ struct ChildSlot {
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.config.kill_on_drop {
-            let children = self.children.get_mut().unwrap_or_else(|p| p.into_inner());
+            let children = self.children.get_mut();
             for slot in children.values() {
                 slot.stopping.store(true, Ordering::SeqCst);
                 signal_group(slot.pid, Signal::SIGKILL);
@@ -153,7 +155,7 @@ impl ProcessRuntime {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<InstanceId, ChildSlot>> {
-        self.inner.children.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.children.lock()
     }
 
     /// Stops every instance this runtime started or adopted (for a clean shutdown).
@@ -221,7 +223,7 @@ impl ProcessRuntime {
             signal_group(pid, Signal::SIGKILL);
             exited_tx.send_replace(Some(reason.clone()));
             let Some(inner) = inner.upgrade() else { return };
-            inner.children.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            inner.children.lock().remove(&id);
             if !stop_flag.load(Ordering::SeqCst) {
                 tracing::warn!(function = %ev_info.function, instance = %id, ?reason, "instance exited");
                 let _ = inner.events.send(RuntimeEvent::Exited {

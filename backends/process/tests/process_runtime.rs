@@ -1,4 +1,5 @@
 //! The process runtime against real child processes.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use std::time::Duration;
 

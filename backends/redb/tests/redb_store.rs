@@ -1,4 +1,5 @@
 //! The redb store: the conformance suite, and nothing lost across close and reopen.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use pilotlight_core::model::{FunctionName, Phase};
 use pilotlight_core::ports::{Store, StoreError};

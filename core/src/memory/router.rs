@@ -1,4 +1,4 @@
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -37,7 +37,7 @@ impl MemoryRouter {
     }
     /// The table now served.
     pub fn table(&self) -> RouteTable {
-        self.table.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.table.lock().clone()
     }
     /// How many applies succeeded.
     pub fn apply_count(&self) -> u64 {
@@ -60,7 +60,7 @@ impl Router for MemoryRouter {
         if failing {
             return Err(RouterError::Unavailable("injected failure (MemoryRouter::fail_next)".into()));
         }
-        *self.table.lock().unwrap_or_else(|p| p.into_inner()) = table.clone();
+        *self.table.lock() = table.clone();
         self.applies.fetch_add(1, Ordering::SeqCst);
         self.tx.send_replace(table.clone());
         Ok(())

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
@@ -160,7 +162,7 @@ impl MemoryRuntime {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<InstanceId, Slot>> {
-        self.inner.instances.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.instances.lock()
     }
 }
 

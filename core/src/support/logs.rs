@@ -1,5 +1,5 @@
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -34,7 +34,7 @@ impl LogBuffer {
     /// Records one line.
     pub fn push(&self, source: LogSource, line: impl Into<String>) {
         let line = LogLine { source, line: line.into(), at_ms: now_ms() };
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = self.lines.lock();
         if lines.len() == self.capacity {
             lines.pop_front();
         }
@@ -45,7 +45,7 @@ impl LogBuffer {
 
     /// The last `tail` lines (all kept lines when `None`).
     pub fn tail(&self, tail: Option<usize>) -> Vec<LogLine> {
-        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = self.lines.lock();
         let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
         lines.iter().skip(skip).cloned().collect()
     }
@@ -53,7 +53,7 @@ impl LogBuffer {
     /// The kept lines as `options` asks, followed by new ones when `options.follow`.
     pub fn stream(&self, options: LogOptions) -> LogStream {
         // Subscribe while holding the lock so no line falls between the snapshot and the feed.
-        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = self.lines.lock();
         let rx = options.follow.then(|| self.tx.subscribe());
         let skip = options.tail.map_or(0, |n| lines.len().saturating_sub(n));
         let snapshot: Vec<_> = lines.iter().skip(skip).cloned().map(Ok).collect();

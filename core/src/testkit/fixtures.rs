@@ -1,15 +1,15 @@
 //! Finding the workspace's demo function for tests.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 /// The path of a binary of this workspace (such as `hello`), built next to
 /// the running test executable. Builds it with cargo if it is missing, so a
 /// test works from a fresh clone; CI builds it beforehand.
 pub fn workspace_binary(name: &str) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = BUILD.lock();
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> or target/<profile>/examples/<example> → target/<profile>
     let profile_dir = exe
@@ -44,7 +44,7 @@ pub fn hello_binary() -> PathBuf {
 /// (CI builds it beforehand).
 pub fn static_hello_binary() -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = BUILD.lock();
     let host = hello_binary();
     let target = host.ancestors().nth(2).expect("target dir").to_path_buf();
     let bin = target.join("x86_64-unknown-linux-gnu/release/hello");

@@ -5,6 +5,7 @@
 //! in-memory backends, and every backend crate runs the same suite against the
 //! real thing. They panic with a message naming the check that failed.
 
+#![allow(clippy::unwrap_used)] // test support: a broken fixture should stop the test loudly
 pub mod fixtures;
 pub mod http;
 pub mod queue;
