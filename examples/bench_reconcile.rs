@@ -7,8 +7,10 @@
 //! 2. drift: a container killed behind the platform's back until the
 //!    function answers again, with the engine's events on, and with them cut
 //!    (only the pass finds it);
-//! 3. 32 deploys, 16 at a time, until each answers 200, against the raw
-//!    engine's create+start+first-200 at the same concurrency.
+//! 3. 32 deploys, 16 at a time, until each answers 200 (waiting for `ready`
+//!    as the CLI does, then calling through the gateway), against the raw
+//!    engine's create+start+first-200 at the same concurrency, with
+//!    pilotlight's Docker runtime alone (no control plane) in between.
 //!
 //! ```sh
 //! bash scripts/bench.sh reconcile
@@ -45,12 +47,23 @@ const RAW_LABEL: &str = "io.pilotlight.bench-reconcile";
 struct Counted {
     inner: Arc<dyn Runtime>,
     calls: AtomicU64,
-    deaf: AtomicBool,
+    deaf: Arc<AtomicBool>,
+    /// Time spent in `list`, `prepare` and `start`, in µs, and how many of each.
+    spent: [(AtomicU64, AtomicU64); 3],
 }
+
+const LIST: usize = 0;
+const PREPARE: usize = 1;
+const START: usize = 2;
 
 impl Counted {
     fn new(inner: Arc<dyn Runtime>) -> Arc<Self> {
-        Arc::new(Self { inner, calls: AtomicU64::new(0), deaf: AtomicBool::new(false) })
+        Arc::new(Self {
+            inner,
+            calls: AtomicU64::new(0),
+            deaf: Arc::new(AtomicBool::new(false)),
+            spent: Default::default(),
+        })
     }
     fn count(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -58,17 +71,36 @@ impl Counted {
     fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
+    fn timed(&self, which: usize, began: Instant) {
+        let (us, n) = &self.spent[which];
+        us.fetch_add(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Mean ms and count of each timed call since the last `reset`.
+    fn report(&self) -> String {
+        let f = |i: usize, name: &str| {
+            let (us, n) = (self.spent[i].0.swap(0, Ordering::Relaxed), self.spent[i].1.swap(0, Ordering::Relaxed));
+            format!("{name} {n} x {:.1} ms", us as f64 / 1e3 / n.max(1) as f64)
+        };
+        format!("{}, {}, {}", f(LIST, "list"), f(PREPARE, "prepare"), f(START, "start"))
+    }
 }
 
 #[async_trait]
 impl Runtime for Counted {
     async fn prepare(&self, spec: &FunctionSpec) -> Result<(), RuntimeError> {
         self.count();
-        self.inner.prepare(spec).await
+        let began = Instant::now();
+        let r = self.inner.prepare(spec).await;
+        self.timed(PREPARE, began);
+        r
     }
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
         self.count();
-        self.inner.start(spec, generation).await
+        let began = Instant::now();
+        let r = self.inner.start(spec, generation).await;
+        self.timed(START, began);
+        r
     }
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
         self.count();
@@ -92,7 +124,17 @@ impl Runtime for Counted {
     }
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
         self.count();
-        self.inner.list().await
+        let began = Instant::now();
+        let r = self.inner.list().await;
+        self.timed(LIST, began);
+        r
+    }
+    async fn list_function(&self, function: &FunctionName) -> Result<Vec<Instance>, RuntimeError> {
+        self.count();
+        let began = Instant::now();
+        let r = self.inner.list_function(function).await;
+        self.timed(LIST, began);
+        r
     }
     async fn logs(&self, id: &InstanceId, options: LogOptions) -> Result<LogStream, RuntimeError> {
         self.inner.logs(id, options).await
@@ -100,11 +142,10 @@ impl Runtime for Counted {
     async fn stats(&self, id: &InstanceId) -> Result<InstanceStats, RuntimeError> {
         self.inner.stats(id).await
     }
+    /// While deaf, every event is dropped: the stream stays open and says nothing.
     fn events(&self) -> RuntimeEvents {
-        if self.deaf.load(Ordering::SeqCst) {
-            return futures::stream::pending().boxed();
-        }
-        self.inner.events()
+        let deaf = Arc::clone(&self.deaf);
+        self.inner.events().filter(move |_| futures::future::ready(!deaf.load(Ordering::SeqCst))).boxed()
     }
 }
 
@@ -319,12 +360,6 @@ async fn main() -> Result<(), Error> {
         common::pct(&on, 1.0)
     );
     b.runtime.deaf.store(true, Ordering::SeqCst);
-    // The watcher holds its old stream until it ends: start a platform whose runtime is deaf from the start.
-    b.platform.shutdown().await;
-    b.gateway.shutdown().await;
-    let b = platform(b.runtime.clone(), period).await?;
-    b.runtime.deaf.store(true, Ordering::SeqCst);
-    b.platform.reconcile_all().await?;
     let cut = drift(&b, &docker, "d1", runs).await?;
     println!(
         "  {:<40} p50 {:>8.1} ms   max {:>8.1} ms   (period {} s: found by the pass)",
@@ -333,6 +368,7 @@ async fn main() -> Result<(), Error> {
         common::pct(&cut, 1.0),
         period.as_secs()
     );
+    b.runtime.deaf.store(false, Ordering::SeqCst);
     for n in 0..docker_n {
         b.platform.delete(&format!("d{n}").parse()?).await?;
     }
@@ -340,6 +376,19 @@ async fn main() -> Result<(), Error> {
         b.platform.wait_deleted(&format!("d{n}").parse()?, Duration::from_secs(300)).await?;
     }
 
+    // The runtime alone runs under a platform id of its own: the platform's pass would
+    // rightly stop containers of its own label that no record wants.
+    let alone = Arc::new(
+        DockerRuntime::connect(DockerRuntimeConfig {
+            platform_id: format!("{id}-alone"),
+            network: common::NETWORK.into(),
+            ..Default::default()
+        })
+        .await?,
+    );
+    let _alone_cleanup = pilotlight::core::testkit::fixtures::DockerCleanup {
+        label: format!("{}={id}-alone", pilotlight::docker::LABEL_PLATFORM),
+    };
     println!("\n3. 32 deploys, 16 at a time, until each answers 200");
     let mut ratios = Vec::new();
     for round in 0..3u64 {
@@ -355,14 +404,35 @@ async fn main() -> Result<(), Error> {
         for id in &ids {
             remove(&docker, id).await;
         }
+        // The runtime alone, no control plane: the same container settings as a deploy.
+        let t = Instant::now();
+        let started: Vec<Instance> = futures::stream::iter(0..32u64)
+            .map(|i| {
+                let rt = alone.clone();
+                async move { rt.start(&spec(&format!("s{round}x{i}"), Some(IMAGE))?, 1).await.map_err(Error::from) }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let runtime_rate = 32.0 / t.elapsed().as_secs_f64();
+        for i in &started {
+            alone.stop(&i.id).await?;
+        }
         let names: Vec<String> = (0..32).map(|i| format!("r{round}x{i}")).collect();
         let edge = b.gateway.http_addr();
+        b.runtime.report();
         let t = Instant::now();
         let results: Vec<Result<(), Error>> = futures::stream::iter(names.iter().cloned())
             .map(|name| {
                 let p = b.platform.clone();
                 async move {
+                    // As the CLI does: wait for `ready` (the status stream), then call. Polling
+                    // the in-process edge every millisecond from 16 waiters would load the
+                    // very cores the engine starts containers on.
                     p.deploy(spec(&name, Some(IMAGE))?).await?;
+                    p.wait_ready(&name.parse()?, Duration::from_secs(120)).await?;
                     first_200(edge, &format!("{name}.localhost")).await?;
                     Ok(())
                 }
@@ -373,10 +443,13 @@ async fn main() -> Result<(), Error> {
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         let ours_rate = 32.0 / t.elapsed().as_secs_f64();
         ratios.push(ours_rate / raw_rate);
+        let spent = b.runtime.report();
         println!(
-            "  round {round}: raw engine {raw_rate:>5.2}/s, pilotlight {ours_rate:>5.2}/s ({:.2}x)",
+            "  round {round}: raw engine {raw_rate:>5.2}/s, pilotlight's Docker runtime alone {runtime_rate:>5.2}/s ({:.2}x), pilotlight deploys {ours_rate:>5.2}/s ({:.2}x)",
+            runtime_rate / raw_rate,
             ours_rate / raw_rate
         );
+        println!("           the deploys' runtime calls: {spent}");
         for name in &names {
             b.platform.delete(&name.parse()?).await?;
         }

@@ -435,19 +435,29 @@ impl DockerRuntime {
         RuntimeError::NotReady { message, logs }
     }
 
-    /// Probes every 2 ms for the first second (a start is a few hundred ms;
-    /// a coarser backoff would add tens of ms to every cold start), every
-    /// 20 ms after; asks the engine whether the container died every ~50 ms.
+    /// Waits until the container answers on its port.
+    ///
+    /// Probes every 2 ms for the first two seconds (a start is a few hundred
+    /// ms; a coarser backoff would add tens of ms to every cold start), every
+    /// 10 ms after. The engine is asked about the container (its published
+    /// port, whether it died) right after the start, then at growing
+    /// intervals (50 ms doubling to 1 s): sixteen starts at once that each
+    /// inspected every 50 ms kept the engine busy with thousands of inspects
+    /// and slowed the starts themselves. A death is also seen at once through
+    /// the engine's `die` event, which the event watch records.
     async fn await_ready(&self, spec: &FunctionSpec, id: &str) -> Result<SocketAddr, RuntimeError> {
         let started = tokio::time::Instant::now();
         let deadline = started + self.inner.config.ready_timeout;
         let health = spec.health_path().map(|p| p.as_str());
         let mut endpoint = None;
         let mut next_inspect = started;
+        let mut inspect_every = Duration::from_millis(50);
         loop {
             let now = tokio::time::Instant::now();
-            if endpoint.is_none() || now >= next_inspect {
-                next_inspect = now + Duration::from_millis(50);
+            let died = self.inner.dead.lock().contains(id);
+            if endpoint.is_none() || now >= next_inspect || died {
+                next_inspect = now + inspect_every;
+                inspect_every = (inspect_every * 2).min(Duration::from_secs(1));
                 let inspect = self.inner.docker.inspect_container(id, None).await.map_err(backend)?;
                 let state = inspect.state.as_ref();
                 if matches!(
@@ -479,7 +489,7 @@ impl DockerRuntime {
                 );
                 return Err(self.not_ready(id, message).await);
             }
-            let pause = if started.elapsed() < Duration::from_secs(1) { 2 } else { 20 };
+            let pause = if started.elapsed() < Duration::from_secs(2) { 2 } else { 10 };
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
@@ -557,6 +567,39 @@ impl DockerRuntime {
             endpoint: Endpoint::new(addr),
             state: InstanceState::Running,
         })
+    }
+
+    /// The platform's containers that match `filters`, as instances; `all`
+    /// when the filters take every container of the platform.
+    async fn list_filtered(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+        all: bool,
+    ) -> Result<Vec<Instance>, RuntimeError> {
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let containers = self.inner.docker.list_containers(Some(options)).await.map_err(backend)?;
+        let stopping = self.inner.stopping.lock().clone();
+        let dead = {
+            let mut dead = self.inner.dead.lock();
+            if all {
+                // Containers removed behind the platform's back are forgotten.
+                dead.retain(|id| containers.iter().any(|c| c.id.as_deref() == Some(id.as_str())));
+            }
+            dead.clone()
+        };
+        let starting = self.inner.starting.lock().clone();
+        Ok(containers
+            .iter()
+            .filter_map(|c| self.instance_from_summary(c))
+            .map(|mut i| {
+                if dead.contains(i.id.as_str()) {
+                    i.state = InstanceState::Exited;
+                }
+                i
+            })
+            // Mid-start or being stopped: not ours to manage from a listing.
+            .filter(|i| !stopping.contains(i.id.as_str()) && !starting.contains(i.id.as_str()))
+            .collect())
     }
 
     async fn instance(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
@@ -680,28 +723,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
-        let options = ListContainersOptions { all: true, filters: Some(self.platform_filter()), ..Default::default() };
-        let containers = self.inner.docker.list_containers(Some(options)).await.map_err(backend)?;
-        let stopping = self.inner.stopping.lock().clone();
-        let dead = {
-            // Containers removed behind the platform's back are forgotten.
-            let mut dead = self.inner.dead.lock();
-            dead.retain(|id| containers.iter().any(|c| c.id.as_deref() == Some(id.as_str())));
-            dead.clone()
-        };
-        let starting = self.inner.starting.lock().clone();
-        Ok(containers
-            .iter()
-            .filter_map(|c| self.instance_from_summary(c))
-            .map(|mut i| {
-                if dead.contains(i.id.as_str()) {
-                    i.state = InstanceState::Exited;
-                }
-                i
-            })
-            // Mid-start or being stopped: not ours to manage from a listing.
-            .filter(|i| !stopping.contains(i.id.as_str()) && !starting.contains(i.id.as_str()))
-            .collect())
+        self.list_filtered(self.platform_filter(), true).await
+    }
+
+    async fn list_function(&self, function: &FunctionName) -> Result<Vec<Instance>, RuntimeError> {
+        let mut filters = self.platform_filter();
+        filters.entry("label".into()).or_default().push(format!("{LABEL_FUNCTION}={function}"));
+        self.list_filtered(filters, false).await
     }
 
     /// The kept lines as asked, then (with `follow`) new ones. bollard sends the

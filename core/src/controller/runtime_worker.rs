@@ -362,6 +362,12 @@ impl RuntimeWorker {
     }
 
     async fn reconcile_and_record(&self, name: &FunctionName, snapshot: Option<Snapshot>) {
+        // The pass asked, but a reconcile ended after its list: that one already looked.
+        if let Some(s) = &snapshot
+            && self.memory.lock().get(name).and_then(|m| m.finished).is_some_and(|f| f > s.taken)
+        {
+            return;
+        }
         let began = Instant::now();
         let outcome = self.reconcile(name, snapshot).await;
         let Some(event) = self.record_outcome(name, outcome) else { return };
@@ -501,7 +507,7 @@ impl RuntimeWorker {
         let finished = self.memory.lock().get(name).and_then(|m| m.finished);
         let instances = match snapshot {
             Some(s) if finished.is_none_or(|f| s.taken >= f) => s.instances,
-            _ => self.runtime.list().await?.into_iter().filter(|i| &i.function == name).collect(),
+            _ => self.runtime.list_function(name).await?,
         };
         let leaving = self.leaving.lock();
         Ok(instances.into_iter().filter(|i| !leaving.contains_key(&i.id)).collect())

@@ -41,10 +41,12 @@ impl WorkQueue {
         Self { state: Mutex::default(), changed: watch::Sender::new(0) }
     }
 
-    /// Asks for a reconcile of `name` at `at` (the earliest ask wins).
+    /// Asks for a reconcile of `name` at `at` (the earliest ask wins). A
+    /// pass's snapshot queued for it is dropped: whoever asks wants a fresh look.
     pub fn schedule(&self, name: &FunctionName, at: Instant) {
         {
             let mut s = self.state.lock();
+            s.snapshots.remove(name);
             if s.active.contains(name) && at <= Instant::now() {
                 s.again.insert(name.clone());
             } else {
@@ -54,10 +56,19 @@ impl WorkQueue {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Like [`schedule`](Self::schedule) now, with what the pass listed.
+    /// Asks for a reconcile of `name` now on behalf of the periodic pass,
+    /// with what its list saw. If the function is already queued (someone
+    /// asked for a fresh look) or in hand, the pass adds nothing.
     pub fn schedule_with(&self, name: &FunctionName, snapshot: Snapshot) {
-        self.state.lock().snapshots.insert(name.clone(), snapshot);
-        self.schedule(name, Instant::now());
+        {
+            let mut s = self.state.lock();
+            if s.due.contains_key(name) || s.active.contains(name) {
+                return;
+            }
+            s.snapshots.insert(name.clone(), snapshot);
+            s.due.insert(name.clone(), Instant::now());
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// When `name` is due, if it is queued.
@@ -81,11 +92,12 @@ impl WorkQueue {
             let wait = {
                 let mut s = self.state.lock();
                 let now = Instant::now();
+                // Asked-for work first, then the pass's (it carries a snapshot), each earliest first.
                 let earliest = s
                     .due
                     .iter()
                     .filter(|(n, _)| !s.active.contains(*n))
-                    .min_by_key(|(_, at)| **at)
+                    .min_by_key(|(n, at)| (**at > now, s.snapshots.contains_key(*n), **at))
                     .map(|(n, at)| (n.clone(), *at));
                 match earliest {
                     Some((name, at)) if at <= now => {
@@ -191,6 +203,32 @@ mod tests {
         let (n, _) = q.next().await;
         assert_eq!(n.as_str(), "a");
         assert!(Instant::now() >= t0 + Duration::from_secs(3) && Instant::now() < t0 + Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asked_for_work_goes_before_the_pass_and_a_nudge_drops_the_snapshot() {
+        let q = WorkQueue::new();
+        let snapshot = || Snapshot { instances: Vec::new(), taken: Instant::now() };
+        q.schedule_with(&name("pass"), snapshot());
+        q.schedule_with(&name("nudged"), snapshot());
+        q.schedule(&name("nudged"), Instant::now());
+        q.schedule(&name("user"), Instant::now());
+        let (first, s1) = q.next().await;
+        let (second, s2) = q.next().await;
+        let (third, s3) = q.next().await;
+        let mut asked = [first.to_string(), second.to_string()];
+        asked.sort();
+        assert_eq!(asked, ["nudged", "user"]);
+        assert!(s1.is_none() && s2.is_none(), "a nudge wants a fresh look");
+        assert_eq!((third.as_str(), s3.is_some()), ("pass", true));
+        // The pass adds nothing to a function in hand: the reconcile in hand ends after its list.
+        q.schedule_with(&name("user"), snapshot());
+        q.done(&name("user"));
+        assert!(tokio::time::timeout(std::time::Duration::from_secs(1), q.next()).await.is_err());
+        // Once idle, it is the pass's again.
+        q.schedule_with(&name("user"), snapshot());
+        let (again, s) = q.next().await;
+        assert_eq!((again.as_str(), s.is_some()), ("user", true));
     }
 
     #[test]

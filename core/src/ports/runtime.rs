@@ -134,6 +134,12 @@ pub trait Runtime: Send + Sync + 'static {
     }
     /// Every instance this platform owns.
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError>;
+    /// The instances of one function: what a single reconcile reads. A
+    /// runtime that can filter where the instances live (the engine's label
+    /// filter) overrides this, so a reconcile does not fetch every instance.
+    async fn list_function(&self, function: &FunctionName) -> Result<Vec<Instance>, RuntimeError> {
+        Ok(self.list().await?.into_iter().filter(|i| &i.function == function).collect())
+    }
     /// An instance's logs.
     async fn logs(&self, id: &InstanceId, options: LogOptions) -> Result<LogStream, RuntimeError>;
     /// An instance's resource use.
