@@ -140,7 +140,10 @@ async fn main() -> Result<(), Error> {
             .map(|name| {
                 let platform = platform.clone();
                 async move {
+                    // As the CLI does: wait for `ready`, then call (k waiters polling the
+                    // in-process edge every millisecond would load the engine's cores).
                     platform.deploy(spec(&name)?).await?;
+                    platform.wait_ready(&name.parse()?, Duration::from_secs(120)).await?;
                     first_200(edge, &format!("{name}.localhost")).await?;
                     Ok(())
                 }
