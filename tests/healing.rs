@@ -491,19 +491,4 @@ async fn dropped_route_is_restored(kind: Kind) {
     server.shutdown().await;
 }
 
-macro_rules! both {
-    ($($scenario:ident),*) => {
-        mod process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() { super::$scenario(super::Kind::Process).await }
-            )*
-        }
-        mod docker {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() { super::$scenario(super::Kind::Docker).await }
-            )*
-        }
-    };
-}
-
 both!(image_appears_later, removed_while_frozen, desired_scale_survives_a_restart, dropped_route_is_restored);

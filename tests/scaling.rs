@@ -19,6 +19,8 @@ use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
 use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
 use pilotlight::{FunctionName, FunctionSpec, FunctionSpecInput, Platform, PlatformError, Runtime};
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -412,21 +414,6 @@ async fn capacity_guard(kind: Kind) {
     assert_eq!(env.get("first", "/").await.unwrap().status, 200);
     env.settle("first", 1, 1).await;
     env.shutdown().await;
-}
-
-macro_rules! both {
-    ($($scenario:ident),*) => {
-        mod process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() { super::$scenario(super::Kind::Process).await }
-            )*
-        }
-        mod docker {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() { super::$scenario(super::Kind::Docker).await }
-            )*
-        }
-    };
 }
 
 both!(

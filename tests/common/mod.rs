@@ -177,3 +177,21 @@ pub async fn split_processes(url: &str) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// Runs each scenario `fn(Kind)` of a test file twice, as `process::NAME` and
+/// `docker::NAME`; the file defines `enum Kind { Process, Docker }`.
+#[macro_export]
+macro_rules! both {
+    ($($scenario:ident),*) => {
+        mod process {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::Kind::Process).await }
+            )*
+        }
+        mod docker {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::Kind::Docker).await }
+            )*
+        }
+    };
+}
