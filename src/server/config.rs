@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub backoff_max_s: u64,
     /// The Docker engine's socket, `unix:///path`; unset: `$DOCKER_HOST`, else `/var/run/docker.sock`.
     pub docker_host: Option<String>,
+    /// The gateway answers 431 to a request head larger than this many bytes.
+    pub max_header_bytes: u64,
+    /// The gateway answers 431 to one header line longer than this many bytes.
+    pub max_header_line_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,8 @@ impl Default for ServerConfig {
             resync_period_s: 30,
             backoff_max_s: 300,
             docker_host: None,
+            max_header_bytes: 64 * 1024,
+            max_header_line_bytes: 16 * 1024,
         }
     }
 }
@@ -113,6 +119,8 @@ const KEYS: &[Key] = &[
     Key { name: "resync_period_s", help: "every function is reconciled at least this often, in seconds [30]" },
     Key { name: "backoff_max_s", help: "longest wait between tries of a failing function, in seconds [300]" },
     Key { name: "docker_host", help: "Docker engine socket, unix:///path [$DOCKER_HOST or /var/run/docker.sock]" },
+    Key { name: "max_header_bytes", help: "the gateway answers 431 to a larger request head [65536]" },
+    Key { name: "max_header_line_bytes", help: "the gateway answers 431 to a longer header line [16384]" },
 ];
 
 /// A bad setting: which key, and the rule.
@@ -197,9 +205,17 @@ impl ServerConfig {
             "docker_network" => self.docker_network = value.into(),
             "nginx_status_addr" => self.nginx_status_addr = addr(value)?,
             "docker_host" => self.docker_host = Some(value.into()),
-            "memory_budget_mb" | "autoscale_tick_ms" | "scale_down_window_s" | "resync_period_s" | "backoff_max_s" => {
+            "memory_budget_mb"
+            | "autoscale_tick_ms"
+            | "scale_down_window_s"
+            | "resync_period_s"
+            | "backoff_max_s"
+            | "max_header_bytes"
+            | "max_header_line_bytes" => {
                 let n: u64 = value.parse().map_err(|_| bad(format!("must be a whole number (got {value:?})")))?;
                 match key {
+                    "max_header_bytes" => self.max_header_bytes = n,
+                    "max_header_line_bytes" => self.max_header_line_bytes = n,
                     "memory_budget_mb" => self.memory_budget_mb = n,
                     "autoscale_tick_ms" => self.autoscale_tick_ms = n,
                     "resync_period_s" => self.resync_period_s = n,
@@ -318,6 +334,20 @@ impl ServerConfig {
         if !(1..=86_400).contains(&self.backoff_max_s) {
             return Err(self.error("backoff_max_s", format!("must be 1 to 86400 (got {})", self.backoff_max_s)));
         }
+        if !(8192..=1_048_576).contains(&self.max_header_bytes) {
+            return Err(
+                self.error("max_header_bytes", format!("must be 8192 to 1048576 (got {})", self.max_header_bytes))
+            );
+        }
+        if !(1024..=self.max_header_bytes).contains(&self.max_header_line_bytes) {
+            return Err(self.error(
+                "max_header_line_bytes",
+                format!(
+                    "must be 1024 to max_header_bytes ({}) (got {})",
+                    self.max_header_bytes, self.max_header_line_bytes
+                ),
+            ));
+        }
         if let Some(h) = &self.docker_host {
             let path = h.strip_prefix("unix://").unwrap_or_default();
             if path.is_empty() || !path.starts_with('/') || path.chars().any(|c| c.is_control()) {
@@ -407,6 +437,8 @@ mod tests {
             (&["--resync-period-s", "0"], "resync_period_s"),
             (&["--backoff-max-s", "soon"], "backoff_max_s"),
             (&["--docker-host", "tcp://1.2.3.4:2375"], "docker_host"),
+            (&["--max-header-bytes", "100"], "max_header_bytes"),
+            (&["--max-header-line-bytes", "99999999"], "max_header_line_bytes"),
             (&["--domain"], "domain"),
             (&["stray"], "stray"),
         ];

@@ -154,6 +154,8 @@ impl Server {
                 (gateway, Some(nginx), router)
             } else {
                 let mut gw = GatewayConfig::new(domain.clone(), &config.data_dir);
+                gw.max_header_bytes = usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX);
+                gw.max_header_line_bytes = usize::try_from(config.max_header_line_bytes).unwrap_or(usize::MAX);
                 gw.http_addr = config.http_addr;
                 if let Some(a) = https {
                     gw.https_addr = a;

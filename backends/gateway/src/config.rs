@@ -48,6 +48,17 @@ pub struct GatewayConfig {
     /// runtime and its own upstream connection pool, so a request and its
     /// upstream connection never wake another thread. Default: one per core.
     pub threads: usize,
+    /// A request head (the request line and every header, HTTP/1.1; the
+    /// header list, HTTP/2) may be at most this many bytes; a larger one gets
+    /// 431 (default 64 KiB; at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// One header line (name, `: ` and value) may be at most this many
+    /// bytes; a longer one gets 431 (default 16 KiB).
+    pub max_header_line_bytes: usize,
+    /// A client must send its whole request head within this long, or its
+    /// connection is closed (default 30 s), so half-sent requests cannot hold
+    /// connections open.
+    pub header_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -63,6 +74,9 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(30),
             upstream_idle_timeout: Duration::from_secs(90),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_header_bytes: 64 * 1024,
+            max_header_line_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(30),
         }
     }
 

@@ -25,6 +25,7 @@ mod error;
 mod headers;
 mod proxy;
 mod responses;
+mod rules;
 mod server;
 mod table;
 mod tls;

@@ -72,14 +72,6 @@ impl Body for Tracked {
     }
 }
 
-fn host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(h) = req.headers().get(header::HOST) {
-        return Some(h.clone());
-    }
-    // HTTP/2 carries the host in the :authority pseudo-header, i.e. the URI.
-    req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-}
-
 /// Handles one request from a client.
 pub(crate) async fn handle(
     shared: &Shared,
@@ -94,8 +86,9 @@ pub(crate) async fn handle(
             None => responses::error(StatusCode::NOT_FOUND, "not_found", "no such ACME challenge"),
         });
     }
-    let Some(host) = host_of(&req) else {
-        return own(responses::error(StatusCode::BAD_REQUEST, "missing_host", "the request has no Host header"));
+    let host = match crate::rules::check(&req, &shared.config) {
+        Ok(h) => h,
+        Err(refusal) => return own(*refusal),
     };
     let Some(host_str) = host.to_str().ok() else {
         return own(responses::error(StatusCode::BAD_REQUEST, "bad_host", "the Host header is not text"));

@@ -384,13 +384,15 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let client_ip = crate::headers::client_value(peer.ip());
+    let (max_head, header_timeout) = (shared.config.max_header_bytes.max(8 * 1024), shared.config.header_timeout);
     let svc = service_fn(move |req| {
         let (shared, client, client_ip) = (Arc::clone(&shared), client.clone(), client_ip.clone());
         async move { Ok::<_, Infallible>(proxy::handle(&shared, &client, req, &client_ip, https).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
+    // A head larger than the read buffer gets hyper's own 431.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(max_head);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {
