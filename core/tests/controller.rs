@@ -692,3 +692,60 @@ async fn a_permanent_failure_ends_the_wait_and_is_still_retried() {
     assert!(runtime.list().await.unwrap().is_empty(), "nothing was started");
     p.shutdown().await;
 }
+
+/// A Store that counts its `list` calls.
+struct ListCounting(MemoryStore, std::sync::atomic::AtomicU64);
+
+#[async_trait]
+impl Store for ListCounting {
+    async fn get(&self, n: &FunctionName) -> Result<Option<FunctionRecord>, pilotlight_core::ports::StoreError> {
+        self.0.get(n).await
+    }
+    async fn list(&self) -> Result<Vec<FunctionRecord>, pilotlight_core::ports::StoreError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.list().await
+    }
+    async fn compare_and_set(
+        &self,
+        expected: Option<u64>,
+        record: FunctionRecord,
+    ) -> Result<u64, pilotlight_core::ports::StoreError> {
+        self.0.compare_and_set(expected, record).await
+    }
+    async fn delete(&self, n: &FunctionName, expected: u64) -> Result<(), pilotlight_core::ports::StoreError> {
+        self.0.delete(n, expected).await
+    }
+}
+
+/// The once-per-period refresh of an unchanged observation is written (so
+/// staleness can be told) but wakes no status stream: an open stream costs
+/// no Store list per refreshed function.
+#[tokio::test]
+async fn refreshing_an_unchanged_observation_wakes_no_reader() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Arc::new(ListCounting(MemoryStore::new(), Default::default()));
+    let p =
+        platform(Arc::new(fast_queue(3)), Arc::new(MemoryRuntime::new()), Arc::new(MemoryRouter::new()), store.clone());
+    p.start().await.unwrap();
+    let names: Vec<String> = (0..10).map(|i| format!("calm{i}")).collect();
+    for n in &names {
+        p.deploy(spec(n)).await.unwrap();
+    }
+    for n in &names {
+        p.wait_ready(&name(n), WAIT).await.unwrap();
+    }
+    // Let the deploys' own updates land before listening.
+    tokio::time::sleep(PERIOD).await;
+    let mut changes = p.status_changes(false);
+    let first = store.get(&name("calm0")).await.unwrap().unwrap().status.observed_at_ms;
+    let worker = p.runtime_worker().unwrap();
+    let (lists, passes) = (store.1.load(SeqCst), worker.passes());
+    let quiet = tokio::time::timeout(PERIOD * 5, changes.next()).await;
+    assert!(quiet.is_err(), "a reader saw an update: {quiet:?}");
+    let (lists, passes) = (store.1.load(SeqCst) - lists, worker.passes() - passes);
+    let later = store.get(&name("calm0")).await.unwrap().unwrap().status.observed_at_ms;
+    assert!(later > first, "the observation was refreshed in the Store ({first} -> {later})");
+    // Each pass lists once; the open stream listed at most once more (its first look).
+    assert!(passes >= 3 && lists <= passes + 1, "{lists} Store lists over {passes} passes");
+    p.shutdown().await;
+}

@@ -7,7 +7,7 @@ use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
 use super::records;
 use crate::events::Event;
-use crate::model::Phase;
+use crate::model::{FunctionStatus, Phase};
 use crate::ports::Store;
 
 /// Consumes `status`: merges what the runtime worker observed (`Observed`)
@@ -31,7 +31,11 @@ impl StatusWorker {
 impl EventHandler for StatusWorker {
     async fn handle(&self, event: Event, _attempt: Attempt) -> Result<(), HandlerError> {
         let name = event.function().clone();
-        let written = match event {
+        // Whether a reader would see a difference: the once-per-period
+        // refresh of an unchanged observation moves only `observed_at_ms`,
+        // and must not wake every status stream (each re-lists the Store).
+        let mut visible = false;
+        match event {
             Event::Observed {
                 generation,
                 instances,
@@ -49,6 +53,7 @@ impl EventHandler for StatusWorker {
                         tracing::debug!(stored = r.generation, generation, "observation of another generation ignored");
                         return false;
                     }
+                    let before = r.status.clone();
                     let s = &mut r.status;
                     s.generation = generation;
                     s.instances = instances.clone();
@@ -63,12 +68,14 @@ impl EventHandler for StatusWorker {
                         s.observed_at_ms = at_ms;
                     }
                     s.phase = s.derive_phase(r.generation, r.deleted);
-                    true
+                    visible = *s != FunctionStatus { observed_at_ms: s.observed_at_ms, ..before.clone() };
+                    *s != before
                 })
-                .await?
+                .await?;
             }
             Event::StatusChanged { generation, phase, url, message, endpoints, .. } => {
                 records::update(self.store.as_ref(), &name, |r| {
+                    let before = r.status.clone();
                     let s = &mut r.status;
                     match phase {
                         // The route is gone: the delete is complete once it is the stored one.
@@ -78,7 +85,8 @@ impl EventHandler for StatusWorker {
                             s.generation = generation;
                             s.url = None;
                             s.phase = Phase::Deleted;
-                            return true;
+                            visible = *s != before;
+                            return visible;
                         }
                         Phase::Ready if generation >= s.routed_generation && generation <= r.generation => {
                             s.endpoints = endpoints.clone();
@@ -97,13 +105,14 @@ impl EventHandler for StatusWorker {
                         _ => return false,
                     }
                     s.phase = s.derive_phase(r.generation, r.deleted);
-                    true
+                    visible = *s != before;
+                    visible
                 })
-                .await?
+                .await?;
             }
             _ => return Ok(()),
-        };
-        if written.is_some() {
+        }
+        if visible {
             self.changed.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(())
