@@ -33,8 +33,8 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "build (workspace, including the hello function the tests run)"
 cargo build --workspace --all-targets --all-features --quiet
-# The Docker tests package hello as a FROM-scratch image around a static binary.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p hello --target x86_64-unknown-linux-gnu
+# The Docker tests package hello and wsecho as FROM-scratch images around static binaries.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p hello -p wsecho --target x86_64-unknown-linux-gnu
 # The examples as the README runs them (default features), for the quickstart test.
 cargo build --quiet --examples
 

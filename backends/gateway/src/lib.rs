@@ -29,6 +29,7 @@ mod rules;
 mod server;
 mod table;
 mod tls;
+mod upgrade;
 
 pub use acme::{AcmeConfig, AcmeIssuer};
 pub use config::{GatewayConfig, TlsSource};

@@ -28,6 +28,22 @@ pub(crate) type RespBody = Either<Tracked, Full<Bytes>>;
 /// The pooled upstream client.
 pub(crate) type UpstreamClient = Client<HttpConnector, ReqBody>;
 
+/// One gateway thread's upstream pools. HTTP/1.1 serves everything but gRPC,
+/// which needs HTTP/2 end to end for its trailers, so it goes h2c.
+#[derive(Clone)]
+pub(crate) struct Upstreams {
+    pub(crate) http1: UpstreamClient,
+    pub(crate) h2c: UpstreamClient,
+}
+
+/// Whether a request is gRPC: HTTP/2 with `content-type: application/grpc[+proto|...]`.
+fn is_grpc(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_2
+        && headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+            ct.strip_prefix("application/grpc").is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+        })
+}
+
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 fn own(resp: Response<Full<Bytes>>) -> Response<RespBody> {
@@ -75,7 +91,7 @@ impl Body for Tracked {
 /// Handles one request from a client.
 pub(crate) async fn handle(
     shared: &Shared,
-    client: &UpstreamClient,
+    client: &Upstreams,
     req: Request<Incoming>,
     client_ip: &HeaderValue,
     https: bool,
@@ -150,27 +166,35 @@ enum SendError {
     Other(String),
 }
 
+/// The request line of what goes upstream, and which pool carries it.
+struct Head<'a> {
+    method: Method,
+    pq: &'a PathAndQuery,
+    grpc: bool,
+}
+
 async fn send(
-    client: &UpstreamClient,
+    client: &Upstreams,
     route: &RouteState,
     endpoint: &Arc<EndpointState>,
-    method: Method,
-    pq: &PathAndQuery,
+    head: &Head<'_>,
     headers: HeaderMap,
     body: ReqBody,
 ) -> Result<(Response<Incoming>, EndpointGuard), SendError> {
     let uri = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(endpoint.authority.clone())
-        .path_and_query(pq.clone())
+        .path_and_query(head.pq.clone())
         .build()
         .map_err(|e| SendError::Other(e.to_string()))?;
     let mut req = Request::new(body);
-    *req.method_mut() = method;
+    *req.method_mut() = head.method.clone();
+    let grpc = head.grpc;
     *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
+    *req.version_mut() = if grpc { Version::HTTP_2 } else { Version::HTTP_11 };
     *req.headers_mut() = headers;
     let guard = EndpointGuard::new(Arc::clone(endpoint));
+    let client = if grpc { &client.h2c } else { &client.http1 };
     match tokio::time::timeout(route.timeout, client.request(req)).await {
         Err(_) => Err(SendError::Timeout),
         Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(e.to_string())),
@@ -181,7 +205,7 @@ async fn send(
 
 async fn forward(
     shared: &Shared,
-    client: &UpstreamClient,
+    client: &Upstreams,
     route: Arc<RouteState>,
     req: Request<Incoming>,
     client_ip: &HeaderValue,
@@ -190,9 +214,21 @@ async fn forward(
 ) -> Response<RespBody> {
     let started = Instant::now();
     let in_flight = InFlight::new(Arc::clone(&route.counters));
+    let mut req = req;
+    let upgrade = crate::upgrade::requested(&mut req);
     let (parts, body) = req.into_parts();
+    let grpc = is_grpc(parts.version, &parts.headers);
     let mut headers = parts.headers;
+    let wants_trailers =
+        grpc && headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     strip_hop_by_hop(&mut headers);
+    if let Some(u) = &upgrade {
+        u.restore(&mut headers);
+    }
+    if wants_trailers {
+        // The one `TE` HTTP/2 allows, and gRPC servers insist on it.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     set_forwarded(&mut headers, client_ip, if https { "https" } else { "http" }, &host);
     if !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, host);
@@ -202,19 +238,41 @@ async fn forward(
     // gone), and only where there is another instance to send it to.
     let retry_headers =
         (route.endpoints.len() > 1 && is_idempotent(&parts.method) && body.is_end_stream()).then(|| headers.clone());
+    let head = Head { method: parts.method, pq: &pq, grpc };
     let Some(endpoint) = route.pick(None) else {
         route.counters.error(ErrorKind::NoInstance);
         return own(responses::unavailable(&format!("`{}` has no ready instance", route.name), 1));
     };
-    let mut outcome = send(client, &route, &endpoint, parts.method.clone(), &pq, headers, Either::Left(body)).await;
+    let mut outcome = send(client, &route, &endpoint, &head, headers, Either::Left(body)).await;
     if let (Err(SendError::Connect(first)), Some(headers)) = (&outcome, retry_headers)
         && let Some(other) = route.pick(Some(endpoint.addr))
     {
         tracing::debug!(function = %route.name, failed = %endpoint.addr, retry = %other.addr, error = %first, "upstream refused; retrying once on another instance");
-        outcome = send(client, &route, &other, parts.method, &pq, headers, Either::Right(Empty::new())).await;
+        outcome = send(client, &route, &other, &head, headers, Either::Right(Empty::new())).await;
     }
     route.counters.latency(started.elapsed());
     match outcome {
+        Ok((mut resp, endpoint_guard)) if crate::upgrade::switches(&resp) => {
+            let Some(requested) = upgrade else {
+                route.counters.error(ErrorKind::Upstream);
+                tracing::warn!(function = %route.name, "upstream switched protocols unasked");
+                return own(responses::error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    &format!("`{}` answered 101 to a request that asked for no upgrade", route.name),
+                ));
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            let (mut parts, _) = resp.into_parts();
+            let protocol = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(p) = protocol {
+                parts.headers.insert(header::UPGRADE, p);
+            }
+            crate::upgrade::tunnel(shared, requested, upstream, route.name.to_string(), (in_flight, endpoint_guard));
+            Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+        }
         Ok((resp, endpoint_guard)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -242,5 +300,27 @@ async fn forward(
             tracing::warn!(function = %route.name, error = %e, "upstream failed");
             own(responses::error(StatusCode::BAD_GATEWAY, "upstream_failed", &format!("`{}` failed: {e}", route.name)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc(version: Version, ct: &str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        is_grpc(version, &h)
+    }
+
+    #[test]
+    fn grpc_is_http2_with_a_grpc_content_type() {
+        assert!(grpc(Version::HTTP_2, "application/grpc"));
+        assert!(grpc(Version::HTTP_2, "application/grpc+proto"));
+        assert!(grpc(Version::HTTP_2, "application/grpc;charset=utf-8"));
+        assert!(!grpc(Version::HTTP_2, "application/grpcx"));
+        assert!(!grpc(Version::HTTP_2, "application/json"));
+        assert!(!grpc(Version::HTTP_11, "application/grpc"), "gRPC needs HTTP/2 end to end");
+        assert!(!is_grpc(Version::HTTP_2, &HeaderMap::new()));
     }
 }

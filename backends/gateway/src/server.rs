@@ -26,7 +26,7 @@ use crate::acme::{AcmeConfig, AcmeIssuer, Challenges};
 use crate::config::{GatewayConfig, TlsSource};
 use crate::counters::FunctionCounters;
 use crate::error::GatewayError;
-use crate::proxy::{self, UpstreamClient};
+use crate::proxy::{self, UpstreamClient, Upstreams};
 use crate::table::{EndpointState, Table};
 use crate::tls::{self, CertStore, DevCa};
 
@@ -42,6 +42,10 @@ pub(crate) struct Shared {
     /// Endpoints swapped out of the table while requests still held them:
     /// their in-flight counts tell a drain when the instance is idle.
     pub(crate) retired: Mutex<Vec<Weak<EndpointState>>>,
+    /// The connections, and the tunnels of upgraded ones, that a shutdown waits for.
+    pub(crate) connections: TaskTracker,
+    /// Fired when the shutdown grace is over: what still runs is cut.
+    pub(crate) kill: CancellationToken,
 }
 
 /// The running gateway: listeners bound, serving until [`shutdown`](Self::shutdown).
@@ -84,7 +88,10 @@ impl Gateway {
                 Some(())
             }
         };
+        let (connections, kill) = (TaskTracker::new(), CancellationToken::new());
         let shared = Arc::new(Shared {
+            connections: connections.clone(),
+            kill: kill.clone(),
             table: ArcSwap::from_pointee(Table::default()),
             version: watch::Sender::new(0),
             activator: RwLock::new(None),
@@ -127,8 +134,8 @@ impl Gateway {
             apply_lock: tokio::sync::Mutex::new(()),
             stop_accepting: CancellationToken::new(),
             drain: CancellationToken::new(),
-            kill: CancellationToken::new(),
-            connections: TaskTracker::new(),
+            kill,
+            connections,
             threads: Mutex::new(Vec::new()),
         };
         for (i, (http, https)) in http.into_iter().zip(https).enumerate() {
@@ -291,14 +298,20 @@ impl Drop for Gateway {
     }
 }
 
-fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.upstream_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+/// This thread's upstream pools: HTTP/1.1, and HTTP/2 in clear text for gRPC.
+fn upstream_client(config: &GatewayConfig) -> Upstreams {
+    let client = |h2c: bool| -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .http2_only(h2c)
+            .timer(TokioTimer::new())
+            .build(connector)
+    };
+    Upstreams { http1: client(false), h2c: client(true) }
 }
 
 /// `n` listeners on one address with `SO_REUSEPORT`, so the kernel spreads
@@ -328,7 +341,7 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     shared: &Arc<Shared>,
-    client: &UpstreamClient,
+    client: &Upstreams,
     stop: &CancellationToken,
     drain: &CancellationToken,
     kill: &CancellationToken,
@@ -374,7 +387,7 @@ async fn accept_loop(
 
 async fn serve<I>(
     shared: Arc<Shared>,
-    client: UpstreamClient,
+    client: Upstreams,
     io: TokioIo<I>,
     peer: SocketAddr,
     https: bool,
@@ -393,7 +406,8 @@ async fn serve<I>(
     // A head larger than the read buffer gets hyper's own 431.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(max_head);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(io, svc);
+    // Upgrades (WebSocket and any other token) hand the connection to a tunnel.
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {

@@ -43,11 +43,17 @@ pub fn hello_binary() -> PathBuf {
 /// with `+crt-static`), for `FROM scratch` images; built with cargo if missing
 /// (CI builds it beforehand).
 pub fn static_hello_binary() -> PathBuf {
+    static_function_binary("hello")
+}
+
+/// One of the workspace's demo functions (`hello`, `wsecho`) as a static
+/// binary, for `FROM scratch` images; built with cargo if missing.
+pub fn static_function_binary(package: &str) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock();
     let host = hello_binary();
     let target = host.ancestors().nth(2).expect("target dir").to_path_buf();
-    let bin = target.join("x86_64-unknown-linux-gnu/release/hello");
+    let bin = target.join("x86_64-unknown-linux-gnu/release").join(package);
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
@@ -56,7 +62,7 @@ pub fn static_hello_binary() -> PathBuf {
                 "--quiet",
                 "--release",
                 "-p",
-                "hello",
+                package,
                 "--target",
                 "x86_64-unknown-linux-gnu",
                 "--target-dir",
@@ -64,18 +70,27 @@ pub fn static_hello_binary() -> PathBuf {
             .arg(&target)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .status()
-            .expect("run cargo to build the static hello");
-        assert!(status.success(), "building the static hello failed");
+            .expect("run cargo to build a static demo function");
+        assert!(status.success(), "building the static `{package}` failed");
     }
     bin
 }
 
 /// A Docker build context for the hello image: `FROM scratch` around the static binary.
 pub fn hello_image_context() -> tempfile_dir::TempDir {
-    let dir = tempfile_dir::TempDir::new("pilotlight-hello-image");
-    std::fs::copy(static_hello_binary(), dir.path().join("hello")).expect("copy the static hello");
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY hello /hello\nENTRYPOINT [\"/hello\"]\n")
-        .expect("write the Dockerfile");
+    function_image_context("hello")
+}
+
+/// A Docker build context for a demo function's image: `FROM scratch`
+/// around its static binary, which is the entrypoint.
+pub fn function_image_context(package: &str) -> tempfile_dir::TempDir {
+    let dir = tempfile_dir::TempDir::new(&format!("pilotlight-{package}-image"));
+    std::fs::copy(static_function_binary(package), dir.path().join(package)).expect("copy the static binary");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY {package} /{package}\nENTRYPOINT [\"/{package}\"]\n"),
+    )
+    .expect("write the Dockerfile");
     dir
 }
 
