@@ -129,6 +129,20 @@ impl Renderer {
         let c = &self.config;
         let activator = c.activator.map(|a| a.to_string());
         let mut longest_host = 0;
+        // NGINX connects from its own namespace only: an instance inside a
+        // container's namespace (no published port) is out of its reach.
+        if let Some((r, e)) =
+            table.iter().find_map(|r| r.endpoints.iter().find(|e| e.netns().is_some()).map(|e| (r, e)))
+        {
+            return Err(NginxError::InvalidConfig {
+                field: "endpoints".into(),
+                message: format!(
+                    "`{}` has an instance at {e}, inside a network namespace, which NGINX cannot reach; \
+                     run the Docker runtime with published ports when NGINX is the edge",
+                    r.name
+                ),
+            });
+        }
         let functions = table
             .iter()
             .map(|r| {

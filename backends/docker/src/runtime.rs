@@ -21,13 +21,13 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use pilotlight_core::model::{
-    Endpoint, FunctionName, FunctionSpec, ImageRef, Instance, InstanceId, InstanceState, Source,
+    Endpoint, FunctionName, FunctionSpec, ImageRef, Instance, InstanceId, InstanceState, Network, Source,
 };
 use pilotlight_core::ports::{
     ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
     RuntimeEvents,
 };
-use pilotlight_core::support::{now_ms, probe};
+use pilotlight_core::support::{now_ms, probe_endpoint};
 use tokio::sync::broadcast;
 
 /// Label naming the platform that owns a container.
@@ -46,6 +46,24 @@ pub enum EndpointMode {
     /// The container's address on the platform network: skips docker-proxy;
     /// the edge must run on this host.
     NetworkAddress,
+    /// Nothing published: the edge connects to the function's port on
+    /// 127.0.0.1 inside the container's own network namespace (its sandbox
+    /// key). Skips docker-proxy and works with `network: none`. Needs an edge
+    /// that can enter namespaces (the built-in gateway, with
+    /// `CAP_SYS_ADMIN`); [`DockerRuntime::connect`] falls back to
+    /// [`PublishedPort`](Self::PublishedPort) when this process cannot.
+    Namespace,
+}
+
+impl EndpointMode {
+    /// `published-port`, `network-address` or `namespace`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::PublishedPort => "published-port",
+            EndpointMode::NetworkAddress => "network-address",
+            EndpointMode::Namespace => "namespace",
+        }
+    }
 }
 
 /// Settings of a [`DockerRuntime`].
@@ -112,6 +130,11 @@ struct Inner {
     /// Containers between create and start inside `start`: `created` in the
     /// engine's list, but not standing by to be started by someone else.
     starting: Mutex<HashSet<String>>,
+    /// In namespace mode, each started container's endpoint (its sandbox key
+    /// and port): a container list does not carry the sandbox key, so it is
+    /// read once per container, at start or, for one adopted after a
+    /// restart, at its first listing.
+    namespaced: Mutex<HashMap<String, Endpoint>>,
     counter: AtomicU64,
 }
 
@@ -191,6 +214,14 @@ impl DockerRuntime {
         };
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
+        let mut config = config;
+        if config.endpoint_mode == EndpointMode::Namespace
+            && let Err(why) = pilotlight_core::support::netns::available()
+        {
+            tracing::warn!(reason = %why, "cannot enter container network namespaces; publishing ports on 127.0.0.1 instead");
+            config.endpoint_mode = EndpointMode::PublishedPort;
+        }
+        tracing::info!(mode = config.endpoint_mode.as_str(), "Docker runtime: how the edge reaches containers");
         let runtime = Self {
             inner: Arc::new(Inner {
                 docker,
@@ -199,12 +230,19 @@ impl DockerRuntime {
                 stopping: Mutex::default(),
                 dead: Mutex::default(),
                 starting: Mutex::default(),
+                namespaced: Mutex::default(),
                 counter: AtomicU64::new(0),
             }),
         };
         runtime.ensure_network().await?;
         runtime.watch_events();
         Ok(runtime)
+    }
+
+    /// How the edge reaches this runtime's containers: the mode asked for, or
+    /// the published port it fell back to.
+    pub fn endpoint_mode(&self) -> EndpointMode {
+        self.inner.config.endpoint_mode
     }
 
     /// The bollard client, e.g. to build test images with [`crate::build_image_from_dir`].
@@ -381,7 +419,10 @@ impl DockerRuntime {
                     ])),
                 }),
                 port_bindings,
-                network_mode: Some(c.network.clone()),
+                network_mode: Some(match spec.network() {
+                    Network::None => "none".into(),
+                    _ => c.network.clone(),
+                }),
                 init: Some(c.init),
                 ..Default::default()
             }),
@@ -389,19 +430,54 @@ impl DockerRuntime {
         }
     }
 
-    fn endpoint_of(&self, inspect: &ContainerInspectResponse, port: u16) -> Option<SocketAddr> {
+    fn endpoint_of(&self, inspect: &ContainerInspectResponse, port: u16) -> Option<Endpoint> {
         let settings = inspect.network_settings.as_ref()?;
         match self.inner.config.endpoint_mode {
             EndpointMode::PublishedPort => {
                 let bindings = settings.ports.as_ref()?.get(&format!("{port}/tcp"))?.as_ref()?;
                 let b = bindings.iter().find(|b| b.host_ip.as_deref() == Some("127.0.0.1"))?;
                 let host_port: u16 = b.host_port.as_deref()?.parse().ok()?;
-                Some(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+                Some(Endpoint::new(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port))))
             }
             EndpointMode::NetworkAddress => {
                 let net = settings.networks.as_ref()?.get(&self.inner.config.network)?;
                 let ip: IpAddr = net.ip_address.as_deref()?.parse().ok()?;
-                Some(SocketAddr::from((ip, port)))
+                Some(Endpoint::new(SocketAddr::from((ip, port))))
+            }
+            EndpointMode::Namespace => {
+                // Empty until the engine has set the sandbox up, at start.
+                let key = settings.sandbox_key.as_deref().filter(|k| !k.is_empty())?;
+                let endpoint = Endpoint::in_namespace(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), key);
+                if let Some(id) = inspect.id.as_deref() {
+                    self.inner.namespaced.lock().insert(id.to_owned(), endpoint.clone());
+                }
+                Some(endpoint)
+            }
+        }
+    }
+
+    /// In namespace mode, the endpoints of listed containers that this
+    /// process has not seen start (adopted after a restart): one inspect each.
+    async fn find_namespaces(&self, instances: &mut [Instance]) {
+        if self.inner.config.endpoint_mode != EndpointMode::Namespace {
+            return;
+        }
+        for i in instances.iter_mut() {
+            if !matches!(i.state, InstanceState::Running | InstanceState::Paused) {
+                continue;
+            }
+            if let Some(known) = self.inner.namespaced.lock().get(i.id.as_str()) {
+                i.endpoint = known.clone();
+                continue;
+            }
+            let Ok(inspect) = self.inner.docker.inspect_container(i.id.as_str(), None).await else { continue };
+            let port = inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.exposed_ports.as_ref())
+                .and_then(|p| p.iter().find_map(|k| k.strip_suffix("/tcp")?.parse::<u16>().ok()));
+            if let Some(endpoint) = port.and_then(|p| self.endpoint_of(&inspect, p)) {
+                i.endpoint = endpoint;
             }
         }
     }
@@ -445,7 +521,7 @@ impl DockerRuntime {
     /// inspected every 50 ms kept the engine busy with thousands of inspects
     /// and slowed the starts themselves. A death is also seen at once through
     /// the engine's `die` event, which the event watch records.
-    async fn await_ready(&self, spec: &FunctionSpec, id: &str) -> Result<SocketAddr, RuntimeError> {
+    async fn await_ready(&self, spec: &FunctionSpec, id: &str) -> Result<Endpoint, RuntimeError> {
         let started = tokio::time::Instant::now();
         let deadline = started + self.inner.config.ready_timeout;
         let health = spec.health_path().map(|p| p.as_str());
@@ -475,10 +551,10 @@ impl DockerRuntime {
                     endpoint = self.endpoint_of(&inspect, spec.port().get());
                 }
             }
-            if let Some(addr) = endpoint
-                && probe(addr, health).await
+            if let Some(endpoint) = &endpoint
+                && probe_endpoint(endpoint, health).await
             {
-                return Ok(addr);
+                return Ok(endpoint.clone());
             }
             if tokio::time::Instant::now() >= deadline {
                 let message = format!(
@@ -511,6 +587,8 @@ impl DockerRuntime {
                 .iter()
                 .find(|p| p.ip.as_deref() == Some("127.0.0.1") && p.public_port.is_some())
                 .and_then(|p| Some(SocketAddr::from((Ipv4Addr::LOCALHOST, p.public_port?)))),
+            // The sandbox key is not in a listing: `find_namespaces` fills it in.
+            EndpointMode::Namespace => self.inner.namespaced.lock().get(c.id.as_deref()?).map(Endpoint::addr),
             EndpointMode::NetworkAddress => {
                 let nets = c.network_settings.as_ref()?.networks.as_ref()?;
                 let ip: IpAddr = nets.get(&self.inner.config.network)?.ip_address.as_deref()?.parse().ok()?;
@@ -530,6 +608,17 @@ impl DockerRuntime {
     /// Creates the container of one instance (not started); returns its id.
     async fn create_container(&self, spec: &FunctionSpec, generation: u64) -> Result<String, RuntimeError> {
         let image = image_of(spec)?;
+        if spec.network() == Network::None && self.inner.config.endpoint_mode != EndpointMode::Namespace {
+            return Err(RuntimeError::InvalidInput {
+                field: "network".into(),
+                message: format!(
+                    "`none` leaves `{}` reachable only inside its own namespace, and this runtime reaches containers by {} \
+                     (namespace mode needs the built-in gateway as the edge and CAP_SYS_ADMIN); use `bridge`",
+                    spec.name(),
+                    self.inner.config.endpoint_mode.as_str()
+                ),
+            });
+        }
         let name = self.container_name(spec, generation);
         let body = self.create_body(spec, image, generation);
         let created = self
@@ -559,12 +648,12 @@ impl DockerRuntime {
             });
         }
         // Probing starts only now that the start call returned (the one-second trap).
-        let addr = self.await_ready(spec, id).await?;
+        let endpoint = self.await_ready(spec, id).await?;
         Ok(Instance {
             id: InstanceId::new(id),
             function: spec.name().clone(),
             generation,
-            endpoint: Endpoint::new(addr),
+            endpoint,
             state: InstanceState::Running,
         })
     }
@@ -588,7 +677,13 @@ impl DockerRuntime {
             dead.clone()
         };
         let starting = self.inner.starting.lock().clone();
-        Ok(containers
+        if all && self.inner.config.endpoint_mode == EndpointMode::Namespace {
+            self.inner
+                .namespaced
+                .lock()
+                .retain(|id, _| containers.iter().any(|c| c.id.as_deref() == Some(id.as_str())));
+        }
+        let mut instances: Vec<Instance> = containers
             .iter()
             .filter_map(|c| self.instance_from_summary(c))
             .map(|mut i| {
@@ -599,7 +694,9 @@ impl DockerRuntime {
             })
             // Mid-start or being stopped: not ours to manage from a listing.
             .filter(|i| !stopping.contains(i.id.as_str()) && !starting.contains(i.id.as_str()))
-            .collect())
+            .collect();
+        self.find_namespaces(&mut instances).await;
+        Ok(instances)
     }
 
     async fn instance(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
@@ -611,7 +708,9 @@ impl DockerRuntime {
             .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
             .await
             .map_err(backend)?;
-        found.iter().find_map(|c| self.instance_from_summary(c)).ok_or_else(|| RuntimeError::NotFound(id.clone()))
+        let mut one: Vec<Instance> = found.iter().filter_map(|c| self.instance_from_summary(c)).take(1).collect();
+        self.find_namespaces(&mut one).await;
+        one.pop().ok_or_else(|| RuntimeError::NotFound(id.clone()))
     }
 }
 
@@ -700,6 +799,7 @@ impl Runtime for DockerRuntime {
         }
         self.remove(id.as_str()).await;
         self.inner.dead.lock().remove(id.as_str());
+        self.inner.namespaced.lock().remove(id.as_str());
         Ok(())
     }
 

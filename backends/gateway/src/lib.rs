@@ -20,6 +20,7 @@
 mod acme;
 mod activation;
 mod config;
+mod connect;
 mod counters;
 mod error;
 mod headers;

@@ -12,7 +12,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::activation;
 use crate::counters::{ErrorKind, FunctionCounters};
@@ -26,7 +25,7 @@ pub(crate) type ReqBody = Either<Incoming, Empty<Bytes>>;
 /// What the gateway answers: the upstream's body, or one of its own.
 pub(crate) type RespBody = Either<Tracked, Full<Bytes>>;
 /// The pooled upstream client.
-pub(crate) type UpstreamClient = Client<HttpConnector, ReqBody>;
+pub(crate) type UpstreamClient = Client<crate::connect::Connector, ReqBody>;
 
 /// One gateway thread's upstream pools. HTTP/1.1 serves everything but gRPC,
 /// which needs HTTP/2 end to end for its trailers, so it goes h2c.
@@ -245,9 +244,9 @@ async fn forward(
     };
     let mut outcome = send(client, &route, &endpoint, &head, headers, Either::Left(body)).await;
     if let (Err(SendError::Connect(first)), Some(headers)) = (&outcome, retry_headers)
-        && let Some(other) = route.pick(Some(endpoint.addr))
+        && let Some(other) = route.pick(Some(&endpoint.endpoint))
     {
-        tracing::debug!(function = %route.name, failed = %endpoint.addr, retry = %other.addr, error = %first, "upstream refused; retrying once on another instance");
+        tracing::debug!(function = %route.name, failed = %endpoint.endpoint, retry = %other.endpoint, error = %first, "upstream refused; retrying once on another instance");
         outcome = send(client, &route, &other, &head, headers, Either::Right(Empty::new())).await;
     }
     route.counters.latency(started.elapsed());

@@ -10,10 +10,9 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use pilotlight_core::model::{FunctionName, RouteTable};
+use pilotlight_core::model::{Endpoint, FunctionName, RouteTable};
 use pilotlight_core::ports::{Activator, Router, RouterError};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -46,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) connections: TaskTracker,
     /// Fired when the shutdown grace is over: what still runs is cut.
     pub(crate) kill: CancellationToken,
+    /// Endpoints inside network namespaces, for the upstream connector.
+    pub(crate) namespaces: Arc<crate::connect::Namespaces>,
 }
 
 /// The running gateway: listeners bound, serving until [`shutdown`](Self::shutdown).
@@ -92,6 +93,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             connections: connections.clone(),
             kill: kill.clone(),
+            namespaces: Arc::default(),
             table: ArcSwap::from_pointee(Table::default()),
             version: watch::Sender::new(0),
             activator: RwLock::new(None),
@@ -178,15 +180,15 @@ impl Gateway {
         counters.get(name).map_or(0, |c| c.in_flight())
     }
 
-    /// Requests in flight to the instance at `addr`, including those that
+    /// Requests in flight to the instance at `endpoint`, including those that
     /// started before a table swap took it out of the routes.
-    pub fn endpoint_in_flight(&self, addr: SocketAddr) -> usize {
+    pub fn endpoint_in_flight(&self, endpoint: &Endpoint) -> usize {
         let table = self.shared.table.load();
-        let current: usize = table.endpoints().filter(|e| e.addr == addr).map(|e| e.in_flight()).sum();
+        let current: usize = table.endpoints().filter(|e| e.endpoint == *endpoint).map(|e| e.in_flight()).sum();
         let mut retired = self.shared.retired.lock();
         retired.retain(|w| w.strong_count() > 0);
         let old: usize =
-            retired.iter().filter_map(Weak::upgrade).filter(|e| e.addr == addr).map(|e| e.in_flight()).sum();
+            retired.iter().filter_map(Weak::upgrade).filter(|e| e.endpoint == *endpoint).map(|e| e.in_flight()).sum();
         current + old
     }
 
@@ -245,7 +247,7 @@ impl Gateway {
                     }
                 };
                 rt.block_on(async move {
-                    let client = upstream_client(&shared.config);
+                    let client = upstream_client(&shared.config, &shared.namespaces);
                     let serve_http = accept_loop(http, None, &shared, &client, &stop, &drain, &kill, &tracker);
                     match https {
                         Some((l, acceptor)) => {
@@ -299,11 +301,9 @@ impl Drop for Gateway {
 }
 
 /// This thread's upstream pools: HTTP/1.1, and HTTP/2 in clear text for gRPC.
-fn upstream_client(config: &GatewayConfig) -> Upstreams {
+fn upstream_client(config: &GatewayConfig, namespaces: &Arc<crate::connect::Namespaces>) -> Upstreams {
     let client = |h2c: bool| -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = crate::connect::Connector::new(Arc::clone(namespaces), Duration::from_secs(5));
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.upstream_idle_timeout)
             .pool_timer(TokioTimer::new())
@@ -437,7 +437,13 @@ impl Router for Gateway {
         let compiled = {
             let previous = self.shared.table.load();
             let mut counters = self.shared.counters.lock();
-            Table::compile(table, &previous, &mut counters, self.shared.config.max_waiting_per_function)
+            Table::compile(
+                table,
+                &previous,
+                &mut counters,
+                self.shared.config.max_waiting_per_function,
+                &self.shared.namespaces,
+            )
         };
         // Certificates first, so a route never serves HTTPS without its own.
         if let Some(ca) = &self.dev_ca {
@@ -475,7 +481,7 @@ impl pilotlight_core::ports::LoadSource for Gateway {
     fn load(&self) -> Vec<(FunctionName, pilotlight_core::ports::FunctionLoad)> {
         Gateway::load(self)
     }
-    fn endpoint_in_flight(&self, addr: SocketAddr) -> Option<usize> {
-        Some(Gateway::endpoint_in_flight(self, addr))
+    fn endpoint_in_flight(&self, endpoint: &Endpoint) -> Option<usize> {
+        Some(Gateway::endpoint_in_flight(self, endpoint))
     }
 }

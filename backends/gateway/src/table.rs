@@ -1,27 +1,40 @@
 //! The compiled route table: what one request needs, ready to read without locks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
-use pilotlight_core::model::{FunctionName, RouteTable};
+use pilotlight_core::model::{Endpoint, FunctionName, RouteTable};
 
+use crate::connect::{Namespaces, Registration};
 use crate::counters::FunctionCounters;
 
 /// One upstream instance and the requests in flight to it.
 pub(crate) struct EndpointState {
-    pub(crate) addr: SocketAddr,
+    pub(crate) endpoint: Endpoint,
     pub(crate) authority: Authority,
     in_flight: AtomicUsize,
+    /// A namespaced endpoint's made-up authority, known to the connector while this lives.
+    _registration: Option<Registration>,
 }
 
 impl EndpointState {
-    fn new(addr: SocketAddr) -> Option<Self> {
-        let authority = Authority::try_from(addr.to_string()).ok()?;
-        Some(Self { addr, authority, in_flight: AtomicUsize::new(0) })
+    pub(crate) fn new(endpoint: &Endpoint, namespaces: &Arc<Namespaces>) -> Option<Self> {
+        let (authority, registration) = match endpoint.netns() {
+            None => (Authority::try_from(endpoint.addr().to_string()).ok()?, None),
+            Some(ns) => {
+                let r = namespaces.register(Arc::from(ns), endpoint.addr())?;
+                (r.authority.clone(), Some(r))
+            }
+        };
+        Some(Self {
+            endpoint: endpoint.clone(),
+            authority,
+            in_flight: AtomicUsize::new(0),
+            _registration: registration,
+        })
     }
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -55,7 +68,7 @@ pub(crate) struct RouteState {
 impl RouteState {
     /// The endpoint with the fewest requests in flight, skipping `exclude`;
     /// ties go round-robin so idle endpoints share the load.
-    pub(crate) fn pick(&self, exclude: Option<SocketAddr>) -> Option<Arc<EndpointState>> {
+    pub(crate) fn pick(&self, exclude: Option<&Endpoint>) -> Option<Arc<EndpointState>> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
@@ -64,7 +77,7 @@ impl RouteState {
         let mut best: Option<&Arc<EndpointState>> = None;
         for i in 0..n {
             let e = &self.endpoints[(start + i) % n];
-            if Some(e.addr) == exclude {
+            if Some(&e.endpoint) == exclude {
                 continue;
             }
             if best.is_none_or(|b| e.in_flight() < b.in_flight()) {
@@ -97,6 +110,7 @@ impl Table {
         previous: &Table,
         counters: &mut HashMap<FunctionName, Arc<FunctionCounters>>,
         max_waiting: usize,
+        namespaces: &Arc<Namespaces>,
     ) -> Table {
         let mut out = HashMap::with_capacity(routes.len());
         for route in routes.iter() {
@@ -105,9 +119,8 @@ impl Table {
                 .endpoints
                 .iter()
                 .filter_map(|ep| {
-                    let addr = ep.addr();
-                    old.and_then(|o| o.endpoints.iter().find(|e| e.addr == addr).cloned())
-                        .or_else(|| EndpointState::new(addr).map(Arc::new))
+                    old.and_then(|o| o.endpoints.iter().find(|e| e.endpoint == *ep).cloned())
+                        .or_else(|| EndpointState::new(ep, namespaces).map(Arc::new))
                 })
                 .collect();
             let c = counters
@@ -168,7 +181,10 @@ mod tests {
 
     #[test]
     fn picks_fewest_in_flight_and_skips_excluded() {
-        let eps: Vec<_> = (1..=3).map(|p| Arc::new(EndpointState::new(([127, 0, 0, 1], p).into()).unwrap())).collect();
+        let ns = Arc::new(Namespaces::default());
+        let eps: Vec<_> = (1..=3)
+            .map(|p| Arc::new(EndpointState::new(&Endpoint::new(([127, 0, 0, 1], p).into()), &ns).unwrap()))
+            .collect();
         let name = FunctionName::new("f").unwrap();
         let route = RouteState {
             counters: Arc::new(FunctionCounters::new(&name, 1)),
@@ -179,10 +195,10 @@ mod tests {
         };
         let _g1 = EndpointGuard::new(eps[0].clone());
         let _g2 = EndpointGuard::new(eps[1].clone());
-        assert_eq!(route.pick(None).unwrap().addr.port(), 3);
-        assert_eq!(route.pick(Some(eps[2].addr)).map(|e| e.in_flight()), Some(1));
+        assert_eq!(route.pick(None).unwrap().endpoint.addr().port(), 3);
+        assert_eq!(route.pick(Some(&eps[2].endpoint)).map(|e| e.in_flight()), Some(1));
         let picks: std::collections::HashSet<u16> =
-            (0..10).map(|_| route.pick(Some(eps[2].addr)).unwrap().addr.port()).collect();
+            (0..10).map(|_| route.pick(Some(&eps[2].endpoint)).unwrap().endpoint.addr().port()).collect();
         assert_eq!(picks.len(), 2, "ties are shared round-robin");
     }
 }

@@ -374,22 +374,22 @@ async fn an_endpoint_swapped_out_keeps_counting_its_request_in_flight() {
             async move { http::get(addr, "moving.localhost", "/sleep?ms=1000", Duration::from_secs(10)).await },
         );
     let g = gw.clone();
-    let old_addr = old.endpoint.addr();
+    let old_addr = old.endpoint.clone();
     pilotlight_core::testkit::eventually(Duration::from_secs(5), "the request is on the old instance", || {
-        let g = g.clone();
-        async move { g.endpoint_in_flight(old_addr) == 1 }
+        let (g, old_addr) = (g.clone(), old_addr.clone());
+        async move { g.endpoint_in_flight(&old_addr) == 1 }
     })
     .await;
     gw.apply(&table(vec![route("moving", &[new.endpoint.addr()], 5000)])).await.unwrap();
-    assert_eq!(gw.endpoint_in_flight(old_addr), 1, "still counted after the swap");
-    assert_eq!(gw.endpoint_in_flight(new.endpoint.addr()), 0);
+    assert_eq!(gw.endpoint_in_flight(&old_addr), 1, "still counted after the swap");
+    assert_eq!(gw.endpoint_in_flight(&new.endpoint), 0);
     let (status, _, _) = get(&client(), addr, "moving.localhost", "/").await;
     assert_eq!(status, 200);
-    assert_eq!(gw.endpoint_in_flight(old_addr), 1, "a new request went to the new instance");
+    assert_eq!(gw.endpoint_in_flight(&old_addr), 1, "a new request went to the new instance");
     assert_eq!(slow.await.unwrap().unwrap().status, 200);
     pilotlight_core::testkit::eventually(Duration::from_secs(5), "the old instance is idle", || {
-        let g = gw.clone();
-        async move { g.endpoint_in_flight(old_addr) == 0 }
+        let (g, old_addr) = (gw.clone(), old_addr.clone());
+        async move { g.endpoint_in_flight(&old_addr) == 0 }
     })
     .await;
     gw.shutdown().await;

@@ -82,15 +82,15 @@ async fn a_websocket_echoes_over_http_and_counts_in_flight_until_it_closes() {
     assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), &[0u8, 1, 2, 255]);
     // Longer than the route's 5 s timeout would be no problem: the timeout bounds the 101, not the tunnel.
     assert_eq!(in_flight(&gw, "chat"), 1, "an open WebSocket is load");
-    assert_eq!(gw.endpoint_in_flight(inst.endpoint.addr()), 1, "and holds its instance against a drain");
+    assert_eq!(gw.endpoint_in_flight(&inst.endpoint), 1, "and holds its instance against a drain");
     // Plain requests still reach the same function.
     let (status, _, body) = get(&client(), gw.http_addr(), "chat.localhost", "/").await;
     assert_eq!((status, body.as_str()), (200, "wsecho chat\n"));
     close(ws).await;
     let g = gw.clone();
     eventually(Duration::from_secs(5), "the closed WebSocket is no longer in flight", || {
-        let g = g.clone();
-        async move { in_flight(&g, "chat") == 0 && g.endpoint_in_flight(inst.endpoint.addr()) == 0 }
+        let (g, endpoint) = (g.clone(), inst.endpoint.clone());
+        async move { in_flight(&g, "chat") == 0 && g.endpoint_in_flight(&endpoint) == 0 }
     })
     .await;
     gw.shutdown().await;
@@ -181,13 +181,13 @@ async fn open_websockets_survive_an_update_and_new_ones_reach_the_new_generation
     let mut after = open(tokio::net::TcpStream::connect(gw.http_addr()).await.unwrap(), "rolling.localhost").await;
     assert_eq!(echo(&mut after, "b").await, "v2:b");
     assert_eq!(echo(&mut before, "c").await, "v1:c", "the open WebSocket runs on");
-    assert_eq!(gw.endpoint_in_flight(old.endpoint.addr()), 1, "the old instance is still busy for a drain");
+    assert_eq!(gw.endpoint_in_flight(&old.endpoint), 1, "the old instance is still busy for a drain");
     close(before).await;
     eventually(Duration::from_secs(5), "the old instance is idle once its WebSocket closed", || async {
-        gw.endpoint_in_flight(old.endpoint.addr()) == 0
+        gw.endpoint_in_flight(&old.endpoint) == 0
     })
     .await;
-    assert_eq!(gw.endpoint_in_flight(new.endpoint.addr()), 1);
+    assert_eq!(gw.endpoint_in_flight(&new.endpoint), 1);
     close(after).await;
     gw.shutdown().await;
     rt.stop_all().await.unwrap();

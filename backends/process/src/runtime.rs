@@ -95,6 +95,15 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> RuntimeError {
 }
 
 fn exec_of(spec: &FunctionSpec) -> Result<&ExecSpec, RuntimeError> {
+    if spec.network() != pilotlight_core::model::Network::Bridge {
+        return Err(RuntimeError::InvalidInput {
+            field: "network".into(),
+            message: format!(
+                "the process runtime runs `{}` in the host's network and cannot take it away; use `bridge` (or the Docker runtime for `none`)",
+                spec.name()
+            ),
+        });
+    }
     match spec.source() {
         Source::Exec(e) => Ok(e),
         _ => Err(RuntimeError::wrong_source(spec, "process runtime", "exec", "use the Docker runtime for images")),

@@ -139,7 +139,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     if need > 0 {
         steps.push(Step::Create(need));
     }
-    let serving = sorted(running.iter().map(|i| i.endpoint).collect());
+    let serving = sorted(running.iter().map(|i| i.endpoint.clone()).collect());
     let starts = resumed + started + need > 0;
     if starts || input.published.is_none_or(|p| sorted(p.to_vec()) != serving) {
         steps.push(Step::Publish);
@@ -400,12 +400,12 @@ mod tests {
                     Step::Resume(id) | Step::StartCreated(id) => {
                         let i = self.instances.iter_mut().find(|i| &i.id == id).unwrap();
                         i.state = InstanceState::Running;
-                        started.push(i.endpoint);
+                        started.push(i.endpoint.clone());
                     }
                     Step::Create(n) => {
                         for _ in 0..*n {
                             let i = self.fresh(generation, InstanceState::Running);
-                            started.push(i.endpoint);
+                            started.push(i.endpoint.clone());
                             self.instances.push(i);
                         }
                     }
@@ -414,8 +414,8 @@ mod tests {
                             .instances
                             .iter()
                             .filter(|i| plan.keep.contains(&i.id))
-                            .map(|i| i.endpoint)
-                            .chain(started.iter().copied())
+                            .map(|i| i.endpoint.clone())
+                            .chain(started.iter().cloned())
                             .collect();
                         serving.sort();
                         self.published = Some(serving);
@@ -470,7 +470,7 @@ mod tests {
                 .map(|(n, (g, s, _))| inst(&format!("i{n}"), *g, *s, 1000 + u16::try_from(n).unwrap()))
                 .collect();
             let published: Vec<Endpoint> =
-                instances.iter().zip(&existing).filter(|(_, (_, _, r))| *r).map(|(i, _)| i.endpoint).collect();
+                instances.iter().zip(&existing).filter(|(_, (_, _, r))| *r).map(|(i, _)| i.endpoint.clone()).collect();
             let mut world = World {
                 instances,
                 published: knows_published.then_some(published),

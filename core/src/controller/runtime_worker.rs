@@ -609,7 +609,7 @@ impl RuntimeWorker {
                 Step::Resume(id) => {
                     let i = self.runtime.resume(id).await?;
                     tier.get_or_insert("resume");
-                    started.push(i.endpoint);
+                    started.push(i.endpoint.clone());
                     replace(world, i);
                 }
                 Step::StartCreated(id) => {
@@ -620,7 +620,7 @@ impl RuntimeWorker {
                     let i =
                         self.runtime.start_created(spec, id).await.inspect_err(|_| world.retain(|i| &i.id != id))?;
                     tier.get_or_insert("start_created");
-                    started.push(i.endpoint);
+                    started.push(i.endpoint.clone());
                     replace(world, i);
                 }
                 Step::Create(n) => {
@@ -636,7 +636,7 @@ impl RuntimeWorker {
                     for r in results {
                         match r {
                             Ok(i) => {
-                                started.push(i.endpoint);
+                                started.push(i.endpoint.clone());
                                 world.push(i);
                             }
                             Err(e) => {
@@ -653,8 +653,8 @@ impl RuntimeWorker {
                     let mut endpoints: Vec<Endpoint> = world
                         .iter()
                         .filter(|i| plan.keep.contains(&i.id))
-                        .map(|i| i.endpoint)
-                        .chain(started.iter().copied())
+                        .map(|i| i.endpoint.clone())
+                        .chain(started.iter().cloned())
                         .collect();
                     endpoints.sort();
                     endpoints.dedup();
@@ -910,7 +910,7 @@ async fn idle_within(load: Option<&dyn LoadSource>, instance: &Instance, limit: 
     }
     let deadline = Instant::now() + limit;
     loop {
-        match load.endpoint_in_flight(instance.endpoint.addr()) {
+        match load.endpoint_in_flight(&instance.endpoint) {
             None | Some(0) => return true,
             Some(n) if Instant::now() >= deadline => {
                 tracing::debug!(instance = %instance.id, in_flight = n, "still serving");

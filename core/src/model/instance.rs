@@ -27,25 +27,70 @@ impl fmt::Display for InstanceId {
     }
 }
 
-/// Where an instance answers HTTP, always on a loopback or platform-network address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Endpoint(SocketAddr);
+/// Where an instance answers HTTP: an address on loopback or a platform
+/// network, and, for a container reached without a published port, the
+/// network namespace that address is in (a path such as
+/// `/var/run/docker/netns/<id>`). Two instances may share an address in two
+/// namespaces, so an endpoint is the pair.
+///
+/// It serializes as the bare address when there is no namespace, as it
+/// always did, and as `{"addr", "netns"}` otherwise; both read back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    netns: Option<std::sync::Arc<str>>,
+}
 
 impl Endpoint {
-    /// Wraps an address.
+    /// An address in the platform's own network namespace.
     pub fn new(addr: SocketAddr) -> Self {
-        Self(addr)
+        Self { addr, netns: None }
+    }
+    /// An address inside the network namespace at `netns`.
+    pub fn in_namespace(addr: SocketAddr, netns: impl Into<std::sync::Arc<str>>) -> Self {
+        Self { addr, netns: Some(netns.into()) }
     }
     /// The address.
     pub fn addr(&self) -> SocketAddr {
-        self.0
+        self.addr
+    }
+    /// The network namespace the address is in, when it is not the platform's own.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        match &self.netns {
+            None => self.addr.fmt(f),
+            Some(ns) => write!(f, "{} in {ns}", self.addr),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum EndpointRepr {
+    Plain(SocketAddr),
+    InNamespace { addr: SocketAddr, netns: String },
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.netns {
+            None => self.addr.serialize(s),
+            Some(ns) => EndpointRepr::InNamespace { addr: self.addr, netns: ns.to_string() }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match EndpointRepr::deserialize(d)? {
+            EndpointRepr::Plain(addr) => Self::new(addr),
+            EndpointRepr::InNamespace { addr, netns } => Self::in_namespace(addr, netns),
+        })
     }
 }
 

@@ -19,7 +19,7 @@ pub use names::{Domain, FunctionName, Region};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
 pub use spec::{
-    ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput, Port, Scaling, ScalingInput,
-    Source,
+    ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput, Network, Port, Scaling,
+    ScalingInput, Source,
 };
 pub use validation::ValidationError;

@@ -174,6 +174,37 @@ impl Default for Limits {
     }
 }
 
+/// The network an instance of a container function joins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Network {
+    /// The platform's bridge network: the function can reach out (egress), and
+    /// the edge reaches it through its namespace or a published port.
+    #[default]
+    Bridge,
+    /// Loopback only: no egress at all, the fastest start and the tightest
+    /// isolation. Only the gateway's namespace path can reach such an instance.
+    None,
+}
+
+impl Network {
+    /// `bridge` or `none`, as written in a spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Bridge => "bridge",
+            Network::None => "none",
+        }
+    }
+    /// Validates a value, reporting errors against `field`.
+    pub fn parse_field(field: &str, value: &str) -> Result<Self, ValidationError> {
+        match value {
+            "bridge" => Ok(Network::Bridge),
+            "none" => Ok(Network::None),
+            other => Err(ValidationError::new(field, format!("must be `bridge` or `none` (got {})", shown(other)))),
+        }
+    }
+}
+
 /// How many instances a function runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Scaling {
@@ -265,6 +296,7 @@ pub struct FunctionSpec {
     scaling: Scaling,
     timeout_s: u32,
     health_path: Option<HealthPath>,
+    network: Network,
 }
 
 impl FunctionSpec {
@@ -306,6 +338,10 @@ impl FunctionSpec {
     /// The HTTP path that readiness checks, if any (otherwise a TCP connect suffices).
     pub fn health_path(&self) -> Option<&HealthPath> {
         self.health_path.as_ref()
+    }
+    /// The network its instances join (container runtimes).
+    pub fn network(&self) -> Network {
+        self.network
     }
     /// The same spec in a given region (the platform fills in its own when none was asked).
     pub fn with_region(mut self, region: Region) -> Self {
@@ -395,6 +431,10 @@ pub struct FunctionSpecInput {
     /// Readiness path such as `/healthz`; default none (a TCP connect suffices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
+    /// `bridge` (default: egress allowed) or `none` (loopback only: no
+    /// egress, the fastest start; needs the gateway's namespace path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 const MAX_ARGS: usize = 256;
@@ -440,7 +480,8 @@ impl FunctionSpecInput {
             None => FunctionSpec::DEFAULT_TIMEOUT_S,
         };
         let health_path = self.health_path.map(|p| HealthPath::parse_field("health_path", &p)).transpose()?;
-        Ok(FunctionSpec { name, source, port, region, env, limits, scaling, timeout_s, health_path })
+        let network = self.network.map_or(Ok(Network::default()), |n| Network::parse_field("network", &n))?;
+        Ok(FunctionSpec { name, source, port, region, env, limits, scaling, timeout_s, health_path, network })
     }
 }
 
@@ -547,6 +588,8 @@ impl From<FunctionSpec> for FunctionSpecInput {
             }),
             timeout_s: Some(s.timeout_s.into()),
             health_path: s.health_path.map(Into::into),
+            // Written out only when set, so specs stored before the field existed read back the same.
+            network: (s.network != Network::default()).then(|| s.network.as_str().to_owned()),
         }
     }
 }

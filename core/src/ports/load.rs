@@ -1,6 +1,4 @@
-use std::net::SocketAddr;
-
-use crate::model::FunctionName;
+use crate::model::{Endpoint, FunctionName};
 
 /// What the edge saw of one function's traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,8 +23,8 @@ pub trait LoadSource: Send + Sync + 'static {
     /// started before the endpoint left the routes: an instance is stopped or
     /// paused only once this is 0. `None` when the edge does not count per
     /// endpoint (then a fixed drain time is all there is).
-    fn endpoint_in_flight(&self, addr: SocketAddr) -> Option<usize> {
-        let _ = addr;
+    fn endpoint_in_flight(&self, endpoint: &Endpoint) -> Option<usize> {
+        let _ = endpoint;
         None
     }
 }

@@ -5,6 +5,7 @@ mod fanout;
 mod key_gate;
 mod local_ack;
 mod logs;
+pub mod netns;
 mod readiness;
 mod task_subscription;
 
@@ -12,7 +13,7 @@ pub use fanout::FanoutRouter;
 pub use key_gate::{Held, KeyGate};
 pub use local_ack::{DeadLetters, LocalAcker, RetryPolicy, Settled, deliver, retry_after};
 pub use logs::LogBuffer;
-pub use readiness::probe;
+pub use readiness::{probe, probe_endpoint};
 pub use task_subscription::TaskSubscription;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

@@ -13,9 +13,14 @@ use tokio::net::TcpStream;
 /// docker-proxy, which accepts connections even while nothing listens in the
 /// container, and then closes them.
 pub async fn probe(addr: SocketAddr, health_path: Option<&str>) -> bool {
-    let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await else {
+    let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await else {
         return false;
     };
+    answers(conn, health_path).await
+}
+
+/// Whether `conn` answers a readiness request as [`probe`] requires.
+async fn answers(mut conn: TcpStream, health_path: Option<&str>) -> bool {
     let path = health_path.unwrap_or("/");
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: pilotlight-readiness\r\nConnection: close\r\n\r\n"
@@ -29,5 +34,16 @@ pub async fn probe(addr: SocketAddr, health_path: Option<&str>) -> bool {
     match tokio::time::timeout(Duration::from_secs(2), answer).await {
         Ok(Some(head)) if head.starts_with(b"HTTP/1.") => health_path.is_none() || head[9] == b'2',
         _ => false,
+    }
+}
+
+/// [`probe`] of an endpoint, inside its network namespace when it has one.
+pub async fn probe_endpoint(endpoint: &crate::model::Endpoint, health_path: Option<&str>) -> bool {
+    match endpoint.netns() {
+        None => probe(endpoint.addr(), health_path).await,
+        Some(ns) => match super::netns::connect(ns, endpoint.addr(), Duration::from_millis(500)).await {
+            Ok(conn) => answers(conn, health_path).await,
+            Err(_) => false,
+        },
     }
 }

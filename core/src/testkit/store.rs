@@ -18,8 +18,8 @@ pub fn sample_record(name: &str, generation: u64) -> FunctionRecord {
     let mut status = FunctionStatus::new(Phase::Ready, generation);
     status.url = Some(format!("http://{name}.localhost/"));
     status.message = Some("ok".into());
-    status.endpoints = vec![endpoint];
-    status.published = vec![endpoint];
+    status.endpoints = vec![endpoint.clone()];
+    status.published = vec![endpoint.clone()];
     status.routed_generation = generation;
     status.wanted = 1;
     status.observed_at_ms = 1_700_000_000_000;
