@@ -265,10 +265,7 @@ async fn forward(
             let (mut parts, _) = resp.into_parts();
             let protocol = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            if let Some(p) = protocol {
-                parts.headers.insert(header::UPGRADE, p);
-            }
+            crate::upgrade::restore(&mut parts.headers, protocol);
             crate::upgrade::tunnel(shared, requested, upstream, route.name.to_string(), (in_flight, endpoint_guard));
             Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
         }

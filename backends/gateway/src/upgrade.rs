@@ -20,12 +20,7 @@ pub(crate) struct Requested {
 }
 
 fn names_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    crate::headers::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// The upgrade `req` asks for: an HTTP/1.1 request whose `Connection` names
@@ -43,8 +38,16 @@ pub(crate) fn requested<B>(req: &mut Request<B>) -> Option<Requested> {
 impl Requested {
     /// Puts the upgrade back on headers stripped of hop-by-hop fields.
     pub(crate) fn restore(&self, headers: &mut HeaderMap) {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, self.protocol.clone());
+        restore(headers, Some(self.protocol.clone()));
+    }
+}
+
+/// Sets `Connection: upgrade` and, when known, `Upgrade: <protocol>` on
+/// headers stripped of hop-by-hop fields: the request upstream, the 101 back.
+pub(crate) fn restore(headers: &mut HeaderMap, protocol: Option<HeaderValue>) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(p) = protocol {
+        headers.insert(header::UPGRADE, p);
     }
 }
 

@@ -118,19 +118,8 @@ async fn https_with_the_dev_ca_is_trusted_by_a_client_that_trusts_only_that_ca()
     gw.apply(&table(vec![route("secure", &[inst.endpoint.addr()], 5000)])).await.unwrap();
     let ca_path = gw.dev_ca_path().expect("dev CA path").to_path_buf();
     assert!(ca_path.starts_with(dir.path()));
-    let mut roots = rustls::RootCertStore::empty();
     let ca_pem = std::fs::read(&ca_path).unwrap();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(&ca_path, &[b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(gw.https_addr().unwrap()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("secure.localhost").unwrap();
     let mut tls = connector.connect(name, tcp).await.expect("handshake verified against the dev CA only");

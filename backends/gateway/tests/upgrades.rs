@@ -104,20 +104,8 @@ async fn a_websocket_works_over_https_with_http11() {
     let inst = wsecho(&rt, "securews", "tls:").await;
     let gw = gateway(dir.path()).await;
     gw.apply(&table(vec![route("securews", &[inst.endpoint.addr()], 5000)])).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    let ca_pem = std::fs::read(gw.dev_ca_path().unwrap()).unwrap();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     // What a browser offers for a WebSocket connection.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(gw.dev_ca_path().unwrap(), &[b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(gw.https_addr().unwrap()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("securews.localhost").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();

@@ -18,42 +18,46 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
 
 /// Creates a TCP socket for `addr`'s family inside the namespace at `netns`,
-/// on a thread of its own that ends right after; `done` gets the result.
-fn socket_in(netns: &str, addr: SocketAddr, done: impl FnOnce(io::Result<TcpSocket>) + Send + 'static) {
-    let ns = match File::open(netns) {
-        Ok(f) => f,
-        Err(e) => return done(Err(io::Error::new(e.kind(), format!("cannot open network namespace {netns}: {e}")))),
-    };
+/// on a thread of its own that ends right after; the receiver gets the socket.
+fn socket_in(netns: &str, addr: SocketAddr) -> io::Result<oneshot::Receiver<io::Result<TcpSocket>>> {
+    let ns = File::open(netns)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open network namespace {netns}: {e}")))?;
     let name = netns.to_owned();
-    let done = std::sync::Arc::new(parking_lot::Mutex::new(Some(done)));
-    let on_thread = std::sync::Arc::clone(&done);
-    let spawned = std::thread::Builder::new().name("pilotlight-netns".into()).spawn(move || {
-        let made = setns(&ns, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| {
-                io::Error::new(io::ErrorKind::PermissionDenied, format!("cannot enter network namespace {name}: {e}"))
-            })
-            .and_then(|()| if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() });
-        if let Some(done) = on_thread.lock().take() {
-            done(made);
-        }
-    });
-    if let Err(e) = spawned
-        && let Some(done) = done.lock().take()
-    {
-        done(Err(io::Error::other(format!("cannot start a thread to enter a network namespace: {e}"))));
-    }
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("pilotlight-netns".into())
+        .spawn(move || {
+            let made = setns(&ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("cannot enter network namespace {name}: {e}"),
+                    )
+                })
+                .and_then(|()| if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() });
+            let _ = tx.send(made);
+        })
+        .map_err(|e| io::Error::other(format!("cannot start a thread to enter a network namespace: {e}")))?;
+    Ok(rx)
 }
+
+/// On the calling thread, which must end afterwards: enters `ns` and makes the socket.
+fn enter_and_make(ns: &File, name: &str, addr: SocketAddr) -> io::Result<TcpSocket> {
+    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
+        io::Error::new(io::ErrorKind::PermissionDenied, format!("cannot enter network namespace {name}: {e}"))
+    })?;
+    if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+}
+
+const NO_ANSWER: &str = "the namespace thread ended without an answer";
 
 /// Connects to `addr` inside the network namespace at `netns` (a path such as
 /// `/proc/<pid>/ns/net` or `/var/run/docker/netns/<id>`), with `TCP_NODELAY`.
 pub async fn connect(netns: &str, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    socket_in(netns, addr, move |made| {
-        let _ = tx.send(made);
-    });
-    let socket = rx.await.map_err(|_| io::Error::other("the namespace thread ended without an answer"))??;
+    let socket = socket_in(netns, addr)?.await.map_err(|_| io::Error::other(NO_ANSWER))??;
     let stream = tokio::time::timeout(timeout, socket.connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} in {netns} timed out")))??;
@@ -64,15 +68,14 @@ pub async fn connect(netns: &str, addr: SocketAddr, timeout: Duration) -> io::Re
 /// Whether this process may enter network namespaces: it tries its own,
 /// which changes nothing but needs the same capability as any other.
 pub fn available() -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    socket_in("/proc/self/ns/net", SocketAddr::from(([127, 0, 0, 1], 0)), move |made| {
-        let _ = tx.send(made.map(drop));
-    });
-    match rx.recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the namespace thread ended without an answer".into()),
-    }
+    let own = "/proc/self/ns/net";
+    let ns = File::open(own).map_err(|e| format!("cannot open {own}: {e}"))?;
+    // A thread of its own that ends here, as for every connect; joining it
+    // blocks only for the setns, so this is fine on an async caller at start-up.
+    std::thread::spawn(move || enter_and_make(&ns, own, SocketAddr::from(([127, 0, 0, 1], 0))).map(drop))
+        .join()
+        .map_err(|_| NO_ANSWER.to_owned())?
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

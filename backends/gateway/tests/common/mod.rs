@@ -95,3 +95,20 @@ impl Cleanup {
         self.0.stop_all().await.unwrap();
     }
 }
+
+/// A TLS connector that trusts only the CA in the PEM file at `ca_path` and offers `alpn`.
+pub fn tls_connector(ca_path: &std::path::Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca_path).unwrap();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
