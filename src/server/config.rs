@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub max_header_bytes: u64,
     /// The gateway answers 431 to one header line longer than this many bytes.
     pub max_header_line_bytes: u64,
+    /// How the gateway reaches Docker containers: `auto`, `namespace` or `published`.
+    /// `auto` is `namespace` with the gateway edge and `published` with NGINX.
+    pub docker_endpoint: String,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             docker_host: None,
             max_header_bytes: 64 * 1024,
             max_header_line_bytes: 16 * 1024,
+            docker_endpoint: "auto".into(),
         }
     }
 }
@@ -121,6 +125,10 @@ const KEYS: &[Key] = &[
     Key { name: "docker_host", help: "Docker engine socket, unix:///path [$DOCKER_HOST or /var/run/docker.sock]" },
     Key { name: "max_header_bytes", help: "the gateway answers 431 to a larger request head [65536]" },
     Key { name: "max_header_line_bytes", help: "the gateway answers 431 to a longer header line [16384]" },
+    Key {
+        name: "docker_endpoint",
+        help: "auto | namespace | published: reach containers inside their network namespace or on a published port [auto: namespace with the gateway, published with nginx]",
+    },
 ];
 
 /// A bad setting: which key, and the rule.
@@ -205,6 +213,7 @@ impl ServerConfig {
             "docker_network" => self.docker_network = value.into(),
             "nginx_status_addr" => self.nginx_status_addr = addr(value)?,
             "docker_host" => self.docker_host = Some(value.into()),
+            "docker_endpoint" => self.docker_endpoint = value.into(),
             "memory_budget_mb"
             | "autoscale_tick_ms"
             | "scale_down_window_s"
@@ -294,6 +303,17 @@ impl ServerConfig {
         ConfigError { origin: "configuration".into(), key: key.into(), message }
     }
 
+    /// How the Docker runtime makes containers reachable. The gateway can
+    /// enter a container's network namespace, so it skips docker-proxy;
+    /// NGINX cannot, so it is given a published port.
+    pub fn docker_endpoint_mode(&self) -> pilotlight_docker::EndpointMode {
+        use pilotlight_docker::EndpointMode;
+        match (self.docker_endpoint.as_str(), self.edge.as_str()) {
+            ("published", _) | ("auto", "nginx") => EndpointMode::PublishedPort,
+            _ => EndpointMode::Namespace,
+        }
+    }
+
     /// Checks the choices and their combinations, naming the key of the first bad one.
     pub fn check(&self) -> Result<(), ConfigError> {
         let one_of = |key: &str, value: &str, allowed: &[&str]| {
@@ -306,6 +326,13 @@ impl ServerConfig {
         one_of("runtime", &self.runtime, &["docker", "process"])?;
         one_of("edge", &self.edge, &["gateway", "nginx"])?;
         one_of("store", &self.store, &["redb"])?;
+        one_of("docker_endpoint", &self.docker_endpoint, &["auto", "namespace", "published"])?;
+        if self.docker_endpoint == "namespace" && self.edge == "nginx" {
+            return Err(self.error(
+                "docker_endpoint",
+                "`namespace` needs edge `gateway`: NGINX cannot enter a container's network namespace; use `auto` or `published`".into(),
+            ));
+        }
         if !(self.queue == "memory" || ["kafka://", "amqp://", "amqps://"].iter().any(|p| self.queue.starts_with(p))) {
             return Err(self.error(
                 "queue",
@@ -424,6 +451,8 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--runtime", "kubernetes"], "runtime"),
             (&["--edge", "caddy"], "edge"),
+            (&["--docker-endpoint", "host"], "docker_endpoint"),
+            (&["--docker-endpoint", "namespace", "--edge", "nginx"], "docker_endpoint"),
             (&["--store", "postgres"], "store"),
             (&["--queue", "nats://x"], "queue"),
             (&["--domain", "bad domain"], "domain"),
@@ -478,5 +507,20 @@ mod tests {
                 "{k} cannot be set by flag"
             );
         }
+    }
+
+    #[test]
+    fn the_gateway_reaches_containers_in_their_namespace_and_nginx_on_a_published_port() {
+        use pilotlight_docker::EndpointMode;
+        let mode = |edge: &str, endpoint: &str| {
+            ServerConfig { edge: edge.into(), docker_endpoint: endpoint.into(), ..Default::default() }
+                .docker_endpoint_mode()
+        };
+        assert_eq!(ServerConfig::default().docker_endpoint_mode(), EndpointMode::Namespace);
+        assert_eq!(mode("gateway", "auto"), EndpointMode::Namespace);
+        assert_eq!(mode("nginx", "auto"), EndpointMode::PublishedPort);
+        assert_eq!(mode("gateway", "published"), EndpointMode::PublishedPort);
+        assert_eq!(mode("nginx", "published"), EndpointMode::PublishedPort);
+        assert_eq!(mode("gateway", "namespace"), EndpointMode::Namespace);
     }
 }

@@ -88,6 +88,7 @@ impl Server {
                     host: config.docker_host.clone(),
                     platform_id: config.platform_id.clone(),
                     network: config.docker_network.clone(),
+                    endpoint_mode: config.docker_endpoint_mode(),
                     ..Default::default()
                 })
                 .await

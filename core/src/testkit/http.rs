@@ -1,10 +1,13 @@
-//! A minimal HTTP/1.1 client for tests: one request per connection, over loopback.
+//! A minimal HTTP/1.1 client for tests: one request per connection, over
+//! loopback or inside an instance's network namespace.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::model::Endpoint;
 
 /// A response: status code and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +20,14 @@ pub struct Response {
 
 /// `GET path` with `Host: host` to `addr`, within `timeout`; errors are strings for easy asserts.
 pub async fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<Response, String> {
+    get_endpoint(&Endpoint::new(addr), host, path, timeout).await
+}
+
+/// [`get`] to an instance's endpoint, inside its network namespace when it has one.
+pub async fn get_endpoint(endpoint: &Endpoint, host: &str, path: &str, timeout: Duration) -> Result<Response, String> {
+    let addr = endpoint.addr();
     let fut = async {
-        let mut conn = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut conn = connect(endpoint, timeout).await.map_err(|e| format!("connect {endpoint}: {e}"))?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         conn.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
         let mut raw = Vec::new();
@@ -26,6 +35,14 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) ->
         parse(&raw)
     };
     tokio::time::timeout(timeout, fut).await.map_err(|_| format!("no answer from {addr} within {timeout:?}"))?
+}
+
+/// A TCP connection to `endpoint`: made in its namespace when it names one.
+pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> std::io::Result<TcpStream> {
+    match endpoint.netns() {
+        Some(netns) => crate::support::netns::connect(netns, endpoint.addr(), timeout).await,
+        None => TcpStream::connect(endpoint.addr()).await,
+    }
 }
 
 fn parse(raw: &[u8]) -> Result<Response, String> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{eventually, http, unique, within};
-use crate::model::{FunctionSpec, InstanceState};
+use crate::model::{Endpoint, FunctionSpec, InstanceState};
 use crate::ports::{LogOptions, Runtime, RuntimeError};
 
 /// What the suite runs on the runtime under test.
@@ -37,8 +37,8 @@ fn name(prefix: &str) -> String {
     unique(prefix).chars().take(63).collect::<String>().trim_end_matches('-').to_owned()
 }
 
-async fn get(endpoint: std::net::SocketAddr, timeout: Duration) -> Result<http::Response, String> {
-    http::get(endpoint, "test.localhost", "/", timeout).await
+async fn get(endpoint: &Endpoint, timeout: Duration) -> Result<http::Response, String> {
+    http::get_endpoint(endpoint, "test.localhost", "/", timeout).await
 }
 
 /// `start` returns a ready instance: it answers HTTP at once, and `list` shows it with its generation.
@@ -53,7 +53,7 @@ pub async fn start_answers_and_lists(r: &dyn Runtime, f: &RuntimeFixture) {
         assert!(inst.endpoint.addr().ip().is_loopback(), "endpoint {} is not on loopback", inst.endpoint);
     }
     // Ready means ready: the very first request succeeds.
-    let resp = get(inst.endpoint.addr(), Duration::from_secs(5)).await.expect("first request after start");
+    let resp = get(&inst.endpoint, Duration::from_secs(5)).await.expect("first request after start");
     assert_eq!(resp.status, 200);
     assert!(resp.body.contains(spec.name().as_str()), "greeting lacks the name: {:?}", resp.body);
     let listed = r.list().await.expect("list");
@@ -70,10 +70,10 @@ pub async fn pause_and_resume(r: &dyn Runtime, f: &RuntimeFixture) {
     r.pause(&inst.id).await.expect("pause");
     let listed = r.list().await.expect("list");
     assert_eq!(listed.iter().find(|i| i.id == inst.id).map(|i| i.state), Some(InstanceState::Paused));
-    assert!(get(inst.endpoint.addr(), Duration::from_millis(300)).await.is_err(), "a paused instance answered");
+    assert!(get(&inst.endpoint, Duration::from_millis(300)).await.is_err(), "a paused instance answered");
     let resumed = r.resume(&inst.id).await.expect("resume");
     assert_eq!(resumed.state, InstanceState::Running);
-    let resp = get(inst.endpoint.addr(), Duration::from_secs(5)).await.expect("request after resume");
+    let resp = get(&inst.endpoint, Duration::from_secs(5)).await.expect("request after resume");
     assert_eq!(resp.status, 200);
     r.stop(&inst.id).await.expect("stop");
 }
@@ -90,7 +90,7 @@ pub async fn logs_tail_and_follow(r: &dyn Runtime, f: &RuntimeFixture) {
     })
     .await;
     let mut follow = r.logs(&inst.id, LogOptions { tail: Some(0), follow: true }).await.expect("follow logs");
-    get(inst.endpoint.addr(), Duration::from_secs(5)).await.expect("request");
+    get(&inst.endpoint, Duration::from_secs(5)).await.expect("request");
     let line = within(Duration::from_secs(5), "a followed log line after a request", follow.next())
         .await
         .expect("follow stream ended early")
@@ -105,9 +105,10 @@ pub async fn stop_is_idempotent(r: &dyn Runtime, f: &RuntimeFixture) {
     let inst = within(f.start_timeout, "start", r.start(&spec, 1)).await.expect("start");
     r.stop(&inst.id).await.expect("stop");
     assert!(!r.list().await.expect("list").iter().any(|i| i.id == inst.id), "stopped instance still listed");
-    let addr = inst.endpoint.addr();
-    eventually(Duration::from_secs(5), "stopped instance stops answering", || async move {
-        get(addr, Duration::from_millis(200)).await.is_err()
+    let endpoint = inst.endpoint.clone();
+    eventually(Duration::from_secs(5), "stopped instance stops answering", || {
+        let endpoint = endpoint.clone();
+        async move { get(&endpoint, Duration::from_millis(200)).await.is_err() }
     })
     .await;
     r.stop(&inst.id).await.expect("second stop is Ok");
@@ -164,7 +165,7 @@ pub async fn create_then_start(r: &dyn Runtime, f: &RuntimeFixture) {
     let started =
         within(f.start_timeout, "start_created", r.start_created(&spec, &created.id)).await.expect("start_created");
     assert_eq!((&started.id, started.state, started.generation), (&created.id, InstanceState::Running, 3));
-    let resp = get(started.endpoint.addr(), Duration::from_secs(5)).await.expect("first request after start_created");
+    let resp = get(&started.endpoint, Duration::from_secs(5)).await.expect("first request after start_created");
     assert_eq!(resp.status, 200);
     assert!(
         r.start_created(&spec, &created.id).await.is_err(),

@@ -12,6 +12,8 @@
 //! - `GET /alloc?mb=N` → touches N MiB of memory and keeps it (for memory-limit tests)
 //! - `GET /headers` → the request's headers, one `name: value` per line
 //! - `GET /stream?chunks=N&ms=M` → N chunks, M ms apart (for streaming tests)
+//! - `GET /dial?to=IP:PORT` → tries a TCP connection from inside the function
+//!   (1 s timeout): 200 `connected`, or 502 with the error (for egress tests)
 //! - anything else → 404
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -130,6 +132,7 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 ("200 OK", format!("allocated {mb} MiB\n"))
             }
             ("GET", "/headers") => ("200 OK", received),
+            ("GET", "/dial") => dial(query),
             ("GET", "/stream") => {
                 let (chunks, ms) = (param("chunks").min(1000), param("ms").min(60_000));
                 if log {
@@ -160,5 +163,17 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
         if !keep_alive {
             return Ok(());
         }
+    }
+}
+
+/// `/dial`: whether this function can open a connection to `to`.
+fn dial(query: &str) -> (&'static str, String) {
+    let to = query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "to").map(|(_, v)| v);
+    let Some(addr) = to.and_then(|v| v.parse::<std::net::SocketAddr>().ok()) else {
+        return ("400 Bad Request", "to must be IP:PORT\n".to_owned());
+    };
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        Ok(_) => ("200 OK", "connected\n".to_owned()),
+        Err(e) => ("502 Bad Gateway", format!("{e}\n")),
     }
 }
