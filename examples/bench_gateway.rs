@@ -13,11 +13,8 @@
 //! `BENCH_GATEWAY_THREADS` (default: one per core), `BENCH_ONLY=direct|gateway|nginx`.
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pilotlight::core::model::{Domain, Endpoint, FunctionName, Route, RouteTable};
 use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
@@ -29,85 +26,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 #[path = "common/wrk.rs"]
 mod wrk;
 use wrk::{Sample, env_u64, median_sample, need, wrk};
-
-/// CPU seconds of a process so far, (user, system): where a proxy spends its
-/// time, in its own code or in the kernel's TCP stack.
-fn cpu_seconds(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-    (field(11), field(12))
-}
-
-fn nginx_pids(master: u32) -> Vec<u32> {
-    let mut pids = vec![master];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")) {
-        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    pids
-}
-
-struct Nginx {
-    child: std::process::Child,
-}
-
-impl Drop for Nginx {
-    /// SIGTERM to the whole process group (master and workers), SIGKILL if it lingers:
-    /// killing only the master would orphan its workers.
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, killpg};
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = killpg(group, Signal::SIGTERM);
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(dir: &Path, listen: u16, upstream: std::net::SocketAddr) -> Result<Nginx, Error> {
-    let conf = format!(
-        "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-           fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           upstream hello {{ server {upstream}; keepalive 64; }}\n\
-           server {{\n    listen 127.0.0.1:{listen};\n    server_name hello.localhost;\n\
-             location / {{ proxy_pass http://hello; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
-               proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }}\n  }}\n}}\n",
-        d = dir.display()
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let test = Command::new("nginx").arg("-t").arg("-c").arg(&path).arg("-p").arg(dir).output()?;
-    if !test.status.success() {
-        return Err(format!("nginx -t: {}", String::from_utf8_lossy(&test.stderr)).into());
-    }
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir)
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()?;
-    Ok(Nginx { child })
-}
-
-async fn wait_port(port: u16) -> Result<(), Error> {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err(format!("nothing listens on 127.0.0.1:{port}").into())
-}
+#[path = "common/proxy.rs"]
+mod proxy;
+use proxy::{cpu_total, nginx_pids, start_nginx, wait_port};
 
 fn hello_path() -> Result<PathBuf, Error> {
     let exe = std::env::current_exe()?;
@@ -153,7 +74,7 @@ async fn main() -> Result<(), Error> {
     gateway.apply(&table).await?;
 
     let nginx_port = pilotlight::core::testkit::free_port();
-    let nginx = start_nginx(work.path(), nginx_port, direct)?;
+    let nginx = start_nginx(work.path(), nginx_port, "hello.localhost", direct)?;
     wait_port(nginx_port).await?;
 
     let paths = [
@@ -191,11 +112,9 @@ async fn main() -> Result<(), Error> {
                     "nginx" => nginx_pids(nginx.child.id()),
                     _ => vec![],
                 };
-                let total =
-                    |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-                let before = total(&pids);
+                let before = cpu_total(&pids);
                 let s = wrk(addr, "hello.localhost", connections, seconds).await?;
-                let after = total(&pids);
+                let after = cpu_total(&pids);
                 cpu[i].0 += after.0 - before.0;
                 cpu[i].1 += after.1 - before.1;
                 requests[i] += s.rps * seconds as f64;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark in release mode, installing what it needs from Debian's packages.
 #   bash scripts/bench.sh gateway    # direct vs gateway vs NGINX, with wrk
+#   bash scripts/bench.sh edge       # a Docker function: direct vs NGINX vs gateway, published port vs namespace; cold starts
 #   bash scripts/bench.sh docker     # raw engine vs pilotlight: cold start, unpause, concurrent starts
 #   bash scripts/bench.sh coldstart  # first request at zero: warm pool vs no pool vs the engine's floors (BENCH_DENSITY=N: density)
 #   bash scripts/bench.sh queue      # memory vs Kafka (mock cluster) vs RabbitMQ: events/s, publish→handled latency
@@ -28,8 +29,11 @@ case "$which" in
   reconcile)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_reconcile ;;
+  edge)
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
+    cargo run --release -q --example bench_edge ;;
   docker)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_docker ;;
-  *) echo "unknown benchmark: $which (try: gateway, docker, coldstart, nginx, queue, reconcile)" >&2; exit 2 ;;
+  *) echo "unknown benchmark: $which (try: gateway, edge, docker, coldstart, nginx, queue, reconcile)" >&2; exit 2 ;;
 esac

@@ -172,6 +172,15 @@ fn the_readme_quickstart_works_as_written() {
         );
         if line.starts_with("curl ") {
             assert!(out.contains("Hello from hello!"), "`{line}` printed {out:?}");
+            // The gateway reaches the container inside its network namespace:
+            // no port is published, so no docker-proxy sits in the path.
+            let (_, ports) = run_line(
+                "docker ps --filter label=io.pilotlight.platform=pilotlight --filter label=io.pilotlight.function=hello --format '{{.ID}} {{.Ports}}'",
+                Duration::from_secs(30),
+            );
+            assert!(!ports.trim().is_empty() && !ports.contains("->"), "published ports: {ports}");
+            let log = server.as_ref().map(Background::output).unwrap_or_default();
+            assert!(log.contains("namespace"), "the server does not log its endpoint mode:\n{log}");
         }
         if line.contains(" deploy ") {
             assert!(out.contains("ready: http://hello.localhost:8080/"), "{out}");

@@ -17,7 +17,7 @@ use pilotlight::core::memory::{MemoryQueue, MemoryStore};
 use pilotlight::core::model::Domain;
 use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_image_context};
 use pilotlight::core::testkit::http;
-use pilotlight::docker::{DockerRuntime, DockerRuntimeConfig, LABEL_PLATFORM, build_image_from_dir};
+use pilotlight::docker::{DockerRuntime, DockerRuntimeConfig, EndpointMode, LABEL_PLATFORM, build_image_from_dir};
 use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -107,14 +107,25 @@ pub struct Stage {
 }
 
 /// Stages the platform: `platform_id` labels its containers; `drain` overrides
-/// the default drain when given.
+/// the default drain when given. Containers are reached on a published port.
 pub async fn stage(platform_id: String, raw_label: &str, drain: Option<Duration>) -> Result<Stage, Error> {
+    stage_in(platform_id, raw_label, drain, EndpointMode::PublishedPort).await
+}
+
+/// [`stage`], with the gateway reaching containers as `mode` says.
+pub async fn stage_in(
+    platform_id: String,
+    raw_label: &str,
+    drain: Option<Duration>,
+    mode: EndpointMode,
+) -> Result<Stage, Error> {
     let cleanup =
         (DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") }, DockerCleanup { label: raw_label.into() });
     let runtime = Arc::new(
         DockerRuntime::connect(DockerRuntimeConfig {
             platform_id: platform_id.clone(),
             network: NETWORK.into(),
+            endpoint_mode: mode,
             ..Default::default()
         })
         .await?,
