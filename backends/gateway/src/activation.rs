@@ -39,7 +39,10 @@ pub(crate) async fn wait(shared: &Shared, route: Arc<RouteState>) -> Result<Arc<
                     &format!("`{}` was removed while the request waited", route.name),
                 ));
             }
-            Some(r) if !r.endpoints.is_empty() => return Ok(r),
+            Some(r) if !r.endpoints.is_empty() => {
+                tracing::debug!(function = %route.name, "a held request is released to an endpoint");
+                return Ok(r);
+            }
             Some(_) => {}
         }
         if counters.should_activate(REACTIVATE_EVERY) {
@@ -47,6 +50,7 @@ pub(crate) async fn wait(shared: &Shared, route: Arc<RouteState>) -> Result<Arc<
             match activator {
                 Some(a) => {
                     let name = route.name.clone();
+                    tracing::debug!(function = %name, "a request is held; asking the activator");
                     tokio::spawn(async move {
                         if let Err(e) = a.activate(&name).await {
                             tracing::warn!(function = %name, error = %e, "activation failed");

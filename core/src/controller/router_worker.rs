@@ -126,6 +126,7 @@ impl RouterWorker {
         state.table = table;
         state.applied.insert(name.clone(), generation);
         drop(state);
+        tracing::debug!(function = %name, generation, removed, "route applied to the edge");
         let ev = Event::StatusChanged {
             url: (!removed).then(|| self.urls.url_for(&name)),
             name,

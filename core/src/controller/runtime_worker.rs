@@ -369,6 +369,7 @@ impl RuntimeWorker {
             return;
         }
         let began = Instant::now();
+        tracing::debug!(function = %name, from_pass = snapshot.is_some(), "reconcile begins");
         let outcome = self.reconcile(name, snapshot).await;
         let Some(event) = self.record_outcome(name, outcome) else { return };
         if let Err(e) = self.queue.publish(topics::STATUS, event.to_message()).await {
@@ -608,6 +609,7 @@ impl RuntimeWorker {
                 }
                 Step::Resume(id) => {
                     let i = self.runtime.resume(id).await?;
+                    tracing::debug!(instance = %id, "resumed and answering");
                     tier.get_or_insert("resume");
                     started.push(i.endpoint.clone());
                     replace(world, i);

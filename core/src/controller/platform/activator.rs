@@ -52,7 +52,9 @@ impl Activator for StoreActivator {
             _ => return Err(ActivationError::NotFound(name.clone())),
         }
         let event = Event::ActivationRequested { name: name.clone() };
-        self.queue.publish(topics::DEPLOYMENTS, event.to_message()).await.map_err(unavailable)
+        self.queue.publish(topics::DEPLOYMENTS, event.to_message()).await.map_err(unavailable)?;
+        tracing::debug!(function = %name, "activation: desired scale recorded, runtime worker asked");
+        Ok(())
     }
 
     async fn unreachable(&self, name: &FunctionName) -> Result<(), ActivationError> {
