@@ -4,6 +4,10 @@
 //!
 //! 1. pilotlight with a warm pool: a paused instance is resumed by the
 //!    activator; the request goes through the gateway and is held until then;
+//!    once through the activation fast path (the activator resumes the
+//!    instance in process and hands its endpoint to the held request), once
+//!    through the queue (the split deployment's path: desired scale, nudge,
+//!    reconcile, route);
 //! 2. pilotlight with a created container (`prewarm: 0, precreate: 1`): started;
 //! 3. pilotlight with no pool (`prewarm: 0`): the activator creates and starts one;
 //! 4. the raw engine's unpause floor: `unpause` then poll until the first 200;
@@ -148,11 +152,15 @@ async fn main() -> Result<(), Error> {
     let raw_port = published_port(&docker, &raw_paused).await?;
     first_200(SocketAddr::from(([127, 0, 0, 1], raw_port)), "raw").await?;
 
-    let (mut warm, mut standby, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut warm, mut warm_queue, mut standby, mut cold) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let fast_activator = platform.activator();
     let (mut unpause, mut start, mut create) = (Vec::new(), Vec::new(), Vec::new());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for i in 0..runs {
         warm.push(first_request_at_zero(&stage, "pool", 1, 0).await?);
+        gw.set_activator(stage.queue_activator.clone());
+        warm_queue.push(first_request_at_zero(&stage, "pool", 1, 0).await?);
+        gw.set_activator(fast_activator.clone());
         standby.push(first_request_at_zero(&stage, "standby", 0, 1).await?);
         cold.push(first_request_at_zero(&stage, "nopool", 0, 0).await?);
 
@@ -184,6 +192,13 @@ async fn main() -> Result<(), Error> {
     row("raw engine: start created, poll until 200", &start, None);
     row("raw engine: create+start, poll until 200", &create, None);
     row("pilotlight, warm pool (resume), via gateway", &warm, Some(("the unpause floor", &unpause)));
+    row("  the same through the queue (no fast path)", &warm_queue, Some(("the unpause floor", &unpause)));
+    let p99 = |v: &[f64]| pct(v, 0.99);
+    println!(
+        "  warm pool targets: p50 {:.2}x the unpause floor (target <= 1.2x), p99 {:.2}x (target <= 1.5x)",
+        pct(&warm, 0.5) / pct(&unpause, 0.5),
+        p99(&warm) / p99(&unpause)
+    );
     row("pilotlight, created (start), via gateway", &standby, Some(("the start floor", &start)));
     row("pilotlight, no pool (create+start), via gw", &cold, Some(("the create+start floor", &create)));
     println!(

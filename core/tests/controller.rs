@@ -444,6 +444,81 @@ async fn the_platform_wakes_a_function_by_asking_for_an_activation() {
     );
 }
 
+/// The activation fast path: with the runtime worker in this process, the
+/// activator resumes a paused instance itself and hands its endpoint back;
+/// a burst of activations resumes it once, and the route, the pool and the
+/// recorded desired scale follow as on the ordinary path.
+#[tokio::test]
+async fn an_activation_in_process_resumes_a_paused_instance_once_and_hands_back_its_endpoint() {
+    use pilotlight_core::ports::Activation;
+    let runtime = Arc::new(MemoryRuntime::new());
+    let router = Arc::new(MemoryRouter::new());
+    let store = Arc::new(MemoryStore::new());
+    // No periodic pass during the test: a reconcile in hand would (rightly) send the activations the slow way.
+    let p = Platform::builder()
+        .queue(Arc::new(fast_queue(3)))
+        .runtime(runtime.clone())
+        .router(router.clone())
+        .store(store.clone())
+        .resync_period(Duration::from_secs(600))
+        .drain(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    p.start().await.unwrap();
+    let mut input = FunctionSpecInput::image("warm", "pilotlight/hello:latest", 8080);
+    input.scaling = Some(ScalingInput { prewarm: Some(1), ..Default::default() });
+    p.deploy(input.validate().unwrap()).await.unwrap();
+    p.wait_ready(&name("warm"), WAIT).await.unwrap();
+    p.scale(&name("warm"), 0).await.unwrap();
+    let paused_only = |rt: Arc<MemoryRuntime>| async move {
+        let all = rt.list().await.unwrap();
+        (all.iter().all(|i| i.state == InstanceState::Paused)).then_some(all)
+    };
+    let (s, r) = (store.clone(), router.clone());
+    eventually(WAIT, "at zero with a paused pool, observed", || {
+        let (s, r, rt) = (s.clone(), r.clone(), runtime.clone());
+        async move {
+            let observed = s.get(&name("warm")).await.unwrap().unwrap().status.instances;
+            let listed = paused_only(rt).await;
+            r.table().get(&name("warm")).is_some_and(|r| r.endpoints.is_empty())
+                && listed.is_some_and(|l| l.len() == 1 && observed == l)
+        }
+    })
+    .await;
+    let pooled = runtime.list().await.unwrap().remove(0);
+    let (resumes, starts) = (runtime.resume_count(), runtime.start_count());
+
+    let activator = p.activator();
+    let warm = name("warm");
+    let outcomes = futures::future::join_all((0..20).map(|_| activator.activate(&warm))).await;
+    let ready: Vec<_> = outcomes.iter().filter(|o| matches!(o, Ok(Activation::Ready(_)))).collect();
+    assert_eq!(ready.len(), 1, "one activation resumed, the others were recorded: {outcomes:?}");
+    assert_eq!(*ready[0], Ok(Activation::Ready(vec![pooled.endpoint.clone()])));
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(Activation::Ready(_) | Activation::Requested))));
+    assert_eq!(store.get(&name("warm")).await.unwrap().unwrap().scale.running, Some(1), "the ask is durable");
+
+    let r = router.clone();
+    eventually(WAIT, "the route follows with the resumed instance", || {
+        let (r, e) = (r.clone(), pooled.endpoint.clone());
+        async move { r.table().get(&name("warm")).is_some_and(|r| r.endpoints == [e.clone()]) }
+    })
+    .await;
+    let rt = runtime.clone();
+    eventually(WAIT, "the pool refilled beside the resumed instance", || {
+        let rt = rt.clone();
+        async move {
+            let all = rt.list().await.unwrap();
+            all.iter().filter(|i| i.state == InstanceState::Running).count() == 1
+                && all.iter().filter(|i| i.state == InstanceState::Paused).count() == 1
+        }
+    })
+    .await;
+    p.wait_ready(&name("warm"), WAIT).await.unwrap();
+    assert_eq!(runtime.resume_count(), resumes + 1, "twenty activations, one resume");
+    assert_eq!(runtime.start_count(), starts + 1, "one start: the pool's refill, no cold start");
+    p.shutdown().await;
+}
+
 /// The middle tier: with no paused instance, a function at zero starts one it
 /// created earlier (no create on the request's path), then makes a new one.
 #[tokio::test]

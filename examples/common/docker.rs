@@ -99,6 +99,9 @@ pub struct Stage {
     pub docker: Docker,
     pub gateway: Arc<Gateway>,
     pub platform: Platform,
+    /// An activator on the same Store and queue that never takes the fast
+    /// path: the split deployment's queue round trip, for comparison.
+    pub queue_activator: Arc<dyn pilotlight::core::ports::Activator>,
     /// The engine's version and API version, for the report.
     pub engine: (String, String),
     pub platform_id: String,
@@ -138,11 +141,9 @@ pub async fn stage_in(
     let mut config = GatewayConfig::new(Domain::new("localhost")?, dir.path()).ephemeral();
     config.tls = TlsSource::Disabled;
     let gateway = Arc::new(Gateway::start(config).await?);
-    let mut builder = Platform::builder()
-        .queue(Arc::new(MemoryQueue::new()))
-        .store(Arc::new(MemoryStore::new()))
-        .runtime(runtime.clone())
-        .router(gateway.clone());
+    let (queue, store) = (Arc::new(MemoryQueue::new()), Arc::new(MemoryStore::new()));
+    let queue_activator = Arc::new(pilotlight::core::controller::StoreActivator::new(queue.clone(), store.clone()));
+    let mut builder = Platform::builder().queue(queue).store(store).runtime(runtime.clone()).router(gateway.clone());
     if let Some(d) = drain {
         builder = builder.drain(d);
     }
@@ -154,6 +155,7 @@ pub async fn stage_in(
         docker,
         gateway,
         platform,
+        queue_activator,
         engine: (version.version.unwrap_or_default(), version.api_version.unwrap_or_default()),
         platform_id,
         _cleanup: cleanup,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use pilotlight_core::model::{Domain, FunctionName};
-use pilotlight_core::ports::{ActivationError, Activator, Router, RouterError, Runtime};
+use pilotlight_core::ports::{Activation, ActivationError, Activator, Router, RouterError, Runtime};
 use pilotlight_core::testkit::{eventually, free_port};
 use pilotlight_nginx::{NginxConfig, NginxError, NginxMode, NginxRouter, SystemReload};
 use pilotlight_process::ProcessRuntime;
@@ -341,10 +341,11 @@ struct StartHello {
 
 #[async_trait::async_trait]
 impl Activator for StartHello {
-    async fn activate(&self, name: &FunctionName) -> Result<(), ActivationError> {
+    async fn activate(&self, name: &FunctionName) -> Result<Activation, ActivationError> {
         let inst = hello(&self.rt, name.as_str()).await;
         let t = table(vec![route(name.as_str(), &[inst.endpoint.addr()], 30_000)]);
-        self.gw.apply(&t).await.map_err(|e| ActivationError::Unavailable(e.to_string()))
+        self.gw.apply(&t).await.map_err(|e| ActivationError::Unavailable(e.to_string()))?;
+        Ok(Activation::Requested)
     }
 }
 

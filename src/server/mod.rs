@@ -111,7 +111,8 @@ impl Server {
         let store: Arc<dyn pilotlight_core::Store> = Arc::new(
             RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?,
         );
-        // The edge's activator needs only the Store and the queue: the gateway gets it as it starts.
+        // The edge's activator needs only the Store and the queue: the gateway gets it as it starts,
+        // and it takes the fast path through the platform's runtime worker once that runs.
         let activator = Arc::new(StoreActivator::new(Arc::clone(&queue), Arc::clone(&store)));
         let domain = pilotlight_core::model::Domain::new(config.domain.clone()).map_err(|e| {
             ServerError::Config(ConfigError {
@@ -184,6 +185,7 @@ impl Server {
             ..AutoscalerConfig::default()
         };
         let mut builder = Platform::builder()
+            .activator(&activator)
             .autoscaler(gateway.clone(), scaler)
             .resync_period(Duration::from_secs(config.resync_period_s))
             .backoff(Duration::from_secs(1), Duration::from_secs(config.backoff_max_s));

@@ -811,13 +811,18 @@ impl Runtime for DockerRuntime {
             .map_err(|e| if is_not_found(&e) { RuntimeError::NotFound(id.clone()) } else { backend(e) })
     }
 
+    /// Unpauses, and reads where the instance answers meanwhile (a pause
+    /// changes neither its port nor its namespace), so the look-up adds
+    /// nothing to an activation's wait.
     async fn resume(&self, id: &InstanceId) -> Result<Instance, RuntimeError> {
-        self.inner
-            .docker
-            .unpause_container(id.as_str())
-            .await
-            .map_err(|e| if is_not_found(&e) { RuntimeError::NotFound(id.clone()) } else { backend(e) })?;
-        let mut instance = self.instance(id).await?;
+        let unpause = async {
+            self.inner
+                .docker
+                .unpause_container(id.as_str())
+                .await
+                .map_err(|e| if is_not_found(&e) { RuntimeError::NotFound(id.clone()) } else { backend(e) })
+        };
+        let ((), mut instance) = tokio::try_join!(unpause, self.instance(id))?;
         instance.state = InstanceState::Running;
         Ok(instance)
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use pilotlight_core::ports::Activation;
 
 use crate::counters::ErrorKind;
 use crate::responses;
@@ -17,7 +18,10 @@ const REACTIVATE_EVERY: Duration = Duration::from_secs(1);
 
 /// Waits until the function's route has an endpoint and returns that route;
 /// or answers 503 (queue full, deadline passed) or 404 (the function went away).
-pub(crate) async fn wait(shared: &Shared, route: Arc<RouteState>) -> Result<Arc<RouteState>, Response<Full<Bytes>>> {
+pub(crate) async fn wait(
+    shared: &Arc<Shared>,
+    route: Arc<RouteState>,
+) -> Result<Arc<RouteState>, Response<Full<Bytes>>> {
     let counters = Arc::clone(&route.counters);
     let retry_after = u32::try_from(shared.config.activation_timeout.as_secs().clamp(1, 60)).unwrap_or(1);
     let Ok(_permit) = counters.waiting.try_acquire() else {
@@ -50,25 +54,34 @@ pub(crate) async fn wait(shared: &Shared, route: Arc<RouteState>) -> Result<Arc<
             match activator {
                 Some(a) => {
                     let name = route.name.clone();
+                    let shared = Arc::clone(shared);
                     tracing::debug!(function = %name, "a request is held; asking the activator");
+                    // Its own task: a client that goes away does not cut an activation short.
                     tokio::spawn(async move {
-                        if let Err(e) = a.activate(&name).await {
-                            tracing::warn!(function = %name, error = %e, "activation failed");
+                        match a.activate(&name).await {
+                            Ok(Activation::Ready(endpoints)) => shared.admit(&name, &endpoints).await,
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(function = %name, error = %e, "activation failed"),
                         }
                     });
                 }
                 None => tracing::debug!(function = %route.name, "no activator; waiting for a route update"),
             }
         }
-        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-            counters.error(ErrorKind::NoInstance);
-            return Err(responses::unavailable(
-                &format!(
-                    "`{}` has no ready instance and none started within {:?}",
-                    route.name, shared.config.activation_timeout
-                ),
-                retry_after,
-            ));
+        // Look again on a table change, and at least once per REACTIVATE_EVERY: a
+        // request that came within that time of an earlier activation (which the
+        // function has since been scaled down from) must ask again itself.
+        let look_again = deadline.min(tokio::time::Instant::now() + REACTIVATE_EVERY);
+        if tokio::time::timeout_at(look_again, changes.changed()).await.is_ok() || look_again < deadline {
+            continue;
         }
+        counters.error(ErrorKind::NoInstance);
+        return Err(responses::unavailable(
+            &format!(
+                "`{}` has no ready instance and none started within {:?}",
+                route.name, shared.config.activation_timeout
+            ),
+            retry_after,
+        ));
     }
 }

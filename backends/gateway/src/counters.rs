@@ -82,6 +82,12 @@ impl FunctionCounters {
         at_most_once_per(&self.last_activation, every)
     }
 
+    /// The function lost its last endpoint: the next held request asks the
+    /// activator at once, however recently an earlier one did.
+    pub(crate) fn forget_activation(&self) {
+        *self.last_activation.lock() = None;
+    }
+
     /// Whether to report the function's instances unreachable: at most once per `every`.
     pub(crate) fn should_report_unreachable(&self, every: Duration) -> bool {
         at_most_once_per(&self.last_unreachable, every)

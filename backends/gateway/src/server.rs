@@ -47,6 +47,24 @@ pub(crate) struct Shared {
     pub(crate) kill: CancellationToken,
     /// Endpoints inside network namespaces, for the upstream connector.
     pub(crate) namespaces: Arc<crate::connect::Namespaces>,
+    /// Serializes table swaps (applies and admissions), so none is compiled
+    /// from a table another one is replacing.
+    pub(crate) swap_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// Sends `name`'s requests to `endpoints` now, if its route has none:
+    /// an instance the activator woke in its own process, ready before the
+    /// route table that will list it. Held requests are released at once.
+    pub(crate) async fn admit(&self, name: &FunctionName, endpoints: &[Endpoint]) {
+        let _one = self.swap_lock.lock().await;
+        let admitted = self.table.load().admit(name.as_str(), endpoints, &self.namespaces);
+        if let Some(table) = admitted {
+            self.table.store(Arc::new(table));
+            self.version.send_modify(|v| *v = v.wrapping_add(1));
+            tracing::debug!(function = %name, ?endpoints, "activated endpoints admitted ahead of the route table");
+        }
+    }
 }
 
 /// The running gateway: listeners bound, serving until [`shutdown`](Self::shutdown).
@@ -59,8 +77,6 @@ pub struct Gateway {
     dev_ca: Option<DevCa>,
     certs: Arc<CertStore>,
     acme: RwLock<Option<Arc<AcmeIssuer>>>,
-    /// Serializes applies, so table compiles never interleave.
-    apply_lock: tokio::sync::Mutex<()>,
     stop_accepting: CancellationToken,
     drain: CancellationToken,
     /// Fired when the shutdown grace is over: what still runs is cut.
@@ -100,6 +116,7 @@ impl Gateway {
             counters: Mutex::default(),
             challenges: Arc::default(),
             retired: Mutex::default(),
+            swap_lock: tokio::sync::Mutex::new(()),
             config,
         });
         let threads = shared.config.threads.max(1);
@@ -133,7 +150,6 @@ impl Gateway {
             dev_ca,
             certs,
             acme: RwLock::new(None),
-            apply_lock: tokio::sync::Mutex::new(()),
             stop_accepting: CancellationToken::new(),
             drain: CancellationToken::new(),
             kill,
@@ -247,7 +263,8 @@ impl Gateway {
                     }
                 };
                 rt.block_on(async move {
-                    let client = upstream_client(&shared.config, &shared.namespaces);
+                    // Shared by the thread's connections: a request clones the Arc, not the two clients.
+                    let client = Arc::new(upstream_client(&shared.config, &shared.namespaces));
                     let serve_http = accept_loop(http, None, &shared, &client, &stop, &drain, &kill, &tracker);
                     match https {
                         Some((l, acceptor)) => {
@@ -341,7 +358,7 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     shared: &Arc<Shared>,
-    client: &Upstreams,
+    client: &Arc<Upstreams>,
     stop: &CancellationToken,
     drain: &CancellationToken,
     kill: &CancellationToken,
@@ -387,7 +404,7 @@ async fn accept_loop(
 
 async fn serve<I>(
     shared: Arc<Shared>,
-    client: Upstreams,
+    client: Arc<Upstreams>,
     io: TokioIo<I>,
     peer: SocketAddr,
     https: bool,
@@ -433,7 +450,7 @@ async fn serve<I>(
 #[async_trait]
 impl Router for Gateway {
     async fn apply(&self, table: &RouteTable) -> Result<(), RouterError> {
-        let _one = self.apply_lock.lock().await;
+        let _one = self.shared.swap_lock.lock().await;
         let compiled = {
             let previous = self.shared.table.load();
             let mut counters = self.shared.counters.lock();

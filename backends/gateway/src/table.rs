@@ -103,6 +103,33 @@ impl Table {
         self.routes.values().flat_map(|r| r.endpoints.iter())
     }
 
+    /// This table with `label`'s route serving `endpoints`, if it is routed
+    /// with none now: the activation fast path's instance, admitted ahead of
+    /// the route table that will list it. `None` when there is nothing to do.
+    pub(crate) fn admit(&self, label: &str, endpoints: &[Endpoint], namespaces: &Arc<Namespaces>) -> Option<Table> {
+        let route = self.routes.get(label)?;
+        if !route.endpoints.is_empty() {
+            return None;
+        }
+        let endpoints: Vec<_> =
+            endpoints.iter().filter_map(|e| EndpointState::new(e, namespaces).map(Arc::new)).collect();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let mut routes = self.routes.clone();
+        routes.insert(
+            label.to_owned(),
+            Arc::new(RouteState {
+                name: route.name.clone(),
+                timeout: route.timeout,
+                endpoints,
+                counters: Arc::clone(&route.counters),
+                next: AtomicUsize::new(0),
+            }),
+        );
+        Some(Table { routes })
+    }
+
     /// Builds the table for `routes`, keeping the in-flight counts of
     /// endpoints that stay, and each function's counters.
     pub(crate) fn compile(
@@ -127,6 +154,9 @@ impl Table {
                 .entry(route.name.clone())
                 .or_insert_with(|| Arc::new(FunctionCounters::new(&route.name, max_waiting)))
                 .clone();
+            if route.endpoints.is_empty() && old.is_some_and(|o| !o.endpoints.is_empty()) {
+                c.forget_activation();
+            }
             out.insert(
                 route.name.to_string(),
                 Arc::new(RouteState {
@@ -177,6 +207,32 @@ mod tests {
         assert_eq!(function_label("hellolocalhost", d), None);
         assert_eq!(function_label("hello.example.com", "example.com"), Some("hello"));
         assert_eq!(function_label("[::1]:80", d), None);
+    }
+
+    #[test]
+    fn admits_endpoints_only_into_a_route_that_has_none() {
+        let ns = Arc::new(Namespaces::default());
+        let mut counters = HashMap::new();
+        let f = FunctionName::new("f").unwrap();
+        let g = FunctionName::new("g").unwrap();
+        let ep = |p: u16| Endpoint::new(([127, 0, 0, 1], p).into());
+        let mut routes = RouteTable::default();
+        let route = |name: &FunctionName, endpoints| pilotlight_core::model::Route {
+            name: name.clone(),
+            generation: 1,
+            endpoints,
+            timeout_ms: 1000,
+        };
+        routes.upsert(route(&f, vec![]));
+        routes.upsert(route(&g, vec![ep(2)]));
+        let table = Table::compile(&routes, &Table::default(), &mut counters, 4, &ns);
+        let admitted = table.admit("f", &[ep(1)], &ns).expect("f had no endpoint");
+        assert_eq!(admitted.get("f").unwrap().endpoints[0].endpoint, ep(1));
+        assert!(Arc::ptr_eq(&admitted.get("f").unwrap().counters, &table.get("f").unwrap().counters));
+        assert!(Arc::ptr_eq(admitted.get("g").unwrap(), table.get("g").unwrap()), "other routes are shared");
+        assert!(admitted.admit("f", &[ep(3)], &ns).is_none(), "a route with endpoints is left to the table");
+        assert!(table.admit("g", &[ep(3)], &ns).is_none());
+        assert!(table.admit("nobody", &[ep(3)], &ns).is_none(), "an unrouted function is not added");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
 use pilotlight_core::model::{FunctionName, RouteTable};
-use pilotlight_core::ports::{ActivationError, Activator, Router, Runtime};
+use pilotlight_core::ports::{Activation, ActivationError, Activator, Router, Runtime};
 use pilotlight_core::testkit::http;
 use pilotlight_process::ProcessRuntime;
 
@@ -146,11 +146,11 @@ struct TestActivator {
 
 #[async_trait::async_trait]
 impl Activator for TestActivator {
-    async fn activate(&self, name: &FunctionName) -> Result<(), ActivationError> {
+    async fn activate(&self, name: &FunctionName) -> Result<Activation, ActivationError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let inst = hello(&self.rt, name.as_str()).await;
         self.gw.apply(&table(vec![route(name.as_str(), &[inst.endpoint.addr()], 5000)])).await.unwrap();
-        Ok(())
+        Ok(Activation::Requested)
     }
 }
 
@@ -169,6 +169,81 @@ async fn the_activator_serves_100_concurrent_requests_to_a_function_at_zero() {
     assert_eq!(ok, 100, "{:?}", answers.iter().find(|(s, _, _)| *s != 200));
     assert_eq!(activator.calls.load(Ordering::SeqCst), 1, "one activation for the whole burst");
     assert_eq!(rt.list().await.unwrap().len(), 1);
+    gw.shutdown().await;
+    rt.stop_all().await.unwrap();
+}
+
+/// Starts hello when asked and hands its endpoint back, routing nothing: the
+/// platform's activation fast path, where the table follows later.
+struct ReadyActivator {
+    rt: Arc<ProcessRuntime>,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Activator for ReadyActivator {
+    async fn activate(&self, name: &FunctionName) -> Result<Activation, ActivationError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let inst = hello(&self.rt, name.as_str()).await;
+        Ok(Activation::Ready(vec![inst.endpoint]))
+    }
+}
+
+#[tokio::test]
+async fn endpoints_an_activation_hands_back_serve_held_requests_before_any_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(runtime());
+    let gw = Arc::new(gateway(dir.path()).await);
+    let activator = Arc::new(ReadyActivator { rt: rt.clone(), calls: AtomicUsize::new(0) });
+    gw.set_activator(activator.clone());
+    gw.apply(&table(vec![route("quick", &[], 5000), route("other", &[], 5000)])).await.unwrap();
+    let c = client();
+    let answers = futures::future::join_all((0..50).map(|_| get(&c, gw.http_addr(), "quick.localhost", "/"))).await;
+    let ok = answers.iter().filter(|(s, _, b)| *s == 200 && b == "Hello from quick!\n").count();
+    assert_eq!(ok, 50, "{:?}", answers.iter().find(|(s, _, _)| *s != 200));
+    assert_eq!(activator.calls.load(Ordering::SeqCst), 1, "one activation for the whole burst");
+    // Later requests go straight to the admitted endpoint, with no new activation.
+    let (status, _, _) = get(&c, gw.http_addr(), "quick.localhost", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(activator.calls.load(Ordering::SeqCst), 1);
+    // The next table is the truth again: a table without the endpoint takes it
+    // out, and the next request asks again at once (not a second after the last ask).
+    gw.apply(&table(vec![route("quick", &[], 5000)])).await.unwrap();
+    assert_eq!(gw.in_flight(&"quick".parse().unwrap()), 0);
+    let (status, _, _) = get(&c, gw.http_addr(), "quick.localhost", "/").await;
+    assert_eq!(status, 200, "held again, and activated again");
+    assert_eq!(activator.calls.load(Ordering::SeqCst), 2);
+    gw.shutdown().await;
+    rt.stop_all().await.unwrap();
+}
+
+/// Loses the first ask (as when a scale-down raced it), answers the second.
+struct AnswersTheSecondAsk {
+    rt: Arc<ProcessRuntime>,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Activator for AnswersTheSecondAsk {
+    async fn activate(&self, name: &FunctionName) -> Result<Activation, ActivationError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(Activation::Requested);
+        }
+        Ok(Activation::Ready(vec![hello(&self.rt, name.as_str()).await.endpoint]))
+    }
+}
+
+#[tokio::test]
+async fn a_held_request_asks_again_each_second_without_waiting_for_a_table_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(runtime());
+    let gw = Arc::new(gateway(dir.path()).await);
+    let activator = Arc::new(AnswersTheSecondAsk { rt: rt.clone(), calls: AtomicUsize::new(0) });
+    gw.set_activator(activator.clone());
+    gw.apply(&table(vec![route("lost", &[], 5000)])).await.unwrap();
+    let (status, _, body) = get(&client(), gw.http_addr(), "lost.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(activator.calls.load(Ordering::SeqCst), 2);
     gw.shutdown().await;
     rt.stop_all().await.unwrap();
 }

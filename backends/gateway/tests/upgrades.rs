@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use pilotlight_core::model::{FunctionName, FunctionSpecInput, Instance};
-use pilotlight_core::ports::{ActivationError, Activator, Router};
+use pilotlight_core::ports::{Activation, ActivationError, Activator, Router};
 use pilotlight_core::testkit::{eventually, fixtures::workspace_binary};
 use pilotlight_gateway::Gateway;
 use pilotlight_process::ProcessRuntime;
@@ -125,11 +125,11 @@ struct StartsWsecho {
 
 #[async_trait::async_trait]
 impl Activator for StartsWsecho {
-    async fn activate(&self, name: &FunctionName) -> Result<(), ActivationError> {
+    async fn activate(&self, name: &FunctionName) -> Result<Activation, ActivationError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let inst = wsecho(&self.rt, name.as_str(), "woke:").await;
         self.gw.apply(&table(vec![route(name.as_str(), &[inst.endpoint.addr()], 5000)])).await.unwrap();
-        Ok(())
+        Ok(Activation::Requested)
     }
 }
 

@@ -33,7 +33,7 @@ pub use error::{HandlerError, PlatformError};
 pub use plan::{Plan, PlanInput, Step, plan};
 pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, StatusUpdate, StoreActivator};
 pub use router_worker::RouterWorker;
-pub use runtime_worker::{PassReport, RuntimeWorker, RuntimeWorkerConfig};
+pub use runtime_worker::{FastResume, PassReport, RuntimeWorker, RuntimeWorkerConfig};
 pub use status_worker::StatusWorker;
 pub use urls::PublicUrls;
 

@@ -124,6 +124,13 @@ impl WorkQueue {
         }
     }
 
+    /// Takes `name` in hand now, outside the loops, if no one is reconciling
+    /// it: the activation fast path's exclusive hold. [`done`](Self::done)
+    /// gives it back. Queued work for it stays queued and runs after.
+    pub fn try_claim(&self, name: &FunctionName) -> bool {
+        self.state.lock().active.insert(name.clone())
+    }
+
     /// The reconcile of `name` ended; it runs again at once if it was nudged meanwhile.
     pub fn done(&self, name: &FunctionName) {
         {
@@ -192,6 +199,22 @@ mod tests {
         q.done(&name("a"));
         let (n, _) = tokio::time::timeout(Duration::from_secs(1), q.next()).await.unwrap();
         assert_eq!(n.as_str(), "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_excludes_the_loops_and_its_release_runs_queued_work() {
+        let q = WorkQueue::new();
+        assert!(q.try_claim(&name("a")));
+        assert!(!q.try_claim(&name("a")), "one hold at a time");
+        q.schedule(&name("a"), Instant::now());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), q.next()).await.is_err(),
+            "a claimed function is not handed to a reconcile"
+        );
+        q.done(&name("a"));
+        let (n, _) = tokio::time::timeout(Duration::from_secs(1), q.next()).await.unwrap();
+        assert_eq!(n.as_str(), "a", "the nudge made during the claim runs after it");
+        assert!(!q.try_claim(&name("a")), "not while a reconcile has it");
     }
 
     #[tokio::test(start_paused = true)]

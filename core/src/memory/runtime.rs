@@ -34,6 +34,7 @@ struct Inner {
     next_id: AtomicU64,
     failing_starts: AtomicU32,
     starts: AtomicU64,
+    resumes: AtomicU64,
     unavailable: std::sync::atomic::AtomicBool,
     calls: AtomicU64,
     events: broadcast::Sender<RuntimeEvent>,
@@ -46,6 +47,7 @@ impl Default for Inner {
             next_id: AtomicU64::new(0),
             failing_starts: AtomicU32::new(0),
             starts: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
             unavailable: std::sync::atomic::AtomicBool::new(false),
             calls: AtomicU64::new(0),
             events: broadcast::Sender::new(256),
@@ -80,6 +82,11 @@ impl MemoryRuntime {
     /// How many instances were started successfully so far.
     pub fn start_count(&self) -> u64 {
         self.inner.starts.load(Ordering::SeqCst)
+    }
+
+    /// How many paused instances were resumed so far.
+    pub fn resume_count(&self) -> u64 {
+        self.inner.resumes.load(Ordering::SeqCst)
     }
 
     /// Kills an instance as if it crashed, and reports the exit.
@@ -258,6 +265,9 @@ impl Runtime for MemoryRuntime {
         self.call()?;
         let mut map = self.lock();
         let slot = map.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.clone()))?;
+        if slot.info.state == InstanceState::Paused {
+            self.inner.resumes.fetch_add(1, Ordering::SeqCst);
+        }
         slot.paused.send_replace(false);
         slot.info.state = InstanceState::Running;
         Ok(slot.info.clone())

@@ -13,7 +13,7 @@ mod router;
 mod runtime;
 mod store;
 
-pub use activator::{ActivationError, Activator};
+pub use activator::{Activation, ActivationError, Activator};
 pub use load::{FunctionLoad, LoadSource};
 pub use queue::{
     Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic, headers,

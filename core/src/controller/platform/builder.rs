@@ -1,13 +1,14 @@
 //! Assembling a [`Platform`] from its ports.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, Platform};
+use super::activator::WorkerSlot;
+use super::{Inner, Platform, StoreActivator};
 use crate::controller::autoscaler::AutoscalerConfig;
 use crate::controller::error::PlatformError;
 use crate::controller::groups;
@@ -33,6 +34,7 @@ pub struct PlatformBuilder {
     status_group: String,
     worker: RuntimeWorkerConfig,
     autoscaler: Option<(Arc<dyn LoadSource>, AutoscalerConfig)>,
+    worker_slot: Option<WorkerSlot>,
 }
 
 impl Default for PlatformBuilder {
@@ -49,6 +51,7 @@ impl Default for PlatformBuilder {
             status_group: groups::STATUS.to_owned(),
             worker: RuntimeWorkerConfig::default(),
             autoscaler: None,
+            worker_slot: None,
         }
     }
 }
@@ -147,6 +150,14 @@ impl PlatformBuilder {
         self
     }
 
+    /// Lets `activator`, made before the platform for an edge that needed
+    /// it first, take the fast path through this platform's runtime worker
+    /// once it starts. Give the same Store and queue to both.
+    pub fn activator(mut self, activator: &StoreActivator) -> Self {
+        self.worker_slot = Some(activator.slot());
+        self
+    }
+
     /// Builds the platform; call [`Platform::start`] to run its workers.
     pub fn build(self) -> Result<Platform, PlatformError> {
         let queue =
@@ -168,7 +179,7 @@ impl PlatformBuilder {
                 changed: watch::Sender::new(0),
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(JoinSet::new()),
-                runtime_worker: OnceLock::new(),
+                runtime_worker: self.worker_slot.unwrap_or_default(),
             }),
         })
     }

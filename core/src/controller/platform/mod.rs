@@ -13,7 +13,7 @@ mod calls;
 mod logs;
 mod status_stream;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use activator::StoreActivator;
@@ -58,7 +58,8 @@ struct Inner {
     changed: watch::Sender<u64>,
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
-    runtime_worker: OnceLock<Arc<RuntimeWorker>>,
+    /// Shared with the activators this platform made or was given: their fast path.
+    runtime_worker: activator::WorkerSlot,
 }
 
 impl Platform {
@@ -149,11 +150,17 @@ impl Platform {
     }
 
     /// The activator an edge calls to wake a function with no ready instance:
-    /// made from this platform's Store and queue, so it holds no reference
-    /// back to the platform (build one with [`StoreActivator::new`] before
-    /// the platform exists, if the edge needs it first).
+    /// made from this platform's Store and queue, holding no reference back
+    /// to the platform, and taking the fast path once this platform runs its
+    /// runtime worker. (An edge that needs its activator before the platform
+    /// exists builds one with [`StoreActivator::new`] and gives it to
+    /// [`PlatformBuilder::activator`].)
     pub fn activator(&self) -> Arc<dyn Activator> {
-        Arc::new(StoreActivator::new(Arc::clone(&self.inner.queue), Arc::clone(&self.inner.store)))
+        Arc::new(StoreActivator::with_slot(
+            Arc::clone(&self.inner.queue),
+            Arc::clone(&self.inner.store),
+            Arc::clone(&self.inner.runtime_worker),
+        ))
     }
 
     /// The runtime worker, once started (none when this process runs no runtime).

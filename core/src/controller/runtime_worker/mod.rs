@@ -26,6 +26,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod fast;
+
+pub use fast::FastResume;
+
 use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
 use super::plan::{Plan, PlanInput, Step, plan};
