@@ -31,7 +31,9 @@ use pilotlight::core::memory::{MemoryQueue, MemoryRuntime};
 use pilotlight::core::model::{
     Domain, FunctionName, FunctionRecord, FunctionSpec, FunctionSpecInput, Instance, InstanceId, ScalingInput,
 };
-use pilotlight::core::ports::{InstanceStats, LogOptions, LogStream, RuntimeError, RuntimeEvents, StoreError};
+use pilotlight::core::ports::{
+    Doc, DocKey, DocKind, DocQuery, InstanceStats, LogOptions, LogStream, RuntimeError, RuntimeEvents, StoreError,
+};
 use pilotlight::docker::{DockerRuntime, DockerRuntimeConfig};
 use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
 use pilotlight::redb::RedbStore;
@@ -170,6 +172,20 @@ impl Store for CountedStore {
     async fn delete(&self, name: &FunctionName, expected: u64) -> Result<(), StoreError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(name, expected).await
+    }
+    async fn doc_get(&self, key: &DocKey) -> Result<Option<Doc>, StoreError> {
+        self.inner.doc_get(key).await
+    }
+    async fn doc_list(&self, kind: &DocKind, query: &DocQuery) -> Result<Vec<Doc>, StoreError> {
+        self.inner.doc_list(kind, query).await
+    }
+    async fn doc_put(&self, key: &DocKey, expected: Option<u64>, value: Vec<u8>) -> Result<u64, StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.doc_put(key, expected, value).await
+    }
+    async fn doc_delete(&self, key: &DocKey, expected: u64) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.doc_delete(key, expected).await
     }
 }
 

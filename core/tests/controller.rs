@@ -17,7 +17,8 @@ use pilotlight_core::model::{
     InstanceId, InstanceState, Phase, ScalingInput,
 };
 use pilotlight_core::ports::{
-    Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime, Store, Subscription,
+    Doc, DocKey, DocKind, DocQuery, Message, MockQueue, MockRouter, MockRuntime, Queue, QueueError, Router, Runtime,
+    Store, Subscription,
 };
 use pilotlight_core::testkit::{eventually, within};
 use pilotlight_core::{Platform, PlatformError};
@@ -789,6 +790,23 @@ impl Store for ListCounting {
     }
     async fn delete(&self, n: &FunctionName, expected: u64) -> Result<(), pilotlight_core::ports::StoreError> {
         self.0.delete(n, expected).await
+    }
+    async fn doc_get(&self, key: &DocKey) -> Result<Option<Doc>, pilotlight_core::ports::StoreError> {
+        self.0.doc_get(key).await
+    }
+    async fn doc_list(&self, kind: &DocKind, query: &DocQuery) -> Result<Vec<Doc>, pilotlight_core::ports::StoreError> {
+        self.0.doc_list(kind, query).await
+    }
+    async fn doc_put(
+        &self,
+        key: &DocKey,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, pilotlight_core::ports::StoreError> {
+        self.0.doc_put(key, expected, value).await
+    }
+    async fn doc_delete(&self, key: &DocKey, expected: u64) -> Result<(), pilotlight_core::ports::StoreError> {
+        self.0.doc_delete(key, expected).await
     }
 }
 

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
 use pilotlight_core::model::{FunctionName, Phase};
-use pilotlight_core::ports::{Store, StoreError};
+use pilotlight_core::ports::{DocKey, DocKind, DocQuery, Store, StoreError};
 use pilotlight_core::testkit::{self, store::sample_record};
 use pilotlight_redb::RedbStore;
 
@@ -42,6 +42,30 @@ async fn nothing_is_lost_across_close_and_reopen() {
     assert!(matches!(err, StoreError::Conflict { actual: Some(a), .. } if a == last), "{err:?}");
     let next = reopened.compare_and_set(None, sample_record("fn-new", 1)).await.unwrap();
     assert!(next > last + 1, "the store-wide revision continued: {next} after {last}");
+}
+
+#[tokio::test]
+async fn documents_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let kind = DocKind::new("invocations").unwrap();
+    let key = |k: &str| DocKey::new(&kind, k).unwrap();
+    let revision;
+    {
+        let store = RedbStore::open(&path).unwrap();
+        for i in 0..20 {
+            store.doc_put(&key(&format!("hello/{i:03}")), None, format!("body {i}").into_bytes()).await.unwrap();
+        }
+        revision = store.doc_put(&key("hello/000"), Some(1), b"updated".to_vec()).await.unwrap();
+        store.doc_delete(&key("hello/019"), 20).await.unwrap();
+    }
+    let reopened = RedbStore::open(&path).unwrap();
+    let docs = reopened.doc_list(&kind, &DocQuery::prefix("hello/", 100)).await.unwrap();
+    assert_eq!(docs.len(), 19);
+    assert_eq!((docs[0].value.as_slice(), docs[0].revision), (&b"updated"[..], revision));
+    assert_eq!(docs[18].value, b"body 18");
+    let next = reopened.doc_put(&key("hello/new"), None, vec![]).await.unwrap();
+    assert!(next > revision + 1, "the store-wide revision continued");
 }
 
 #[tokio::test]

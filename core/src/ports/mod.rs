@@ -23,7 +23,7 @@ pub use runtime::{
     ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
     RuntimeEvents,
 };
-pub use store::{Store, StoreError};
+pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use activator::MockActivator;

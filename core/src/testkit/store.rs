@@ -4,7 +4,7 @@ use crate::model::{
     DesiredScale, Endpoint, FunctionName, FunctionRecord, FunctionSpecInput, FunctionStatus, Instance, InstanceId,
     InstanceState, Phase,
 };
-use crate::ports::{Store, StoreError};
+use crate::ports::{DocKey, DocKind, DocQuery, Store, StoreError};
 
 use super::unique;
 
@@ -54,6 +54,95 @@ pub async fn run_all(s: &dyn Store) {
     list_is_ordered(s).await;
     concurrent_writers_one_wins(s).await;
     scale_and_deploy_do_not_lose_each_other(s).await;
+    docs_compare_and_set(s).await;
+    docs_list_by_prefix_in_order_and_page(s).await;
+    docs_share_the_revision_counter(s).await;
+    docs_concurrent_writers_one_wins(s).await;
+}
+
+fn kind(k: &str) -> DocKind {
+    DocKind::new(k).expect("valid kind")
+}
+
+fn doc_key(k: &DocKind, key: &str) -> DocKey {
+    DocKey::new(k, key).expect("valid key")
+}
+
+/// Documents: absent reads as `None`; a create happens once; a write or a
+/// delete with another revision conflicts and changes nothing; a delete of
+/// nothing is `DocNotFound`.
+pub async fn docs_compare_and_set(s: &dyn Store) {
+    let k = kind("conformance");
+    let key = doc_key(&k, &unique("cas"));
+    assert!(s.doc_get(&key).await.expect("get").is_none(), "docs: absent is None");
+    let r1 = s.doc_put(&key, None, b"one".to_vec()).await.expect("create");
+    let back = s.doc_get(&key).await.expect("get").expect("there");
+    assert_eq!((back.key.as_str(), back.value.as_slice(), back.revision), (key.key(), &b"one"[..], r1));
+    match s.doc_put(&key, None, b"again".to_vec()).await {
+        Err(StoreError::DocConflict { expected: None, actual: Some(a), .. }) if a == r1 => {}
+        other => panic!("docs: a second create gave {other:?}"),
+    }
+    match s.doc_put(&key, Some(r1 + 1000), b"stale".to_vec()).await {
+        Err(StoreError::DocConflict { actual: Some(a), .. }) if a == r1 => {}
+        other => panic!("docs: a write with another revision gave {other:?}"),
+    }
+    let r2 = s.doc_put(&key, Some(r1), b"two".to_vec()).await.expect("update");
+    assert!(r2 > r1, "docs: revisions rise");
+    assert_eq!(s.doc_get(&key).await.expect("get").expect("there").value, b"two");
+    match s.doc_delete(&key, r1).await {
+        Err(StoreError::DocConflict { .. }) => {}
+        other => panic!("docs: a delete with another revision gave {other:?}"),
+    }
+    s.doc_delete(&key, r2).await.expect("delete");
+    assert!(s.doc_get(&key).await.expect("get").is_none(), "docs: deleted");
+    match s.doc_delete(&key, r2).await {
+        Err(StoreError::DocNotFound(_)) => {}
+        other => panic!("docs: a delete of nothing gave {other:?}"),
+    }
+    assert!(DocKind::new("Bad Kind").is_err() && DocKind::new("").is_err(), "docs: kinds are checked");
+    assert!(DocKey::new(&k, "a b").is_err() && DocKey::new(&k, "").is_err(), "docs: keys are checked");
+}
+
+/// A list takes one kind and one prefix, ordered by key, pages with `after`
+/// and `limit`, and sees neither other kinds nor other prefixes.
+pub async fn docs_list_by_prefix_in_order_and_page(s: &dyn Store) {
+    let (a, b) = (kind("conformance-a"), kind("conformance-b"));
+    let p = unique("list");
+    for key in ["2", "10", "1", "3"] {
+        s.doc_put(&doc_key(&a, &format!("{p}/{key}")), None, key.as_bytes().to_vec()).await.expect("put");
+    }
+    s.doc_put(&doc_key(&a, &format!("{p}x/1")), None, b"other prefix".to_vec()).await.expect("put");
+    s.doc_put(&doc_key(&b, &format!("{p}/1")), None, b"other kind".to_vec()).await.expect("put");
+    let keys = |docs: Vec<crate::ports::Doc>| docs.into_iter().map(|d| d.key).collect::<Vec<_>>();
+    let all = keys(s.doc_list(&a, &DocQuery::prefix(format!("{p}/"), 100)).await.expect("list"));
+    assert_eq!(all, ["1", "10", "2", "3"].map(|k| format!("{p}/{k}")), "docs: one kind, one prefix, by key");
+    let page =
+        keys(s.doc_list(&a, &DocQuery::prefix(format!("{p}/"), 2).after(format!("{p}/10"))).await.expect("list"));
+    assert_eq!(page, ["2", "3"].map(|k| format!("{p}/{k}")), "docs: a page after a key, limited");
+    assert_eq!(
+        s.doc_list(&b, &DocQuery::prefix(format!("{p}/"), 100)).await.expect("list").len(),
+        1,
+        "docs: kinds are apart"
+    );
+    assert!(s.doc_list(&kind("conformance-none"), &DocQuery::prefix("", 10)).await.expect("list").is_empty());
+}
+
+/// Documents and records take revisions from one counter: none repeats.
+pub async fn docs_share_the_revision_counter(s: &dyn Store) {
+    let k = kind("conformance");
+    let d1 = s.doc_put(&doc_key(&k, &unique("rev")), None, vec![]).await.expect("put");
+    let n = name("docrev");
+    let r = s.compare_and_set(None, sample_record(n.as_str(), 1)).await.expect("create");
+    let d2 = s.doc_put(&doc_key(&k, &unique("rev")), None, vec![]).await.expect("put");
+    assert!(d1 < r && r < d2, "docs: one counter for records and documents ({d1}, {r}, {d2})");
+}
+
+/// Of many writers racing from one revision, exactly one wins.
+pub async fn docs_concurrent_writers_one_wins(s: &dyn Store) {
+    let key = doc_key(&kind("conformance"), &unique("race"));
+    let r = s.doc_put(&key, None, b"0".to_vec()).await.expect("create");
+    let tries = futures::future::join_all((0..8).map(|i| s.doc_put(&key, Some(r), vec![i]))).await;
+    assert_eq!(tries.iter().filter(|t| t.is_ok()).count(), 1, "docs: one writer wins: {tries:?}");
 }
 
 /// A name never written reads as `None`.
