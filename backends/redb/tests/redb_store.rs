@@ -68,6 +68,30 @@ async fn documents_survive_close_and_reopen() {
     assert!(next > revision + 1, "the store-wide revision continued");
 }
 
+/// What an accepted asynchronous invocation relies on: once `create`
+/// returned, it is on disk, and reads back whole after the file is reopened.
+#[tokio::test]
+async fn accepted_invocations_are_on_disk_when_create_returns() {
+    use pilotlight_core::controller::InvocationStore;
+    use pilotlight_core::model::{Invocation, InvocationId, InvocationRequest, InvocationState};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let hello = FunctionName::new("hello").unwrap();
+    let mut made = Vec::new();
+    {
+        let invocations = InvocationStore::new(std::sync::Arc::new(RedbStore::open(&path).unwrap()));
+        for i in 0..30u8 {
+            let id = InvocationId::generate(&hello, 1_000 + u64::from(i)).unwrap();
+            let request = InvocationRequest::new("POST", "/hook", vec![("x-n".into(), i.to_string())], vec![i; 100]);
+            made.push(invocations.create(Invocation::queued(id, request.unwrap(), None)).await.unwrap());
+        }
+    }
+    let invocations = InvocationStore::new(std::sync::Arc::new(RedbStore::open(&path).unwrap()));
+    let back = invocations.list(&hello, Some(InvocationState::Queued), None, 100).await.unwrap();
+    assert_eq!(back, made);
+    assert_eq!(invocations.due(2_000, 100).await.unwrap().len(), 30);
+}
+
 #[tokio::test]
 async fn a_second_open_of_the_same_file_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,7 @@
 mod autoscaler;
 mod consume;
 mod error;
+mod invocations;
 mod plan;
 mod platform;
 mod records;
@@ -30,6 +31,7 @@ mod workqueue;
 pub use autoscaler::{Autoscaler, AutoscalerConfig, Decision};
 pub use consume::{Attempt, EventHandler, run_consumer};
 pub use error::{HandlerError, PlatformError};
+pub use invocations::InvocationStore;
 pub use plan::{Plan, PlanInput, Step, plan};
 pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, StatusUpdate, StoreActivator};
 pub use router_worker::RouterWorker;

@@ -6,6 +6,7 @@
 mod env;
 mod image;
 mod instance;
+mod invocation;
 mod names;
 mod record;
 mod route;
@@ -15,6 +16,10 @@ mod validation;
 pub use env::{EnvVars, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS};
 pub use image::ImageRef;
 pub use instance::{Endpoint, Instance, InstanceId, InstanceState};
+pub use invocation::{
+    CallbackUrl, Invocation, InvocationAttempt, InvocationId, InvocationRequest, InvocationResponse, InvocationState,
+    MAX_CALLBACK_URL_BYTES, MAX_INVOCATION_HEADER_BYTES, MAX_INVOCATION_HEADERS, MAX_INVOCATION_PATH_BYTES,
+};
 pub use names::{Domain, FunctionName, Region};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
