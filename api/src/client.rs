@@ -143,6 +143,11 @@ impl Client {
         self.json(Method::GET, &format!("/v1/functions/{}", path_segment(name)), None).await
     }
 
+    /// `GET /v1/invocations/{id}`: an asynchronous invocation.
+    pub async fn invocation(&self, id: &str) -> Result<crate::views::InvocationView, ClientError> {
+        self.json(Method::GET, &format!("/v1/invocations/{}", path_segment(id)), None).await
+    }
+
     /// `DELETE /v1/functions/{name}`.
     pub async fn delete(&self, name: &str) -> Result<Receipt, ClientError> {
         self.json(Method::DELETE, &format!("/v1/functions/{}", path_segment(name)), None).await

@@ -19,7 +19,9 @@ use utoipa::IntoParams;
 use crate::body::{parse_spec, read_capped};
 use crate::error::{ApiError, ErrorBody};
 use crate::server::Shared;
-use crate::views::{FunctionList, FunctionView, Health, InfoView, InstanceView, LogLineView, Receipt, StatusEvent};
+use crate::views::{
+    FunctionList, FunctionView, Health, InfoView, InstanceView, InvocationView, LogLineView, Receipt, StatusEvent,
+};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -101,6 +103,29 @@ pub async fn delete(State(shared): State<Arc<Shared>>, Path(name): Path<String>)
     let receipt = shared.platform.delete(&name).await?;
     tracing::info!(function = %receipt.name, generation = receipt.generation, "delete accepted");
     Ok((StatusCode::ACCEPTED, Json(Receipt::from(receipt))).into_response())
+}
+
+/// One asynchronous invocation, by the id its `202 Accepted` gave
+/// (`X-Call-Id`, and the `Location` header's last part).
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}", tag = "invocations",
+    params(("id" = String, Path, description = "The invocation's id: `<function>.<28 lowercase hex digits>`", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.[0-9a-f]{28}$")),
+    responses((status = 200, body = InvocationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn invocation(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<InvocationView>> {
+    let id = pilotlight_core::model::InvocationId::parse(&id)
+        .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "id", v.to_string()))?;
+    let found = shared.platform.invocations().get(&id).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("cannot read invocation `{id}`: {e}"),
+        )
+    })?;
+    let invocation =
+        found.ok_or_else(|| ApiError::not_found(format!("invocation `{id}` not found (or past its retention)")))?;
+    Ok(Json(InvocationView::from(invocation)))
 }
 
 /// What `GET /v1/functions/{name}/logs` accepts.

@@ -97,6 +97,7 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/functions", get(routes::list).post(routes::deploy))
         .route("/v1/functions/{name}", get(routes::get).delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(routes::logs))
+        .route("/v1/invocations/{id}", get(routes::invocation))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
         .route("/v1/openapi.json", get(openapi))

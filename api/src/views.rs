@@ -197,3 +197,99 @@ pub struct Health {
     /// Always `ok` while the server answers.
     pub status: String,
 }
+
+/// An asynchronous invocation: where it is, every attempt, and the function's last answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationView {
+    /// Its id, as `X-Call-Id` gave it: `<function>.<28 hex digits>`.
+    pub id: String,
+    /// The function it invokes.
+    pub function: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `dead`.
+    #[schema(pattern = "^(queued|running|succeeded|failed|dead)$")]
+    pub state: String,
+    /// Why it failed or died.
+    pub reason: Option<String>,
+    /// The request as it is replayed (its body is not shown).
+    pub method: String,
+    /// Its path and query.
+    pub path: String,
+    /// The request body's size in bytes.
+    pub body_bytes: usize,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<InvocationAttemptView>,
+    /// The function's last answer.
+    pub response: Option<InvocationResponseView>,
+    /// Where the outcome is POSTed.
+    pub callback_url: Option<String>,
+    /// When it was accepted, in ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When the next attempt is due (queued ones).
+    pub next_attempt_ms: Option<u64>,
+    /// When it reached a final state.
+    pub finished_ms: Option<u64>,
+}
+
+/// One attempt of an invocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationAttemptView {
+    /// 1 for the first.
+    pub number: u32,
+    /// When it started, in ms since the Unix epoch.
+    pub started_ms: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The function's status, when it answered.
+    pub status: Option<u16>,
+    /// Why it got no answer.
+    pub error: Option<String>,
+}
+
+/// The function's last answer to an invocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationResponseView {
+    /// Its status.
+    pub status: u16,
+    /// Its headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// Its body as text (invalid UTF-8 replaced), at most the kept size.
+    pub body: String,
+    /// Whether the body was longer than what is kept.
+    pub truncated: bool,
+}
+
+impl From<pilotlight_core::model::Invocation> for InvocationView {
+    fn from(i: pilotlight_core::model::Invocation) -> Self {
+        let state = serde_json::to_value(i.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        Self {
+            function: i.function().to_string(),
+            id: i.id.to_string(),
+            state,
+            reason: i.reason,
+            method: i.request.method().to_owned(),
+            path: i.request.path().to_owned(),
+            body_bytes: i.request.body().len(),
+            attempts: i
+                .attempts
+                .into_iter()
+                .map(|a| InvocationAttemptView {
+                    number: a.number,
+                    started_ms: a.started_ms,
+                    duration_ms: a.duration_ms,
+                    status: a.status,
+                    error: a.error,
+                })
+                .collect(),
+            response: i.response.map(|r| InvocationResponseView {
+                status: r.status,
+                headers: r.headers,
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+                truncated: r.truncated,
+            }),
+            callback_url: i.callback_url.map(|u| u.as_str().to_owned()),
+            created_ms: i.created_ms,
+            next_attempt_ms: i.next_attempt_ms,
+            finished_ms: i.finished_ms,
+        }
+    }
+}

@@ -520,6 +520,38 @@ async fn an_activation_in_process_resumes_a_paused_instance_once_and_hands_back_
     p.shutdown().await;
 }
 
+/// An edge holds its activator and the runtime worker holds the edge (its
+/// load source): the activator's way to the worker must not close that
+/// circle, or a stopped platform would keep its Store (and a redb file) open.
+#[tokio::test]
+async fn a_stopped_platform_lets_go_of_its_store_although_its_edge_holds_an_activator() {
+    struct Edge(parking_lot::Mutex<Option<Arc<dyn pilotlight_core::ports::Activator>>>);
+    impl pilotlight_core::ports::LoadSource for Edge {
+        fn load(&self) -> Vec<(FunctionName, pilotlight_core::ports::FunctionLoad)> {
+            Vec::new()
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let weak = Arc::downgrade(&store);
+    let edge = Arc::new(Edge(parking_lot::Mutex::new(None)));
+    let p = Platform::builder()
+        .queue(Arc::new(fast_queue(3)))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
+        .store(store)
+        .autoscaler(edge.clone(), pilotlight_core::controller::AutoscalerConfig::default())
+        .build()
+        .unwrap();
+    *edge.0.lock() = Some(p.activator());
+    p.start().await.unwrap();
+    p.deploy(spec("circle")).await.unwrap();
+    p.wait_ready(&name("circle"), WAIT).await.unwrap();
+    p.shutdown().await;
+    drop(p);
+    drop(edge);
+    assert!(weak.upgrade().is_none(), "the Store is released once the platform and its edge are gone");
+}
+
 /// The middle tier: with no paused instance, a function at zero starts one it
 /// created earlier (no create on the request's path), then makes a new one.
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use config::{Command, ConfigError, ServerConfig};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
-use pilotlight_core::controller::{AutoscalerConfig, StoreActivator};
+use pilotlight_core::controller::{AutoscalerConfig, Invoker, InvokerConfig, StoreActivator};
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::FanoutRouter;
 use pilotlight_core::{Platform, Router, Runtime};
@@ -56,6 +56,8 @@ pub struct Server {
     token_created: bool,
     public_url: String,
     budget_mb: Option<u64>,
+    /// Stops the invoker of asynchronous invocations.
+    invoker: tokio_util::sync::CancellationToken,
 }
 
 /// The one Prometheus recorder of this process (a recorder is process-wide).
@@ -192,6 +194,7 @@ impl Server {
         if let Some(b) = budget {
             builder = builder.memory_budget_mb(b);
         }
+        let invocation_store = Arc::clone(&store);
         let built = builder
             .queue(queue)
             .store(store)
@@ -222,6 +225,12 @@ impl Server {
             stop_edges().await;
             return Err(start_error("platform")(e.to_string()));
         }
+        // Asynchronous invocations: the edge records them in the Store and the
+        // invoker delivers them back through the edge (activation from zero included).
+        let invoker = Invoker::new(invocation_store, Arc::new(gateway.dispatcher()), InvokerConfig::default());
+        gateway.set_intake(Arc::new(invoker.intake()));
+        let invoker_stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(Arc::clone(&invoker).run(invoker_stop.clone()));
         let mut api = ApiConfig::new(token.clone());
         api.addr = config.api_addr;
         api.metrics = prometheus().map(|h| {
@@ -234,6 +243,7 @@ impl Server {
         let api = match ApiServer::start(platform.clone(), api).await {
             Ok(a) => a,
             Err(e) => {
+                invoker_stop.cancel();
                 platform.shutdown().await;
                 stop_edges().await;
                 return Err(start_error("api")(e.to_string()));
@@ -242,7 +252,18 @@ impl Server {
         let public_url = platform
             .url_for(&"name".parse().map_err(|_| start_error("platform")("bad placeholder".into()))?)
             .replacen("name.", "<name>.", 1);
-        Ok(Self { config, platform, api, gateway, nginx, token, token_created, public_url, budget_mb: budget })
+        Ok(Self {
+            config,
+            platform,
+            api,
+            gateway,
+            nginx,
+            token,
+            token_created,
+            public_url,
+            budget_mb: budget,
+            invoker: invoker_stop,
+        })
     }
 
     /// The platform, to deploy and inspect functions in this process.
@@ -323,6 +344,8 @@ impl Server {
     /// the server loses nothing and starts nothing again. Delete a function to
     /// stop its instances.
     pub async fn shutdown(&self) {
+        // Attempts under way are cut; their claims expire and they run again after a restart.
+        self.invoker.cancel();
         self.api.shutdown().await;
         self.platform.shutdown().await;
         self.gateway.shutdown().await;

@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     /// connection is closed (default 30 s), so half-sent requests cannot hold
     /// connections open.
     pub header_timeout: Duration,
+    /// The largest body of an asynchronous request (`Prefer: respond-async`),
+    /// kept in the Store until it is delivered; larger ones get 413 (default 1 MiB).
+    pub max_async_body_bytes: usize,
 }
 
 impl GatewayConfig {
@@ -77,6 +80,7 @@ impl GatewayConfig {
             max_header_bytes: 64 * 1024,
             max_header_line_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(30),
+            max_async_body_bytes: 1024 * 1024,
         }
     }
 

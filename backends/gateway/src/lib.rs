@@ -19,6 +19,7 @@
 
 mod acme;
 mod activation;
+mod asynchronous;
 mod config;
 mod connect;
 mod counters;
@@ -33,6 +34,7 @@ mod tls;
 mod upgrade;
 
 pub use acme::{AcmeConfig, AcmeIssuer};
+pub use asynchronous::GatewayDispatch;
 pub use config::{GatewayConfig, TlsSource};
 pub use error::GatewayError;
 pub use server::Gateway;

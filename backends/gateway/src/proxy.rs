@@ -124,6 +124,13 @@ pub(crate) async fn handle(
             &format!("no function is served at {host_str:?}; functions are served at <name>.{domain}"),
         ));
     };
+    if crate::asynchronous::prefers_async(req.headers()) {
+        let intake = shared.intake.read().clone();
+        if let Some(intake) = intake {
+            let max = shared.config.max_async_body_bytes;
+            return own(crate::asynchronous::accept(intake.as_ref(), &route.name, req, max).await);
+        }
+    }
     if route.endpoints.is_empty() {
         let held = Instant::now();
         let route = match Box::pin(activation::wait(shared, route)).await {

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pilotlight_core::model::{Endpoint, FunctionName, RouteTable};
-use pilotlight_core::ports::{Activator, Router, RouterError};
+use pilotlight_core::ports::{Activator, InvocationIntake, Router, RouterError};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     /// Bumped after every swap, so held requests look again.
     pub(crate) version: watch::Sender<u64>,
     pub(crate) activator: RwLock<Option<Arc<dyn Activator>>>,
+    /// Where `Prefer: respond-async` requests are recorded; none: they are served synchronously.
+    pub(crate) intake: RwLock<Option<Arc<dyn InvocationIntake>>>,
     pub(crate) counters: Mutex<HashMap<FunctionName, Arc<FunctionCounters>>>,
     pub(crate) challenges: Arc<Challenges>,
     /// Endpoints swapped out of the table while requests still held them:
@@ -113,6 +115,7 @@ impl Gateway {
             table: ArcSwap::from_pointee(Table::default()),
             version: watch::Sender::new(0),
             activator: RwLock::new(None),
+            intake: RwLock::new(None),
             counters: Mutex::default(),
             challenges: Arc::default(),
             retired: Mutex::default(),
@@ -188,6 +191,20 @@ impl Gateway {
     /// Sets who wakes functions with no ready instance (the platform).
     pub fn set_activator(&self, activator: Arc<dyn Activator>) {
         *self.shared.activator.write() = Some(activator);
+    }
+
+    /// Sets where asynchronous requests (`Prefer: respond-async`) are
+    /// recorded: they are answered `202 Accepted` with the invocation's id.
+    /// Without one, the preference is ignored (RFC 7240 allows it) and the
+    /// request is served as usual.
+    pub fn set_intake(&self, intake: Arc<dyn InvocationIntake>) {
+        *self.shared.intake.write() = Some(intake);
+    }
+
+    /// Sends invocations to functions through this gateway's HTTP listener,
+    /// as a client would: for the platform's invoker.
+    pub fn dispatcher(&self) -> crate::asynchronous::GatewayDispatch {
+        crate::asynchronous::GatewayDispatch::new(self.http_addr, self.shared.config.domain.clone())
     }
 
     /// Requests in flight for a function right now: the autoscaler's signal.

@@ -59,7 +59,19 @@ pub fn require_tool(name: &str, why: &str) -> bool {
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
+///
+/// Never the same port twice in one process: the kernel may hand a port
+/// that was just released out again at once, and two settings given the
+/// same port (an API and an edge) make a test fail for nothing.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Waking a function for the edge: from the Store and the queue, and, when
 //! the runtime worker runs in the same process, at once.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
 
@@ -13,8 +13,10 @@ use crate::ports::{Activation, ActivationError, Activator, Queue, Store, StoreEr
 use crate::support::now_ms;
 
 /// Where a platform puts its runtime worker once it starts, so an activator
-/// made before the platform (for the edge) can reach it.
-pub(crate) type WorkerSlot = Arc<OnceLock<Arc<RuntimeWorker>>>;
+/// made before the platform (for the edge) can reach it. Weak: the edge holds
+/// its activator, and the worker holds the edge (its load source), so a
+/// strong reference here would keep both, and the Store, alive forever.
+pub(crate) type WorkerSlot = Arc<OnceLock<Weak<RuntimeWorker>>>;
 
 /// Wakes functions for an edge.
 ///
@@ -83,7 +85,7 @@ fn unavailable(e: impl std::fmt::Display) -> ActivationError {
 #[async_trait]
 impl Activator for StoreActivator {
     async fn activate(&self, name: &FunctionName) -> Result<Activation, ActivationError> {
-        if let Some(worker) = self.local.get() {
+        if let Some(worker) = self.local.get().and_then(Weak::upgrade) {
             let (recorded, resumed) = tokio::join!(self.record_wanted(name), worker.resume_now(name));
             if let Some(resumed) = resumed {
                 // The resume's reconcile runs once `resumed` drops, after the write it must read.

@@ -1,6 +1,6 @@
 //! Assembling a [`Platform`] from its ports.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
@@ -179,7 +179,8 @@ impl PlatformBuilder {
                 changed: watch::Sender::new(0),
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(JoinSet::new()),
-                runtime_worker: self.worker_slot.unwrap_or_default(),
+                runtime_worker: OnceLock::new(),
+                fast_path: self.worker_slot.unwrap_or_default(),
             }),
         })
     }

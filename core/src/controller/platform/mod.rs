@@ -13,7 +13,7 @@ mod calls;
 mod logs;
 mod status_stream;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use activator::StoreActivator;
@@ -58,8 +58,9 @@ struct Inner {
     changed: watch::Sender<u64>,
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
-    /// Shared with the activators this platform made or was given: their fast path.
-    runtime_worker: activator::WorkerSlot,
+    runtime_worker: OnceLock<Arc<RuntimeWorker>>,
+    /// The runtime worker, weakly, for the activators this platform made or was given: their fast path.
+    fast_path: activator::WorkerSlot,
 }
 
 impl Platform {
@@ -132,6 +133,7 @@ impl Platform {
                 16,
                 inner.cancel.clone(),
             ));
+            let _ = inner.fast_path.set(Arc::downgrade(&worker));
             let _ = inner.runtime_worker.set(worker);
         }
         if let Some((load, config)) = inner.autoscaler.lock().await.take() {
@@ -159,8 +161,13 @@ impl Platform {
         Arc::new(StoreActivator::with_slot(
             Arc::clone(&self.inner.queue),
             Arc::clone(&self.inner.store),
-            Arc::clone(&self.inner.runtime_worker),
+            Arc::clone(&self.inner.fast_path),
         ))
+    }
+
+    /// The asynchronous invocations kept in this platform's Store.
+    pub fn invocations(&self) -> super::invocations::InvocationStore {
+        super::invocations::InvocationStore::new(Arc::clone(&self.inner.store))
     }
 
     /// The runtime worker, once started (none when this process runs no runtime).

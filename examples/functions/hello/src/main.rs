@@ -14,6 +14,7 @@
 //! - `GET /stream?chunks=N&ms=M` → N chunks, M ms apart (for streaming tests)
 //! - `GET /dial?to=IP:PORT` → tries a TCP connection from inside the function
 //!   (1 s timeout): 200 `connected`, or 502 with the error (for egress tests)
+//! - `GET /status?code=N` → answers status N (200 to 599), for retry tests
 //! - anything else → 404
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -113,13 +114,13 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 .and_then(|(_, v)| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let (status, body): (&str, String) = match (method, path) {
-            ("GET" | "HEAD", "/") => ("200 OK", greeting.to_owned()),
-            ("GET" | "HEAD", "/healthz") => ("200 OK", "ok\n".to_owned()),
+        let (status, body): (std::borrow::Cow<'static, str>, String) = match (method, path) {
+            ("GET" | "HEAD", "/") => ("200 OK".into(), greeting.to_owned()),
+            ("GET" | "HEAD", "/healthz") => ("200 OK".into(), "ok\n".to_owned()),
             ("GET", "/sleep") => {
                 let ms = param("ms").min(60_000);
                 std::thread::sleep(Duration::from_millis(ms));
-                ("200 OK", format!("slept {ms} ms\n"))
+                ("200 OK".into(), format!("slept {ms} ms\n"))
             }
             ("GET", "/alloc") => {
                 let mb = usize::try_from(param("mb").min(16_384)).unwrap_or(0);
@@ -129,10 +130,17 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                     block[i] = 1;
                 }
                 HOARD.lock().unwrap_or_else(|p| p.into_inner()).push(block);
-                ("200 OK", format!("allocated {mb} MiB\n"))
+                ("200 OK".into(), format!("allocated {mb} MiB\n"))
             }
-            ("GET", "/headers") => ("200 OK", received),
-            ("GET", "/dial") => dial(query),
+            ("GET", "/headers") => ("200 OK".into(), received),
+            ("GET", "/status") => {
+                let code = param("code").clamp(200, 599);
+                (format!("{code} Status").into(), format!("status {code}\n"))
+            }
+            ("GET", "/dial") => {
+                let (status, body) = dial(query);
+                (status.into(), body)
+            }
             ("GET", "/stream") => {
                 let (chunks, ms) = (param("chunks").min(1000), param("ms").min(60_000));
                 if log {
@@ -144,7 +152,7 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 }
                 continue;
             }
-            _ => ("404 Not Found", "not found\n".to_owned()),
+            _ => ("404 Not Found".into(), "not found\n".to_owned()),
         };
         if log {
             println!("{method} {path} {}", &status[..3]);

@@ -1,0 +1,374 @@
+//! Running asynchronous invocations.
+//!
+//! ```text
+//! edge: Prefer: respond-async ─ StoreIntake::accept ─ InvocationStore::create (durable) ─ 202 + id
+//!                                                  └─ wakes the Invoker in this process
+//! Invoker (woken, and every scan_period): due invocations ─ claim (queued → running, compare-and-set)
+//!   ─ Dispatch through the edge (activation from zero) with X-Call-Id and X-Attempt
+//!   ─ record the attempt: succeeded / failed, or queued again with backoff, or dead after max_attempts
+//! ```
+//!
+//! Level-triggered like the runtime worker: the Store holds every accepted
+//! invocation, a wake-up only makes the scan happen sooner, and a claim
+//! leaves the next attempt due once the function's timeout (and a grace)
+//! has passed, so an invocation whose invoker died mid-attempt is run again
+//! (at least once; the function gets `X-Call-Id` to tell repeats apart).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::invocations::InvocationStore;
+use super::workqueue::jitter;
+use crate::model::{
+    CallbackUrl, FunctionName, Invocation, InvocationAttempt, InvocationId, InvocationRequest, InvocationState,
+};
+use crate::ports::{Dispatch, Dispatched, IntakeError, InvocationIntake, Store};
+use crate::support::now_ms;
+
+/// Settings of an [`Invoker`].
+#[derive(Clone, Debug)]
+pub struct InvokerConfig {
+    /// Attempts before an invocation is dead (default 5).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt (default 1 s); it doubles per attempt.
+    pub backoff_min: Duration,
+    /// The longest wait between attempts (default 60 s).
+    pub backoff_max: Duration,
+    /// Attempts under way at once per running instance of a function (default 1).
+    pub per_instance: usize,
+    /// How often the Store is scanned for due invocations even when nothing woke the invoker (default 1 s).
+    pub scan_period: Duration,
+    /// Bytes of a response body kept with the invocation (default 64 KiB).
+    pub response_cap: usize,
+    /// How long a finished invocation is kept (default 24 h).
+    pub retention: Duration,
+    /// Retry every 5xx, not only 502, 503 and 504 (default off).
+    pub retry_any_5xx: bool,
+}
+
+impl Default for InvokerConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            per_instance: 1,
+            scan_period: Duration::from_secs(1),
+            response_cap: 64 * 1024,
+            retention: Duration::from_secs(24 * 3600),
+            retry_any_5xx: false,
+        }
+    }
+}
+
+/// An attempt's outcome, as the invoker classifies it.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Succeeded,
+    Failed,
+    /// Worth another attempt, after at least this long.
+    Retry(Option<Duration>),
+}
+
+fn verdict(result: &Result<Dispatched, crate::ports::DispatchError>, retry_any_5xx: bool) -> Verdict {
+    match result {
+        Err(_) => Verdict::Retry(None),
+        Ok(d) => match d.response.status {
+            429 | 502..=504 => Verdict::Retry(d.retry_after),
+            500..=599 if retry_any_5xx => Verdict::Retry(d.retry_after),
+            200..=399 => Verdict::Succeeded,
+            _ => Verdict::Failed,
+        },
+    }
+}
+
+/// Records accepted invocations in the Store and wakes the invoker of this
+/// process; another process's invoker finds them at its next scan.
+pub struct StoreIntake {
+    store: Arc<dyn Store>,
+    invocations: InvocationStore,
+    wake: Arc<Notify>,
+}
+
+#[async_trait]
+impl InvocationIntake for StoreIntake {
+    async fn accept(
+        &self,
+        function: &FunctionName,
+        request: InvocationRequest,
+        callback: Option<CallbackUrl>,
+    ) -> Result<InvocationId, IntakeError> {
+        let unavailable = |e: crate::ports::StoreError| IntakeError::Unavailable(e.to_string());
+        match self.store.get(function).await.map_err(unavailable)? {
+            Some(r) if !r.deleted => {}
+            _ => return Err(IntakeError::NotFound(function.clone())),
+        }
+        let id = InvocationId::generate(function, now_ms()).map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+        let created = self.invocations.create(Invocation::queued(id, request, callback)).await.map_err(unavailable)?;
+        metrics::counter!("pilotlight_invocations_accepted_total", "function" => function.to_string()).increment(1);
+        tracing::debug!(function = %function, id = %created.id, "invocation accepted");
+        self.wake.notify_one();
+        Ok(created.id)
+    }
+}
+
+/// Runs due invocations; see the module docs.
+pub struct Invoker {
+    store: Arc<dyn Store>,
+    invocations: InvocationStore,
+    dispatch: Arc<dyn Dispatch>,
+    config: InvokerConfig,
+    wake: Arc<Notify>,
+    running: Mutex<HashMap<FunctionName, usize>>,
+    attempts: Mutex<JoinSet<()>>,
+}
+
+impl Invoker {
+    /// An invoker of the invocations in `store`, sending them through `dispatch`.
+    pub fn new(store: Arc<dyn Store>, dispatch: Arc<dyn Dispatch>, config: InvokerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            invocations: InvocationStore::new(Arc::clone(&store)),
+            store,
+            dispatch,
+            config,
+            wake: Arc::new(Notify::new()),
+            running: Mutex::default(),
+            attempts: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// The intake an edge hands accepted invocations to: it records them in
+    /// this invoker's Store and wakes this invoker.
+    pub fn intake(&self) -> StoreIntake {
+        StoreIntake {
+            store: Arc::clone(&self.store),
+            invocations: self.invocations.clone(),
+            wake: Arc::clone(&self.wake),
+        }
+    }
+
+    /// The invocations it runs.
+    pub fn invocations(&self) -> &InvocationStore {
+        &self.invocations
+    }
+
+    /// Scans and runs until `cancel` fires; attempts under way then are cut
+    /// and run again later (their claim expires), so nothing is lost.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "invoker: cannot read due invocations; trying again");
+            }
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                last_prune = tokio::time::Instant::now();
+                let cut = now_ms().saturating_sub(u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX));
+                match self.invocations.prune(cut).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "invocations past retention removed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "invoker: retention sweep failed"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.scan_period) => {}
+            }
+        }
+        let mut attempts = std::mem::take(&mut *self.attempts.lock());
+        attempts.shutdown().await;
+    }
+
+    /// Claims and starts every due invocation its function has room for.
+    async fn tick(self: &Arc<Self>) -> Result<(), crate::ports::StoreError> {
+        self.attempts.lock().try_join_next();
+        let now = now_ms();
+        let due = self.invocations.due(now, 256).await?;
+        let mut limits: HashMap<FunctionName, Option<(usize, Duration)>> = HashMap::new();
+        for inv in due {
+            let function = inv.function();
+            if !limits.contains_key(&function) {
+                let record = self.store.get(&function).await?;
+                let limit = record.filter(|r| !r.deleted).map(|r| {
+                    let instances = r.status.endpoints.len().max(1);
+                    (instances.saturating_mul(self.config.per_instance.max(1)), r.spec.timeout())
+                });
+                limits.insert(function.clone(), limit);
+            }
+            let Some((limit, timeout)) = limits.get(&function).copied().flatten() else {
+                self.bury(&inv.id, "the function was deleted before the invocation ran").await;
+                continue;
+            };
+            if self.running.lock().get(&function).copied().unwrap_or(0) >= limit {
+                continue;
+            }
+            let lease = u64::try_from((timeout + Duration::from_secs(10)).as_millis()).unwrap_or(u64::MAX);
+            let mut claimed = false;
+            let inv = self
+                .invocations
+                .update(&inv.id, |i| {
+                    claimed = matches!(i.state, InvocationState::Queued | InvocationState::Running)
+                        && i.next_attempt_ms.is_none_or(|t| t <= now);
+                    if claimed {
+                        i.state = InvocationState::Running;
+                        i.next_attempt_ms = Some(now.saturating_add(lease));
+                    }
+                    claimed
+                })
+                .await?;
+            let Some(inv) = inv.filter(|_| claimed) else { continue };
+            *self.running.lock().entry(function).or_default() += 1;
+            let me = Arc::clone(self);
+            self.attempts.lock().spawn(async move { me.attempt(inv, timeout).await });
+        }
+        Ok(())
+    }
+
+    /// One attempt: dispatch, then record what happened.
+    async fn attempt(self: Arc<Self>, inv: Invocation, timeout: Duration) {
+        let function = inv.function();
+        let number = u32::try_from(inv.attempts.len()).unwrap_or(u32::MAX).saturating_add(1);
+        let started = now_ms();
+        let began = tokio::time::Instant::now();
+        let headers = vec![("x-call-id".to_owned(), inv.id.to_string()), ("x-attempt".to_owned(), number.to_string())];
+        let result = self.dispatch.dispatch(&function, &inv.request, headers, timeout, self.config.response_cap).await;
+        let duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let verdict = verdict(&result, self.config.retry_any_5xx);
+        let attempt = InvocationAttempt {
+            number,
+            started_ms: started,
+            duration_ms,
+            status: result.as_ref().ok().map(|d| d.response.status),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        let base = self.config.backoff_min.saturating_mul(2u32.saturating_pow(number.saturating_sub(1).min(20)));
+        let backoff = base.min(self.config.backoff_max).mul_f64(0.8 + 0.2 * jitter());
+        let response = result.ok().map(|d| d.response);
+        let max_attempts = self.config.max_attempts.max(1);
+        let recorded = self
+            .invocations
+            .update(&inv.id, |i| {
+                // Another attempt took over after this one's claim expired: the later one records.
+                if i.attempts.iter().any(|a| a.number >= number) || i.state != InvocationState::Running {
+                    return false;
+                }
+                i.attempts.push(attempt.clone());
+                if response.is_some() {
+                    i.response.clone_from(&response);
+                }
+                let now = now_ms();
+                match &verdict {
+                    Verdict::Succeeded | Verdict::Failed => {
+                        i.state = if verdict == Verdict::Succeeded {
+                            InvocationState::Succeeded
+                        } else {
+                            InvocationState::Failed
+                        };
+                        i.next_attempt_ms = None;
+                        i.finished_ms = Some(now);
+                        i.reason = (verdict == Verdict::Failed)
+                            .then(|| format!("the function answered {}", attempt.status.unwrap_or(0)));
+                    }
+                    Verdict::Retry(_) if number >= max_attempts => {
+                        i.state = InvocationState::Dead;
+                        i.next_attempt_ms = None;
+                        i.finished_ms = Some(now);
+                        i.reason = Some(format!(
+                            "{number} attempts failed; the last: {}",
+                            attempt.error.clone().unwrap_or_else(|| format!("status {}", attempt.status.unwrap_or(0)))
+                        ));
+                    }
+                    Verdict::Retry(after) => {
+                        let wait = after.map_or(backoff, |a| a.max(backoff)).min(self.config.backoff_max.max(backoff));
+                        i.state = InvocationState::Queued;
+                        i.next_attempt_ms = Some(now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0)));
+                    }
+                }
+                true
+            })
+            .await;
+        match recorded {
+            Ok(Some(i)) => {
+                let outcome = match i.state {
+                    InvocationState::Succeeded => "succeeded",
+                    InvocationState::Failed => "failed",
+                    InvocationState::Dead => "dead",
+                    _ => "retried",
+                };
+                metrics::counter!("pilotlight_invocation_attempts_total", "function" => function.to_string(), "outcome" => outcome)
+                    .increment(1);
+                if i.state.is_final() {
+                    let took = i.finished_ms.unwrap_or(0).saturating_sub(i.created_ms);
+                    metrics::histogram!("pilotlight_invocation_seconds", "function" => function.to_string())
+                        .record(Duration::from_millis(took).as_secs_f64());
+                }
+                tracing::debug!(id = %i.id, attempt = number, state = outcome, "invocation attempt recorded");
+            }
+            Ok(None) => tracing::debug!(id = %inv.id, "invocation removed while it ran"),
+            // The claim expires and the attempt runs again.
+            Err(e) => {
+                tracing::warn!(id = %inv.id, error = %e, "cannot record an invocation attempt; it will run again")
+            }
+        }
+        if let Some(n) = self.running.lock().get_mut(&function) {
+            *n = n.saturating_sub(1);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Ends an invocation that can never run.
+    async fn bury(&self, id: &InvocationId, reason: &str) {
+        let result = self
+            .invocations
+            .update(id, |i| {
+                if i.state.is_final() {
+                    return false;
+                }
+                i.state = InvocationState::Dead;
+                i.next_attempt_ms = None;
+                i.finished_ms = Some(now_ms());
+                i.reason = Some(reason.to_owned());
+                true
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(%id, error = %e, "cannot end an invocation");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::InvocationResponse;
+    use crate::ports::DispatchError;
+
+    fn answered(status: u16, retry_after: Option<u64>) -> Result<Dispatched, DispatchError> {
+        Ok(Dispatched {
+            response: InvocationResponse { status, headers: vec![], body: vec![], truncated: false },
+            retry_after: retry_after.map(Duration::from_secs),
+        })
+    }
+
+    #[test]
+    fn what_is_retried() {
+        assert_eq!(verdict(&answered(200, None), false), Verdict::Succeeded);
+        assert_eq!(verdict(&answered(302, None), false), Verdict::Succeeded);
+        assert_eq!(verdict(&answered(404, None), false), Verdict::Failed);
+        assert_eq!(verdict(&answered(500, None), false), Verdict::Failed);
+        assert_eq!(verdict(&answered(500, None), true), Verdict::Retry(None));
+        assert_eq!(verdict(&answered(429, Some(7)), false), Verdict::Retry(Some(Duration::from_secs(7))));
+        for s in [502, 503, 504] {
+            assert_eq!(verdict(&answered(s, None), false), Verdict::Retry(None));
+        }
+        assert_eq!(verdict(&Err(DispatchError::Connect("refused".into())), false), Verdict::Retry(None));
+        assert_eq!(verdict(&Err(DispatchError::Timeout(Duration::from_secs(1))), false), Verdict::Retry(None));
+    }
+}

@@ -1,0 +1,210 @@
+//! Asynchronous invocations through the embedded platform's edge: accepted
+//! with 202 before anything runs, delivered through the gateway (from zero
+//! too) with X-Call-Id and X-Attempt, retried with backoff, and dead after
+//! the last attempt; everything readable from the Store.
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilotlight::core::controller::{InvocationStore, Invoker, InvokerConfig};
+use pilotlight::core::memory::MemoryQueue;
+use pilotlight::core::model::{Domain, Invocation, InvocationId, InvocationState, ScalingInput};
+use pilotlight::core::testkit::{eventually, fixtures::hello_binary, unique};
+use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
+use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
+use pilotlight::redb::RedbStore;
+use pilotlight::{FunctionName, FunctionSpecInput, Platform};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One raw HTTP/1.1 request (with `Connection: close`) and its answer.
+async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    Answer { status, headers, body: body.to_owned() }
+}
+
+async fn async_get(addr: SocketAddr, host: &str, path: &str, extra: &str) -> Answer {
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nPrefer: respond-async\r\nX-Trace: t-1\r\n{extra}Connection: close\r\n\r\n"
+    );
+    send(addr, &head, b"").await
+}
+
+struct Stage {
+    gw: Arc<Gateway>,
+    platform: Platform,
+    invocations: InvocationStore,
+    runtime: Arc<ProcessRuntime>,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn stage(config: InvokerConfig) -> Stage {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+        platform_id: unique("async"),
+        stop_grace: Duration::from_secs(2),
+        kill_on_drop: true,
+        ..Default::default()
+    }));
+    let mut gw_config = GatewayConfig::new(Domain::new("localhost").unwrap(), dir.path()).ephemeral();
+    gw_config.tls = TlsSource::Disabled;
+    gw_config.activation_timeout = Duration::from_millis(800);
+    gw_config.max_async_body_bytes = 1024;
+    let gw = Arc::new(Gateway::start(gw_config).await.unwrap());
+    let store = Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
+    let platform = Platform::builder()
+        .queue(Arc::new(MemoryQueue::new()))
+        .store(store.clone())
+        .runtime(runtime.clone())
+        .router(gw.clone())
+        .drain(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    gw.set_activator(platform.activator());
+    platform.start().await.unwrap();
+    let invoker = Invoker::new(store, Arc::new(gw.dispatcher()), config);
+    gw.set_intake(Arc::new(invoker.intake()));
+    let invocations = invoker.invocations().clone();
+    let cancel = CancellationToken::new();
+    tokio::spawn(invoker.run(cancel.clone()));
+    Stage { gw, platform, invocations, runtime, cancel, _dir: dir }
+}
+
+impl Stage {
+    async fn deploy(&self, name: &str, exec: &str, min: i64) {
+        let mut input = FunctionSpecInput::exec(name, exec, &[], 8080);
+        input.scaling = Some(ScalingInput { min: Some(min), prewarm: Some(0), ..Default::default() });
+        self.platform.deploy(input.validate().unwrap()).await.unwrap();
+    }
+
+    async fn finished(&self, id: &InvocationId) -> Invocation {
+        let invocations = self.invocations.clone();
+        eventually(Duration::from_secs(30), "the invocation reaches a final state", || {
+            let (invocations, id) = (invocations.clone(), id.clone());
+            async move { invocations.get(&id).await.unwrap().is_some_and(|i| i.state.is_final()) }
+        })
+        .await;
+        self.invocations.get(id).await.unwrap().unwrap()
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.platform.shutdown().await;
+        self.gw.shutdown().await;
+        self.runtime.stop_all().await.unwrap();
+    }
+}
+
+fn accepted(a: &Answer) -> InvocationId {
+    assert_eq!(a.status, 202, "{}", a.body);
+    let id = InvocationId::parse(a.header("x-call-id").unwrap()).unwrap();
+    assert_eq!(a.header("location").unwrap(), format!("/v1/invocations/{id}"));
+    assert_eq!(a.header("preference-applied"), Some("respond-async"));
+    id
+}
+
+#[tokio::test]
+async fn an_async_request_is_accepted_at_once_and_delivered_from_zero_with_its_call_id() {
+    let s = stage(InvokerConfig { scan_period: Duration::from_millis(200), ..Default::default() }).await;
+    s.deploy("later", hello_binary().to_str().unwrap(), 0).await;
+    let name: FunctionName = "later".parse().unwrap();
+    s.platform.wait_ready(&name, Duration::from_secs(30)).await.unwrap();
+    s.platform.scale(&name, 0).await.unwrap();
+    let p = s.platform.clone();
+    eventually(Duration::from_secs(30), "at zero", || {
+        let (p, name) = (p.clone(), name.clone());
+        async move {
+            p.get(&name).await.unwrap().is_some_and(|r| r.status.endpoints.is_empty() && r.status.instances.is_empty())
+        }
+    })
+    .await;
+    let id = accepted(&async_get(s.gw.http_addr(), "later.localhost", "/headers", "").await);
+    assert_eq!(id.function(), name);
+    let done = s.finished(&id).await;
+    assert_eq!(done.state, InvocationState::Succeeded, "{done:?}");
+    assert_eq!(done.attempts.len(), 1);
+    let response = done.response.unwrap();
+    assert_eq!(response.status, 200);
+    let seen = String::from_utf8(response.body).unwrap().to_ascii_lowercase();
+    assert!(seen.contains(&format!("x-call-id: {id}")), "the function got the call id: {seen}");
+    assert!(seen.contains("x-attempt: 1") && seen.contains("x-trace: t-1"), "{seen}");
+    assert!(!seen.contains("prefer:"), "the preference is not replayed (it would loop): {seen}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn answers_that_are_not_retried_end_at_once_and_bad_input_queues_nothing() {
+    let s = stage(InvokerConfig { scan_period: Duration::from_millis(200), ..Default::default() }).await;
+    s.deploy("plain", hello_binary().to_str().unwrap(), 1).await;
+    s.platform.wait_ready(&"plain".parse().unwrap(), Duration::from_secs(30)).await.unwrap();
+    let id = accepted(&async_get(s.gw.http_addr(), "plain.localhost", "/nowhere", "").await);
+    let done = s.finished(&id).await;
+    assert_eq!((done.state, done.attempts.len()), (InvocationState::Failed, 1), "{done:?}");
+    assert_eq!(done.reason.as_deref(), Some("the function answered 404"));
+
+    let before = s.invocations.list(&"plain".parse().unwrap(), None, None, 100).await.unwrap().len();
+    let bad_url = async_get(s.gw.http_addr(), "plain.localhost", "/", "X-Callback-Url: ftp://example/x\r\n").await;
+    assert_eq!(bad_url.status, 400, "{}", bad_url.body);
+    assert!(bad_url.body.contains("X-Callback-Url") && bad_url.body.contains("http"), "{}", bad_url.body);
+    let big = send(
+        s.gw.http_addr(),
+        "POST / HTTP/1.1\r\nHost: plain.localhost\r\nPrefer: respond-async\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n",
+        &[b'x'; 2000],
+    )
+    .await;
+    assert_eq!(big.status, 413, "{}", big.body);
+    let after = s.invocations.list(&"plain".parse().unwrap(), None, None, 100).await.unwrap().len();
+    assert_eq!(after, before, "nothing was queued for bad input");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_function_that_keeps_answering_503_is_retried_with_backoff_then_dead_with_every_attempt() {
+    let config = InvokerConfig {
+        max_attempts: 3,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        scan_period: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let s = stage(config).await;
+    s.deploy("busy", hello_binary().to_str().unwrap(), 1).await;
+    s.platform.wait_ready(&"busy".parse().unwrap(), Duration::from_secs(30)).await.unwrap();
+    let id = accepted(&async_get(s.gw.http_addr(), "busy.localhost", "/status?code=503", "").await);
+    let done = s.finished(&id).await;
+    assert_eq!(done.state, InvocationState::Dead, "{done:?}");
+    assert_eq!(done.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(done.attempts.iter().all(|a| a.status == Some(503)), "{:?}", done.attempts);
+    assert!(done.reason.as_deref().unwrap().starts_with("3 attempts failed"), "{:?}", done.reason);
+    let gaps: Vec<u64> =
+        done.attempts.windows(2).map(|w| w[1].started_ms - (w[0].started_ms + w[0].duration_ms)).collect();
+    assert!(gaps.iter().all(|g| *g >= 80), "attempts were spaced by the backoff: {gaps:?}");
+    let last = done.response.unwrap();
+    assert_eq!((last.status, last.body.as_slice()), (503, &b"status 503\n"[..]), "the last answer is kept");
+    s.stop().await;
+}
