@@ -171,6 +171,8 @@ async fn answers_that_are_not_retried_end_at_once_and_bad_input_queues_nothing()
     let bad_url = async_get(s.gw.http_addr(), "plain.localhost", "/", "X-Callback-Url: ftp://example/x\r\n").await;
     assert_eq!(bad_url.status, 400, "{}", bad_url.body);
     assert!(bad_url.body.contains("X-Callback-Url") && bad_url.body.contains("http"), "{}", bad_url.body);
+    let later = async_get(s.gw.http_addr(), "plain.localhost", "/", "X-Callback-Url: http://127.0.0.1:9/cb\r\n").await;
+    assert_eq!(later.status, 501, "callbacks are refused, not accepted and dropped: {}", later.body);
     let big = send(
         s.gw.http_addr(),
         "POST / HTTP/1.1\r\nHost: plain.localhost\r\nPrefer: respond-async\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n",

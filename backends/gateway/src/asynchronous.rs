@@ -80,6 +80,14 @@ pub(crate) async fn accept(
             }
         }
     };
+    if callback.is_some() {
+        // Refused rather than accepted and never called: callbacks come with the rest of issue 14.
+        return responses::error(
+            StatusCode::NOT_IMPLEMENTED,
+            "callbacks_not_supported",
+            "X-Callback-Url is not supported yet; read the outcome at the Location instead. Nothing was accepted",
+        );
+    }
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // What the edge itself answers or sets again on delivery is not replayed.
