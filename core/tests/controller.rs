@@ -546,6 +546,9 @@ async fn a_stopped_platform_lets_go_of_its_store_although_its_edge_holds_an_acti
     p.start().await.unwrap();
     p.deploy(spec("circle")).await.unwrap();
     p.wait_ready(&name("circle"), WAIT).await.unwrap();
+    let a = edge.0.lock().clone().unwrap();
+    let _ = a.activate(&name("circle")).await;
+    drop(a);
     p.shutdown().await;
     drop(p);
     drop(edge);
