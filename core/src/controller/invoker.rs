@@ -188,7 +188,8 @@ impl Invoker {
 
     /// Claims and starts every due invocation its function has room for.
     async fn tick(self: &Arc<Self>) -> Result<(), crate::ports::StoreError> {
-        self.attempts.lock().try_join_next();
+        // Reap the attempts that ended, so the set holds only those under way.
+        while self.attempts.lock().try_join_next().is_some() {}
         let now = now_ms();
         let due = self.invocations.due(now, 256).await?;
         let mut limits: HashMap<FunctionName, Option<(usize, Duration)>> = HashMap::new();
