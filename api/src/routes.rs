@@ -20,7 +20,8 @@ use crate::body::{parse_spec, read_capped};
 use crate::error::{ApiError, ErrorBody};
 use crate::server::Shared;
 use crate::views::{
-    FunctionList, FunctionView, Health, InfoView, InstanceView, InvocationView, LogLineView, Receipt, StatusEvent,
+    FunctionList, FunctionView, Health, InfoView, InstanceView, InvocationList, InvocationReceipt, InvocationView,
+    LogLineView, Receipt, RedriveCount, StatusEvent,
 };
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -126,6 +127,231 @@ pub async fn invocation(State(shared): State<Arc<Shared>>, Path(id): Path<String
     let invocation =
         found.ok_or_else(|| ApiError::not_found(format!("invocation `{id}` not found (or past its retention)")))?;
     Ok(Json(InvocationView::from(invocation)))
+}
+
+fn store_unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("the store cannot be read now: {e}"))
+}
+
+fn invocation_id(raw: &str) -> Result<pilotlight_core::model::InvocationId> {
+    pilotlight_core::model::InvocationId::parse(raw)
+        .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "id", v.to_string()))
+}
+
+/// Answers 202 for an invocation that is queued: `Location` and `X-Call-Id` name it.
+fn queued_answer(id: &pilotlight_core::model::InvocationId) -> Response {
+    let receipt = InvocationReceipt {
+        id: id.to_string(),
+        function: id.function().to_string(),
+        status_url: format!("/v1/invocations/{id}"),
+    };
+    let mut resp = (StatusCode::ACCEPTED, Json(receipt.clone())).into_response();
+    // An id is a function name, a dot and hex digits: always a valid header value.
+    if let (Ok(loc), Ok(call)) =
+        (http::HeaderValue::try_from(receipt.status_url.as_str()), http::HeaderValue::try_from(receipt.id.as_str()))
+    {
+        resp.headers_mut().insert(header::LOCATION, loc);
+        resp.headers_mut().insert("x-call-id", call);
+    }
+    resp
+}
+
+/// What `POST /v1/functions/{name}/invocations` accepts.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeQuery {
+    /// The path and query the function receives (default `/`); the request is a POST with this call's body.
+    #[param(pattern = "^/[!-~]*$", max_length = 8192)]
+    pub path: Option<String>,
+}
+
+/// Invoke a function asynchronously: the body is kept and delivered to the
+/// function as a POST (with this call's `Content-Type`), retried with
+/// backoff; read the outcome at the returned `Location`. The same as a request
+/// with `Prefer: respond-async` at the function's own URL.
+#[utoipa::path(
+    post, path = "/v1/functions/{name}/invocations", tag = "invocations",
+    params(("name" = String, Path, description = "The function's name"), InvokeQuery),
+    request_body(content = Vec<u8>, description = "The body the function receives", content_type = "application/octet-stream"),
+    responses(
+        (status = 202, description = "Kept; it runs in the background", body = InvocationReceipt),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn invoke(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    query: std::result::Result<Query<InvokeQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|e| query_error(&e))?;
+    let name = function_name(&name)?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let bytes = read_capped(body, declared, shared.config.max_body_bytes).await?;
+    match shared.platform.get(&name).await? {
+        Some(r) if !r.deleted => {}
+        _ => return Err(ApiError::not_found(format!("function `{name}` not found"))),
+    }
+    let mut kept = Vec::new();
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        kept.push(("content-type".to_owned(), ct.to_owned()));
+    }
+    let path = query.path.unwrap_or_else(|| "/".to_owned());
+    let request = pilotlight_core::model::InvocationRequest::new("POST", &path, kept, bytes.to_vec())
+        .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "path", v.message))?;
+    let id = pilotlight_core::model::InvocationId::generate(&name, pilotlight_core::support::now_ms())
+        .map_err(store_unavailable)?;
+    let created = shared
+        .platform
+        .invocations()
+        .create(pilotlight_core::model::Invocation::queued(id, request, None))
+        .await
+        .map_err(store_unavailable)?;
+    tracing::info!(function = %name, id = %created.id, "invocation accepted through the API");
+    Ok(queued_answer(&created.id))
+}
+
+/// What the invocation lists accept.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InvocationQuery {
+    /// Only invocations in this state.
+    #[param(pattern = "^(queued|running|succeeded|failed|dead)$")]
+    pub state: Option<String>,
+    /// Only those after this id (the `next_after` of the previous page).
+    pub after: Option<String>,
+    /// At most this many (1 to 500; default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+async fn list_invocations(
+    shared: &Shared,
+    name: &str,
+    state: Option<pilotlight_core::model::InvocationState>,
+    query: InvocationQuery,
+) -> Result<Json<InvocationList>> {
+    let name = function_name(name)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "limit", "1 to 500"));
+    }
+    let after = query.after.as_deref().map(invocation_id).transpose()?;
+    let found =
+        shared.platform.invocations().list(&name, state, after.as_ref(), limit).await.map_err(store_unavailable)?;
+    let next_after = (found.len() == limit).then(|| found.last().map(|i| i.id.to_string())).flatten();
+    Ok(Json(InvocationList { invocations: found.into_iter().map(InvocationView::from).collect(), next_after }))
+}
+
+fn state_filter(raw: Option<&str>) -> Result<Option<pilotlight_core::model::InvocationState>> {
+    raw.map(|s| {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "state",
+                "one of queued, running, succeeded, failed, dead",
+            )
+        })
+    })
+    .transpose()
+}
+
+/// A function's recent invocations, oldest first, with paging.
+#[utoipa::path(
+    get, path = "/v1/functions/{name}/invocations", tag = "invocations",
+    params(("name" = String, Path, description = "The function's name"), InvocationQuery),
+    responses((status = 200, body = InvocationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn invocations(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    query: std::result::Result<Query<InvocationQuery>, QueryRejection>,
+) -> Result<Json<InvocationList>> {
+    let Query(query) = query.map_err(|e| query_error(&e))?;
+    let state = state_filter(query.state.as_deref())?;
+    list_invocations(&shared, &name, state, query).await
+}
+
+/// A function's dead letters: invocations whose every attempt failed.
+#[utoipa::path(
+    get, path = "/v1/functions/{name}/dead-letters", tag = "invocations",
+    params(("name" = String, Path, description = "The function's name"), InvocationQuery),
+    responses((status = 200, body = InvocationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn dead_letters(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    query: std::result::Result<Query<InvocationQuery>, QueryRejection>,
+) -> Result<Json<InvocationList>> {
+    let Query(query) = query.map_err(|e| query_error(&e))?;
+    if query.state.is_some() {
+        return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "state", "dead letters are all `dead`"));
+    }
+    list_invocations(&shared, &name, Some(pilotlight_core::model::InvocationState::Dead), query).await
+}
+
+/// Queue a dead letter again, with its attempt count reset.
+#[utoipa::path(
+    post, path = "/v1/dead-letters/{id}/retry", tag = "invocations",
+    params(("id" = String, Path, description = "The invocation's id")),
+    responses((status = 202, body = InvocationReceipt), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "It is not a dead letter", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn retry_dead_letter(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
+    use pilotlight_core::controller::Redrive;
+    let id = invocation_id(&id)?;
+    match shared.platform.invocations().redrive(&id).await.map_err(store_unavailable)? {
+        Redrive::Requeued(i) => {
+            tracing::info!(id = %i.id, "dead letter queued again");
+            Ok(queued_answer(&i.id))
+        }
+        Redrive::NotDead(state) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_dead",
+            format!("invocation `{id}` is {}, not a dead letter", serde_json::to_value(state).unwrap_or_default()),
+        )),
+        Redrive::Missing => Err(ApiError::not_found(format!("invocation `{id}` not found (or past its retention)"))),
+        _ => Err(ApiError::new(StatusCode::CONFLICT, "not_dead", format!("invocation `{id}` was not queued again"))),
+    }
+}
+
+/// Queue every dead letter of a function again.
+#[utoipa::path(
+    post, path = "/v1/functions/{name}/dead-letters/retry", tag = "invocations",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 202, body = RedriveCount), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn retry_dead_letters(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Response> {
+    use pilotlight_core::controller::Redrive;
+    let name = function_name(&name)?;
+    let invocations = shared.platform.invocations();
+    let mut requeued = 0;
+    let mut after: Option<pilotlight_core::model::InvocationId> = None;
+    loop {
+        let page = invocations
+            .list(&name, Some(pilotlight_core::model::InvocationState::Dead), after.as_ref(), 500)
+            .await
+            .map_err(store_unavailable)?;
+        let full = page.len() == 500;
+        after = page.last().map(|i| i.id.clone());
+        for inv in page {
+            if let Redrive::Requeued(_) = invocations.redrive(&inv.id).await.map_err(store_unavailable)? {
+                requeued += 1;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    tracing::info!(function = %name, requeued, "dead letters queued again");
+    Ok((StatusCode::ACCEPTED, Json(RedriveCount { requeued })).into_response())
 }
 
 /// What `GET /v1/functions/{name}/logs` accepts.

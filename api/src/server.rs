@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::StatusCode;
 use pilotlight_core::Platform;
 use tokio::task::JoinHandle;
@@ -97,7 +97,11 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/functions", get(routes::list).post(routes::deploy))
         .route("/v1/functions/{name}", get(routes::get).delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(routes::logs))
+        .route("/v1/functions/{name}/invocations", get(routes::invocations).post(routes::invoke))
+        .route("/v1/functions/{name}/dead-letters", get(routes::dead_letters))
+        .route("/v1/functions/{name}/dead-letters/retry", post(routes::retry_dead_letters))
         .route("/v1/invocations/{id}", get(routes::invocation))
+        .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
         .route("/v1/openapi.json", get(openapi))

@@ -293,3 +293,30 @@ impl From<pilotlight_core::model::Invocation> for InvocationView {
         }
     }
 }
+
+/// A page of a function's invocations, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationList {
+    /// The invocations of this page.
+    pub invocations: Vec<InvocationView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<String>,
+}
+
+/// What an accepted invocation or a redrive answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationReceipt {
+    /// The invocation's id (also in `X-Call-Id`).
+    pub id: String,
+    /// The function.
+    pub function: String,
+    /// Where to read its outcome (also in `Location`).
+    pub status_url: String,
+}
+
+/// How many dead letters were queued again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RedriveCount {
+    /// Dead letters put back in the queue.
+    pub requeued: usize,
+}

@@ -335,3 +335,65 @@ async fn shutdown_ends_open_streams() {
     assert!(started.elapsed() < Duration::from_secs(5));
     h.platform.shutdown().await;
 }
+
+/// Invocations through the API: one kept for later, listed, a dead letter
+/// queued again (once), and each bad input refused with its field.
+#[tokio::test]
+async fn invocations_are_kept_listed_and_dead_letters_queued_again() {
+    let h = harness().await;
+    h.client.deploy(&json!({"name": "hooks", "image": "pilotlight/hello:latest", "port": 8080})).await.unwrap();
+    let (status, headers, body) =
+        h.raw(Method::POST, "/v1/functions/hooks/invocations?path=/hook%3Fa=1", Some(TOKEN), b"{\"n\":1}").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let receipt: Value = serde_json::from_slice(&body).unwrap();
+    let id = receipt["id"].as_str().unwrap().to_owned();
+    assert_eq!(headers["x-call-id"], id.as_str());
+    assert_eq!(headers["location"], format!("/v1/invocations/{id}").as_str());
+    let kept = h.client.invocation(&id).await.unwrap();
+    assert_eq!((kept.method.as_str(), kept.path.as_str(), kept.body_bytes), ("POST", "/hook?a=1", 7));
+
+    let (status, _, body) = h.raw(Method::GET, "/v1/functions/hooks/invocations?state=queued", Some(TOKEN), b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["invocations"].as_array().unwrap().len(), 1);
+
+    // Make it a dead letter, as the invoker would after its last attempt.
+    let parsed = pilotlight_core::model::InvocationId::parse(&id).unwrap();
+    h.platform
+        .invocations()
+        .update(&parsed, |i| {
+            i.state = pilotlight_core::model::InvocationState::Dead;
+            i.reason = Some("5 attempts failed".into());
+            i.next_attempt_ms = None;
+            true
+        })
+        .await
+        .unwrap();
+    let (_, _, body) = h.raw(Method::GET, "/v1/functions/hooks/dead-letters", Some(TOKEN), b"").await;
+    let dead: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(dead["invocations"][0]["reason"], "5 attempts failed");
+    let (status, _, _) = h.raw(Method::POST, &format!("/v1/dead-letters/{id}/retry"), Some(TOKEN), b"").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.client.invocation(&id).await.unwrap().state, "queued");
+    let (status, _, body) = h.raw(Method::POST, &format!("/v1/dead-letters/{id}/retry"), Some(TOKEN), b"").await;
+    assert_eq!((status, error_of(&body).code.as_str()), (StatusCode::CONFLICT, "not_dead"));
+    let (status, _, body) = h.raw(Method::POST, "/v1/functions/hooks/dead-letters/retry", Some(TOKEN), b"").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["requeued"], 0);
+
+    for (method, path, field) in [
+        (Method::GET, "/v1/invocations/hooks.zz".to_owned(), "id"),
+        (Method::GET, "/v1/functions/hooks/invocations?state=lost".to_owned(), "state"),
+        (Method::GET, "/v1/functions/hooks/invocations?limit=0".to_owned(), "limit"),
+        (Method::POST, "/v1/functions/hooks/invocations?path=nohead".to_owned(), "path"),
+    ] {
+        let (status, _, body) = h.raw(method, &path, Some(TOKEN), b"").await;
+        assert_eq!((status, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{path}");
+    }
+    let (status, _, _) = h.raw(Method::POST, "/v1/functions/nobody/invocations", Some(TOKEN), b"").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let missing = pilotlight_core::model::InvocationId::generate(&"hooks".parse().unwrap(), 1).unwrap();
+    let (status, _, _) = h.raw(Method::GET, &format!("/v1/invocations/{missing}"), Some(TOKEN), b"").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    h.shutdown().await;
+}

@@ -16,6 +16,18 @@ const TRIES: usize = 16;
 /// Documents read per Store call while scanning.
 const PAGE: usize = 256;
 
+/// What [`InvocationStore::redrive`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Redrive {
+    /// Queued again.
+    Requeued(Box<Invocation>),
+    /// It is not a dead letter (it is in this state).
+    NotDead(InvocationState),
+    /// It is not kept (never was, or past its retention).
+    Missing,
+}
+
 /// The invocations kept in a [`Store`].
 #[derive(Clone)]
 pub struct InvocationStore {
@@ -87,6 +99,33 @@ impl InvocationStore {
             }
         }
         Err(StoreError::Unavailable(format!("invocation `{id}` kept changing under concurrent writes; try again")))
+    }
+
+    /// Puts a dead invocation back in the queue, due at once, with its
+    /// attempts, last answer and reason cleared (a dead letter's redrive).
+    pub async fn redrive(&self, id: &InvocationId) -> Result<Redrive, StoreError> {
+        let mut was = None;
+        let now = crate::support::now_ms();
+        let after = self
+            .update(id, |i| {
+                was = Some(i.state);
+                if i.state != InvocationState::Dead {
+                    return false;
+                }
+                i.state = InvocationState::Queued;
+                i.attempts.clear();
+                i.response = None;
+                i.reason = None;
+                i.finished_ms = None;
+                i.next_attempt_ms = Some(now);
+                true
+            })
+            .await?;
+        Ok(match (after, was) {
+            (None, _) => Redrive::Missing,
+            (Some(i), Some(InvocationState::Dead)) => Redrive::Requeued(Box::new(i)),
+            (Some(i), _) => Redrive::NotDead(i.state),
+        })
     }
 
     /// `function`'s invocations in creation order, those in `state` only when
@@ -269,6 +308,37 @@ mod tests {
         assert_eq!(s.prune(300).await.unwrap(), 1);
         assert!(s.get(&old_done.id).await.unwrap().is_none());
         assert!(s.get(&soon.id).await.unwrap().is_some(), "queued ones are never pruned");
+    }
+
+    #[tokio::test]
+    async fn only_a_dead_letter_is_redriven_and_it_starts_afresh() {
+        let s = InvocationStore::new(Arc::new(MemoryStore::new()));
+        let inv = s.create(queued("a", 1)).await.unwrap();
+        assert!(matches!(s.redrive(&inv.id).await.unwrap(), Redrive::NotDead(InvocationState::Queued)));
+        s.update(&inv.id, |i| {
+            i.state = InvocationState::Dead;
+            i.attempts.push(crate::model::InvocationAttempt {
+                number: 1,
+                started_ms: 2,
+                duration_ms: 1,
+                status: Some(503),
+                error: None,
+            });
+            i.reason = Some("5 attempts failed".into());
+            i.finished_ms = Some(3);
+            i.next_attempt_ms = None;
+            true
+        })
+        .await
+        .unwrap();
+        let Redrive::Requeued(again) = s.redrive(&inv.id).await.unwrap() else { panic!("not requeued") };
+        assert_eq!(
+            (again.state, again.attempts.len(), again.reason, again.finished_ms),
+            (InvocationState::Queued, 0, None, None)
+        );
+        assert_eq!(s.due(u64::MAX, 10).await.unwrap().len(), 1, "due again");
+        let missing = InvocationId::generate(&f("a"), 9).unwrap();
+        assert!(matches!(s.redrive(&missing).await.unwrap(), Redrive::Missing));
     }
 
     #[tokio::test]

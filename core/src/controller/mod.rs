@@ -32,7 +32,7 @@ mod workqueue;
 pub use autoscaler::{Autoscaler, AutoscalerConfig, Decision};
 pub use consume::{Attempt, EventHandler, run_consumer};
 pub use error::{HandlerError, PlatformError};
-pub use invocations::InvocationStore;
+pub use invocations::{InvocationStore, Redrive};
 pub use invoker::{Invoker, InvokerConfig, StoreIntake};
 pub use plan::{Plan, PlanInput, Step, plan};
 pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, StatusUpdate, StoreActivator};
