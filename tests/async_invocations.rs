@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use pilotlight::core::controller::{InvocationStore, Invoker, InvokerConfig};
 use pilotlight::core::memory::MemoryQueue;
-use pilotlight::core::model::{Domain, Invocation, InvocationId, InvocationState, ScalingInput};
-use pilotlight::core::testkit::{eventually, fixtures::hello_binary, unique};
+use pilotlight::core::model::{
+    CallbackHosts, CallbackState, Domain, Invocation, InvocationId, InvocationState, ScalingInput,
+};
+use pilotlight::core::testkit::http::Receiver;
+use pilotlight::core::testkit::{eventually, fixtures::hello_binary, free_port, unique};
 use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
 use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
 use pilotlight::redb::RedbStore;
@@ -87,7 +90,8 @@ async fn stage(config: InvokerConfig) -> Stage {
         .unwrap();
     gw.set_activator(platform.activator());
     platform.start().await.unwrap();
-    let invoker = Invoker::new(store, Arc::new(gw.dispatcher()), config);
+    let callbacks = Arc::new(pilotlight::gateway::HttpCallbacks::new().unwrap());
+    let invoker = Invoker::new(store, Arc::new(gw.dispatcher()), callbacks, config);
     gw.set_intake(Arc::new(invoker.intake()));
     let invocations = invoker.invocations().clone();
     let cancel = CancellationToken::new();
@@ -159,7 +163,12 @@ async fn an_async_request_is_accepted_at_once_and_delivered_from_zero_with_its_c
 
 #[tokio::test]
 async fn answers_that_are_not_retried_end_at_once_and_bad_input_queues_nothing() {
-    let s = stage(InvokerConfig { scan_period: Duration::from_millis(200), ..Default::default() }).await;
+    let s = stage(InvokerConfig {
+        scan_period: Duration::from_millis(200),
+        callback_hosts: CallbackHosts::parse("callback_hosts", ["127.0.0.1", "*.hooks.example"]).unwrap(),
+        ..Default::default()
+    })
+    .await;
     s.deploy("plain", hello_binary().to_str().unwrap(), 1).await;
     s.platform.wait_ready(&"plain".parse().unwrap(), Duration::from_secs(30)).await.unwrap();
     let id = accepted(&async_get(s.gw.http_addr(), "plain.localhost", "/nowhere", "").await);
@@ -171,8 +180,10 @@ async fn answers_that_are_not_retried_end_at_once_and_bad_input_queues_nothing()
     let bad_url = async_get(s.gw.http_addr(), "plain.localhost", "/", "X-Callback-Url: ftp://example/x\r\n").await;
     assert_eq!(bad_url.status, 400, "{}", bad_url.body);
     assert!(bad_url.body.contains("X-Callback-Url") && bad_url.body.contains("http"), "{}", bad_url.body);
-    let later = async_get(s.gw.http_addr(), "plain.localhost", "/", "X-Callback-Url: http://127.0.0.1:9/cb\r\n").await;
-    assert_eq!(later.status, 501, "callbacks are refused, not accepted and dropped: {}", later.body);
+    let outside =
+        async_get(s.gw.http_addr(), "plain.localhost", "/", "X-Callback-Url: http://hooks.example/cb\r\n").await;
+    assert_eq!(outside.status, 400, "a host outside the allow-list: {}", outside.body);
+    assert!(outside.body.contains("allow-list") && outside.body.contains("hooks.example"), "{}", outside.body);
     let big = send(
         s.gw.http_addr(),
         "POST / HTTP/1.1\r\nHost: plain.localhost\r\nPrefer: respond-async\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n",
@@ -208,5 +219,109 @@ async fn a_function_that_keeps_answering_503_is_retried_with_backoff_then_dead_w
     assert!(gaps.iter().all(|g| *g >= 80), "attempts were spaced by the backoff: {gaps:?}");
     let last = done.response.unwrap();
     assert_eq!((last.status, last.body.as_slice()), (503, &b"status 503\n"[..]), "the last answer is kept");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_accepted_invocation_is_called_back_once_although_the_receiver_was_down_for_a_while() {
+    let config = InvokerConfig {
+        max_attempts: 2,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        scan_period: Duration::from_millis(100),
+        callback_max_attempts: 40,
+        callback_hosts: CallbackHosts::parse("callback_hosts", ["127.0.0.1"]).unwrap(),
+        ..Default::default()
+    };
+    let s = stage(config).await;
+    s.deploy("cb", hello_binary().to_str().unwrap(), 1).await;
+    s.platform.wait_ready(&"cb".parse().unwrap(), Duration::from_secs(30)).await.unwrap();
+    // The receiver's port is chosen, but nothing listens there yet.
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let header = format!("X-Callback-Url: http://{addr}/done?batch=1\r\n");
+    let mut expected = Vec::new();
+    for (path, state, status) in [
+        ("/", "succeeded", Some("200")),
+        ("/nowhere", "failed", Some("404")),
+        ("/status?code=503", "dead", Some("503")),
+    ] {
+        for _ in 0..5 {
+            let id = accepted(&async_get(s.gw.http_addr(), "cb.localhost", path, &header).await);
+            expected.push((id, state, status));
+        }
+    }
+    for (id, _, _) in &expected {
+        s.finished(id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = s.invocations.get(&expected[0].0).await.unwrap().unwrap().callback.unwrap();
+    assert_eq!(waiting.state, CallbackState::Pending, "nobody listens yet: {waiting:?}");
+    assert!(!waiting.attempts.is_empty(), "it was tried: {waiting:?}");
+    let receiver = Receiver::start(addr, 200).await.unwrap();
+    let invocations = s.invocations.clone();
+    let ids: Vec<InvocationId> = expected.iter().map(|(id, _, _)| id.clone()).collect();
+    eventually(Duration::from_secs(30), "every callback is delivered", || {
+        let (invocations, ids) = (invocations.clone(), ids.clone());
+        async move {
+            for id in ids {
+                let i = invocations.get(&id).await.unwrap().unwrap();
+                if i.callback.is_none_or(|c| c.state != CallbackState::Delivered) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let got = receiver.received();
+    assert_eq!(got.len(), expected.len(), "one callback per invocation: {got:#?}");
+    let mut retried = 0;
+    for (id, state, status) in &expected {
+        let calls: Vec<_> = got.iter().filter(|r| r.header("x-call-id") == Some(id.as_str())).collect();
+        assert_eq!(calls.len(), 1, "exactly one callback for {id}");
+        let call = calls[0];
+        assert_eq!((call.method.as_str(), call.path.as_str()), ("POST", "/done?batch=1"));
+        assert_eq!(call.header("x-function-name"), Some("cb"));
+        assert_eq!(call.header("x-invocation-state"), Some(*state), "{call:?}");
+        assert_eq!(call.header("x-function-status"), *status, "{call:?}");
+        assert!(call.header("x-duration-seconds").unwrap().parse::<f64>().unwrap() >= 0.0);
+        let attempts: usize = call.header("x-attempts").unwrap().parse().unwrap();
+        assert_eq!(attempts, if *state == "dead" { 2 } else { 1 }, "{call:?}");
+        if *state == "succeeded" {
+            assert!(String::from_utf8_lossy(&call.body).contains("Hello from cb"), "the function's answer: {call:?}");
+        }
+        let kept = s.invocations.get(id).await.unwrap().unwrap().callback.unwrap();
+        assert_eq!(kept.attempts.last().unwrap().status, Some(200));
+        assert!(kept.attempts[..kept.attempts.len() - 1].iter().all(|a| a.status.is_none() && a.error.is_some()));
+        retried += usize::from(kept.attempts.len() > 1);
+    }
+    assert_eq!(retried, expected.len(), "every callback was first tried while the receiver was down");
+    receiver.stop();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_the_receiver_refuses_is_recorded_as_failed_not_retried() {
+    let config = InvokerConfig { scan_period: Duration::from_millis(100), ..Default::default() };
+    let s = stage(config).await;
+    s.deploy("refused", hello_binary().to_str().unwrap(), 1).await;
+    s.platform.wait_ready(&"refused".parse().unwrap(), Duration::from_secs(30)).await.unwrap();
+    let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0)), 410).await.unwrap();
+    let header = format!("X-Callback-Url: http://{}/gone\r\n", receiver.addr());
+    let id = accepted(&async_get(s.gw.http_addr(), "refused.localhost", "/", &header).await);
+    let invocations = s.invocations.clone();
+    let i2 = id.clone();
+    eventually(Duration::from_secs(30), "the callback ends", || {
+        let (invocations, id) = (invocations.clone(), i2.clone());
+        async move {
+            invocations.get(&id).await.unwrap().unwrap().callback.is_some_and(|c| c.state != CallbackState::Pending)
+        }
+    })
+    .await;
+    let c = s.invocations.get(&id).await.unwrap().unwrap().callback.unwrap();
+    assert_eq!(c.state, CallbackState::Failed);
+    assert_eq!(c.attempts.len(), 1, "a 4xx is not retried: {c:?}");
+    assert!(c.reason.as_deref().unwrap().contains("410"), "{c:?}");
+    assert_eq!(receiver.received().len(), 1);
     s.stop().await;
 }

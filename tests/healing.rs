@@ -495,11 +495,13 @@ both!(image_appears_later, removed_while_frozen, desired_scale_survives_a_restar
 
 /// One raw asynchronous GET (`Prefer: respond-async`) through the edge: the
 /// `X-Call-Id` of a 202, or `None` (refused, a server that just died).
-async fn async_get(edge: std::net::SocketAddr, host: &str, path: &str) -> Option<String> {
+async fn async_get(edge: std::net::SocketAddr, host: &str, path: &str, callback: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(edge).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nPrefer: respond-async\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nPrefer: respond-async\r\nX-Callback-Url: {callback}\r\nConnection: close\r\n\r\n"
+        );
         conn.write_all(req.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         conn.read_to_end(&mut raw).await.ok()?;
@@ -518,7 +520,8 @@ async fn async_get(edge: std::net::SocketAddr, host: &str, path: &str) -> Option
 /// The embedded defaults' promise for asynchronous invocations: the server
 /// is `kill -9`ed twice while asynchronous requests stream in through the
 /// edge, and restarted on the same data directory. Every request that got a
-/// 202 reaches the function (which sees its call id) and ends `succeeded`.
+/// 202 reaches the function (which sees its call id), ends `succeeded`, and
+/// is called back at a receiver that outlives the kills.
 #[tokio::test]
 async fn process_async_invocations_survive_kill_9_of_the_server() {
     let mut lab = Lab::new(Kind::Process, false).await.unwrap();
@@ -534,10 +537,12 @@ async fn process_async_invocations_survive_kill_9_of_the_server() {
     c.deploy(&spec).await.unwrap();
     lab.until("inbox", "ready", ready_with(1)).await;
     let edge = std::net::SocketAddr::from(([127, 0, 0, 1], lab.http));
+    let receiver = http::Receiver::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), 200).await.unwrap();
+    let callback = format!("http://{}/inbox", receiver.addr());
     let mut accepted = Vec::new();
     for round in 0..3 {
         for _ in 0..25 {
-            if let Some(id) = async_get(edge, "inbox.localhost", "/headers").await {
+            if let Some(id) = async_get(edge, "inbox.localhost", "/headers", &callback).await {
                 accepted.push(id);
             }
         }
@@ -568,10 +573,27 @@ async fn process_async_invocations_survive_kill_9_of_the_server() {
         assert!(seen.contains(&format!("x-call-id: {id}")), "the function saw the call id: {seen}");
         retried += usize::from(done.attempts.len() > 1);
     }
+    let finished = began.elapsed();
+    let mut twice = 0;
+    for id in &accepted {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = c.invocation(id).await.unwrap();
+            if view.callback.as_ref().is_some_and(|c| c.state == "delivered") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} was never called back: {view:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls = receiver.received().iter().filter(|r| r.header("x-call-id") == Some(id.as_str())).count();
+        assert!(calls >= 1, "{id} is recorded as delivered, so the receiver got it");
+        twice += usize::from(calls > 1);
+    }
     println!(
-        "{} invocations accepted across two kill -9s, all succeeded ({} needed more than one recorded attempt), the last {:.1} s after the final restart",
+        "{} invocations accepted across two kill -9s, all succeeded ({} needed more than one recorded attempt), the last {:.1} s after the final restart; all called back ({} more than once)",
         accepted.len(),
         retried,
-        began.elapsed().as_secs_f64()
+        finished.as_secs_f64(),
+        twice
     );
 }

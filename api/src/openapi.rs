@@ -13,7 +13,7 @@ use crate::{error, routes, views};
     components(schemas(
         views::FunctionView, views::FunctionList, views::InstanceView, views::Receipt, views::InfoView,
         views::StatusEvent, views::LogLineView, views::Health, error::ErrorBody, error::ErrorDetail,
-        views::InvocationView, views::InvocationAttemptView, views::InvocationResponseView,
+        views::InvocationView, views::InvocationAttemptView, views::CallbackView, views::InvocationResponseView,
         views::InvocationList, views::InvocationReceipt, views::RedriveCount,
         pilotlight_core::FunctionSpecInput,
     )),

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 use pilotlight_core::FunctionName;
 use pilotlight_core::ports::LogOptions;
+use pilotlight_core::ports::{IntakeError, InvocationIntake};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -163,6 +164,10 @@ pub struct InvokeQuery {
     /// The path and query the function receives (default `/`); the request is a POST with this call's body.
     #[param(pattern = "^/[!-~]*$", max_length = 8192)]
     pub path: Option<String>,
+    /// Where the outcome is POSTed when it is final (as `X-Callback-Url` at the edge): an `http` or `https` URL
+    /// whose host this platform's callback allow-list allows.
+    #[param(pattern = "^https?://[!-~]+$", max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// Invoke a function asynchronously: the body is kept and delivered to the
@@ -202,16 +207,30 @@ pub async fn invoke(
     let path = query.path.unwrap_or_else(|| "/".to_owned());
     let request = pilotlight_core::model::InvocationRequest::new("POST", &path, kept, bytes.to_vec())
         .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "path", v.message))?;
-    let id = pilotlight_core::model::InvocationId::generate(&name, pilotlight_core::support::now_ms())
-        .map_err(store_unavailable)?;
-    let created = shared
-        .platform
-        .invocations()
-        .create(pilotlight_core::model::Invocation::queued(id, request, None))
-        .await
-        .map_err(store_unavailable)?;
-    tracing::info!(function = %name, id = %created.id, "invocation accepted through the API");
-    Ok(queued_answer(&created.id))
+    let callback = query
+        .callback_url
+        .as_deref()
+        .map(pilotlight_core::model::CallbackUrl::new)
+        .transpose()
+        .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", v.field, v.message))?;
+    let fallback;
+    let intake: &dyn InvocationIntake = match &shared.config.intake {
+        Some(i) => i.as_ref(),
+        None => {
+            fallback = shared.platform.invocation_intake(pilotlight_core::model::CallbackHosts::any());
+            &fallback
+        }
+    };
+    let id = match intake.accept(&name, request, callback).await {
+        Ok(id) => id,
+        Err(IntakeError::NotFound(_)) => return Err(ApiError::not_found(format!("function `{name}` not found"))),
+        Err(IntakeError::Invalid(v)) => {
+            return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", v.field, v.message));
+        }
+        Err(e) => return Err(store_unavailable(e)),
+    };
+    tracing::info!(function = %name, %id, "invocation accepted through the API");
+    Ok(queued_answer(&id))
 }
 
 /// What the invocation lists accept.

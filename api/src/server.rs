@@ -42,6 +42,11 @@ pub struct ApiConfig {
     pub queue: String,
     /// How long shutdown lets requests finish; open event and log streams end at once.
     pub shutdown_grace: Duration,
+    /// Where `POST /v1/functions/{name}/invocations` hands invocations: the
+    /// server's invoker (which checks the callback allow-list and is woken at
+    /// once). `None` records them straight in the platform's Store, callbacks
+    /// allowed to any host, for an invoker that scans it.
+    pub intake: Option<Arc<dyn pilotlight_core::ports::InvocationIntake>>,
 }
 
 impl ApiConfig {
@@ -56,6 +61,7 @@ impl ApiConfig {
             edge: "unknown".into(),
             queue: "unknown".into(),
             shutdown_grace: Duration::from_secs(10),
+            intake: None,
         }
     }
 }

@@ -222,12 +222,41 @@ pub struct InvocationView {
     pub response: Option<InvocationResponseView>,
     /// Where the outcome is POSTed.
     pub callback_url: Option<String>,
+    /// The delivery of the outcome to `callback_url`, once it is final.
+    pub callback: Option<CallbackView>,
     /// When it was accepted, in ms since the Unix epoch.
     pub created_ms: u64,
     /// When the next attempt is due (queued ones).
     pub next_attempt_ms: Option<u64>,
     /// When it reached a final state.
     pub finished_ms: Option<u64>,
+}
+
+/// Where the delivery of an invocation's outcome to its callback URL stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackView {
+    /// `pending`, `delivered` (the receiver answered 2xx) or `failed`.
+    #[schema(pattern = "^(pending|delivered|failed)$")]
+    pub state: String,
+    /// Every delivery attempt; `status` is the receiver's answer.
+    pub attempts: Vec<InvocationAttemptView>,
+    /// When the next attempt is due (pending ones).
+    pub next_attempt_ms: Option<u64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+fn attempt_views(attempts: Vec<pilotlight_core::model::InvocationAttempt>) -> Vec<InvocationAttemptView> {
+    attempts
+        .into_iter()
+        .map(|a| InvocationAttemptView {
+            number: a.number,
+            started_ms: a.started_ms,
+            duration_ms: a.duration_ms,
+            status: a.status,
+            error: a.error,
+        })
+        .collect()
 }
 
 /// One attempt of an invocation.
@@ -269,17 +298,7 @@ impl From<pilotlight_core::model::Invocation> for InvocationView {
             method: i.request.method().to_owned(),
             path: i.request.path().to_owned(),
             body_bytes: i.request.body().len(),
-            attempts: i
-                .attempts
-                .into_iter()
-                .map(|a| InvocationAttemptView {
-                    number: a.number,
-                    started_ms: a.started_ms,
-                    duration_ms: a.duration_ms,
-                    status: a.status,
-                    error: a.error,
-                })
-                .collect(),
+            attempts: attempt_views(i.attempts),
             response: i.response.map(|r| InvocationResponseView {
                 status: r.status,
                 headers: r.headers,
@@ -287,6 +306,15 @@ impl From<pilotlight_core::model::Invocation> for InvocationView {
                 truncated: r.truncated,
             }),
             callback_url: i.callback_url.map(|u| u.as_str().to_owned()),
+            callback: i.callback.map(|c| CallbackView {
+                state: serde_json::to_value(c.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                attempts: attempt_views(c.attempts),
+                next_attempt_ms: c.next_attempt_ms,
+                reason: c.reason,
+            }),
             created_ms: i.created_ms,
             next_attempt_ms: i.next_attempt_ms,
             finished_ms: i.finished_ms,

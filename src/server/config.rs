@@ -62,6 +62,13 @@ pub struct ServerConfig {
     /// How the gateway reaches Docker containers: `auto`, `namespace` or `published`.
     /// `auto` is `namespace` with the gateway edge and `published` with NGINX.
     pub docker_endpoint: String,
+    /// Hosts asynchronous invocations may be called back at, comma-separated
+    /// (`hooks.example.com`, `*.example.com`, `127.0.0.1`); empty allows any.
+    pub callback_hosts: String,
+    /// Attempts of an asynchronous invocation before it is a dead letter.
+    pub async_max_attempts: u64,
+    /// Attempts to deliver a callback before it is recorded as failed.
+    pub callback_max_attempts: u64,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +98,9 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_header_line_bytes: 16 * 1024,
             docker_endpoint: "auto".into(),
+            callback_hosts: String::new(),
+            async_max_attempts: 5,
+            callback_max_attempts: 10,
         }
     }
 }
@@ -129,6 +139,12 @@ const KEYS: &[Key] = &[
         name: "docker_endpoint",
         help: "auto | namespace | published: reach containers inside their network namespace or on a published port [auto: namespace with the gateway, published with nginx]",
     },
+    Key {
+        name: "callback_hosts",
+        help: "hosts X-Callback-Url may name, comma-separated: hooks.example.com, *.example.com, 127.0.0.1 [any]",
+    },
+    Key { name: "async_max_attempts", help: "attempts of an asynchronous invocation before it is a dead letter [5]" },
+    Key { name: "callback_max_attempts", help: "attempts to deliver a callback before it is recorded as failed [10]" },
 ];
 
 /// A bad setting: which key, and the rule.
@@ -214,12 +230,15 @@ impl ServerConfig {
             "nginx_status_addr" => self.nginx_status_addr = addr(value)?,
             "docker_host" => self.docker_host = Some(value.into()),
             "docker_endpoint" => self.docker_endpoint = value.into(),
+            "callback_hosts" => self.callback_hosts = value.into(),
             "memory_budget_mb"
             | "autoscale_tick_ms"
             | "scale_down_window_s"
             | "resync_period_s"
             | "backoff_max_s"
             | "max_header_bytes"
+            | "async_max_attempts"
+            | "callback_max_attempts"
             | "max_header_line_bytes" => {
                 let n: u64 = value.parse().map_err(|_| bad(format!("must be a whole number (got {value:?})")))?;
                 match key {
@@ -229,6 +248,8 @@ impl ServerConfig {
                     "autoscale_tick_ms" => self.autoscale_tick_ms = n,
                     "resync_period_s" => self.resync_period_s = n,
                     "backoff_max_s" => self.backoff_max_s = n,
+                    "async_max_attempts" => self.async_max_attempts = n,
+                    "callback_max_attempts" => self.callback_max_attempts = n,
                     _ => self.scale_down_window_s = n,
                 }
             }
@@ -297,6 +318,12 @@ impl ServerConfig {
                 format!("must be an address such as 127.0.0.1:8443, or `off` (got {:?})", self.https_addr),
             )
         })
+    }
+
+    /// The callback allow-list.
+    pub fn callback_hosts(&self) -> Result<pilotlight_core::model::CallbackHosts, ConfigError> {
+        pilotlight_core::model::CallbackHosts::parse("callback_hosts", self.callback_hosts.split(','))
+            .map_err(|e| self.error("callback_hosts", e.message))
     }
 
     fn error(&self, key: &str, message: String) -> ConfigError {
@@ -374,6 +401,14 @@ impl ServerConfig {
                     self.max_header_bytes, self.max_header_line_bytes
                 ),
             ));
+        }
+        self.callback_hosts()?;
+        for (key, n) in
+            [("async_max_attempts", self.async_max_attempts), ("callback_max_attempts", self.callback_max_attempts)]
+        {
+            if !(1..=100).contains(&n) {
+                return Err(self.error(key, format!("must be 1 to 100 (got {n})")));
+            }
         }
         if let Some(h) = &self.docker_host {
             let path = h.strip_prefix("unix://").unwrap_or_default();

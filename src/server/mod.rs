@@ -79,6 +79,9 @@ impl Server {
     /// fails, the parts already started are stopped again.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
+        let callback_hosts = config.callback_hosts()?;
+        let callbacks = pilotlight_gateway::HttpCallbacks::new()
+            .map_err(|e| start_error("callbacks")(format!("the system's TLS roots cannot be read: {e}")))?;
         // The runtime first: without an engine nothing is written to the data directory.
         let runtime: Arc<dyn Runtime> = match config.runtime.as_str() {
             "process" => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
@@ -227,7 +230,14 @@ impl Server {
         }
         // Asynchronous invocations: the edge records them in the Store and the
         // invoker delivers them back through the edge (activation from zero included).
-        let invoker = Invoker::new(invocation_store, Arc::new(gateway.dispatcher()), InvokerConfig::default());
+        let invoker_config = InvokerConfig {
+            max_attempts: u32::try_from(config.async_max_attempts).unwrap_or(5),
+            callback_max_attempts: u32::try_from(config.callback_max_attempts).unwrap_or(10),
+            callback_hosts,
+            ..InvokerConfig::default()
+        };
+        let invoker =
+            Invoker::new(invocation_store, Arc::new(gateway.dispatcher()), Arc::new(callbacks), invoker_config);
         gateway.set_intake(Arc::new(invoker.intake()));
         let invoker_stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(Arc::clone(&invoker).run(invoker_stop.clone()));
@@ -240,6 +250,7 @@ impl Server {
         api.runtime = config.runtime.clone();
         api.edge = config.edge.clone();
         api.queue = config.queue.split("://").next().unwrap_or("memory").to_owned();
+        api.intake = Some(Arc::new(invoker.intake()));
         let api = match ApiServer::start(platform.clone(), api).await {
             Ok(a) => a,
             Err(e) => {

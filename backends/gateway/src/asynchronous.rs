@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pilotlight_core::model::{CallbackUrl, Domain, FunctionName, InvocationRequest, InvocationResponse};
-use pilotlight_core::ports::{Dispatch, DispatchError, Dispatched, IntakeError, InvocationIntake};
+use pilotlight_core::ports::{CallbackSender, Dispatch, DispatchError, Dispatched, IntakeError, InvocationIntake};
 
 use crate::headers::strip_hop_by_hop;
 use crate::responses;
@@ -80,14 +80,6 @@ pub(crate) async fn accept(
             }
         }
     };
-    if callback.is_some() {
-        // Refused rather than accepted and never called: callbacks come with the rest of issue 14.
-        return responses::error(
-            StatusCode::NOT_IMPLEMENTED,
-            "callbacks_not_supported",
-            "X-Callback-Url is not supported yet; read the outcome at the Location instead. Nothing was accepted",
-        );
-    }
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // What the edge itself answers or sets again on delivery is not replayed.
@@ -128,6 +120,9 @@ pub(crate) async fn accept(
                 h.insert("x-call-id", call);
             }
             resp
+        }
+        Err(IntakeError::Invalid(v)) => {
+            responses::error(StatusCode::BAD_REQUEST, "invalid_callback_url", &format!("X-Callback-Url: {}", v.message))
         }
         Err(IntakeError::NotFound(_)) => responses::error(
             StatusCode::NOT_FOUND,
@@ -253,6 +248,77 @@ impl Dispatch for GatewayDispatch {
             retry_after,
         })
     }
+}
+
+/// Sends callbacks over HTTP or HTTPS (verified against the system's
+/// roots), one pooled client for all of them.
+pub struct HttpCallbacks {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl HttpCallbacks {
+    /// A sender that trusts the system's certificate roots. Fails when none can be read.
+    pub fn new() -> Result<Self, std::io::Error> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl CallbackSender for HttpCallbacks {
+    async fn post(
+        &self,
+        url: &CallbackUrl,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u16, DispatchError> {
+        let bad = |e: &dyn std::fmt::Display| DispatchError::Failed(format!("the callback cannot be sent: {e}"));
+        let uri: Uri = url.as_str().parse().map_err(|e| bad(&e))?;
+        let mut req = Request::builder()
+            .method(http::Method::POST)
+            .uri(uri)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| bad(&e))?;
+        for (name, value) in &headers {
+            let (n, v) = (
+                HeaderName::try_from(name.as_str()).map_err(|e| bad(&e))?,
+                HeaderValue::try_from(value.as_str()).map_err(|e| bad(&e))?,
+            );
+            req.headers_mut().insert(n, v);
+        }
+        let exchange = async {
+            // Any failure to get an answer is worth another attempt: a refused
+            // or reset connection, a TLS handshake that failed, a broken body.
+            let resp = self.client.request(req).await.map_err(|e| DispatchError::Connect(error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            // The receiver's body is not kept; read (a little of) it so the connection can be reused.
+            let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
+            Ok(status)
+        };
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| DispatchError::Timeout(timeout))?
+    }
+}
+
+/// An error and its sources, on one line (hyper's own message is often just "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ mod tls;
 mod upgrade;
 
 pub use acme::{AcmeConfig, AcmeIssuer};
-pub use asynchronous::GatewayDispatch;
+pub use asynchronous::{GatewayDispatch, HttpCallbacks};
 pub use config::{GatewayConfig, TlsSource};
 pub use error::GatewayError;
 pub use server::Gateway;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{FunctionName, Invocation, InvocationId, InvocationState};
+use crate::model::{CallbackState, FunctionName, Invocation, InvocationId, InvocationState};
 use crate::ports::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
 
 /// How often an update reads again after a conflicting write before it gives up.
@@ -50,6 +50,20 @@ fn decode(doc: Doc) -> Result<Invocation, StoreError> {
 
 fn encode(inv: &Invocation) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(inv).map_err(|e| StoreError::Backend { source: Box::new(e), retryable: false })
+}
+
+/// When `inv` next needs the invoker: its next attempt while it is queued or
+/// running, its callback's next attempt once it is final; `None` when nothing
+/// is left to do.
+pub fn due_at(inv: &Invocation) -> Option<u64> {
+    match inv.state {
+        InvocationState::Queued | InvocationState::Running => Some(inv.next_attempt_ms.unwrap_or(0)),
+        _ => inv
+            .callback
+            .as_ref()
+            .filter(|c| c.state == CallbackState::Pending && inv.callback_url.is_some())
+            .map(|c| c.next_attempt_ms.unwrap_or(0)),
+    }
 }
 
 impl InvocationStore {
@@ -118,6 +132,8 @@ impl InvocationStore {
                 i.reason = None;
                 i.finished_ms = None;
                 i.next_attempt_ms = Some(now);
+                // Its new outcome is called back again.
+                i.callback = None;
                 true
             })
             .await?;
@@ -176,19 +192,18 @@ impl InvocationStore {
         }
     }
 
-    /// Queued invocations due at `now_ms` (and those left `running` by a
-    /// process that died: their attempt is due again), earliest first, at most `limit`.
+    /// What is due at `now_ms`, earliest first, at most `limit`: queued
+    /// invocations (and those left `running` by a process that died: their
+    /// attempt is due again), and finished ones whose callback is pending.
     pub async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Invocation>, StoreError> {
         let mut due = Vec::new();
         self.scan(|inv| {
-            let ready = matches!(inv.state, InvocationState::Queued | InvocationState::Running)
-                && inv.next_attempt_ms.is_none_or(|t| t <= now_ms);
-            if ready {
+            if due_at(&inv).is_some_and(|t| t <= now_ms) {
                 due.push(inv);
             }
         })
         .await?;
-        due.sort_by_key(|i| (i.next_attempt_ms.unwrap_or(0), i.id.clone()));
+        due.sort_by_key(|i| (due_at(i).unwrap_or(0), i.id.clone()));
         due.truncate(limit);
         Ok(due)
     }
@@ -198,7 +213,7 @@ impl InvocationStore {
     pub async fn prune(&self, finished_before_ms: u64) -> Result<usize, StoreError> {
         let mut old = Vec::new();
         self.scan(|inv| {
-            if inv.state.is_final() && inv.finished_ms.is_some_and(|f| f < finished_before_ms) {
+            if due_at(&inv).is_none() && inv.finished_ms.is_some_and(|f| f < finished_before_ms) {
                 old.push(inv);
             }
         })

@@ -328,6 +328,10 @@ pub struct Invocation {
     pub reason: Option<String>,
     /// Where the outcome is POSTed.
     pub callback_url: Option<CallbackUrl>,
+    /// Where the outcome's delivery to `callback_url` stands; set when the
+    /// invocation reaches a final state (absent on documents written before callbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackDelivery>,
     /// When it was accepted, ms since the epoch.
     pub created_ms: u64,
     /// When it reached a final state.
@@ -350,6 +354,7 @@ impl Invocation {
             response: None,
             reason: None,
             callback_url,
+            callback: None,
             created_ms,
             finished_ms: None,
             revision: 0,
@@ -359,6 +364,109 @@ impl Invocation {
     /// The function it invokes.
     pub fn function(&self) -> FunctionName {
         self.id.function()
+    }
+}
+
+/// Where the delivery of an invocation's outcome to its callback URL stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    /// Not delivered yet; the next attempt is due at `next_attempt_ms`.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed, or the receiver refused it (a 4xx); `reason` says which.
+    Failed,
+}
+
+/// The callback of an invocation that reached a final state: its attempts,
+/// and whether it is still to be delivered. Kept in the invocation's document,
+/// so a delivery survives a crash like the invocation itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackDelivery {
+    /// Where it stands.
+    pub state: CallbackState,
+    /// Every attempt so far (`status` is the receiver's answer).
+    pub attempts: Vec<InvocationAttempt>,
+    /// When the next attempt is due (while pending; during an attempt, when
+    /// its claim runs out).
+    pub next_attempt_ms: Option<u64>,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
+}
+
+impl CallbackDelivery {
+    /// A delivery to be made now.
+    pub fn pending(now_ms: u64) -> Self {
+        Self { state: CallbackState::Pending, attempts: Vec::new(), next_attempt_ms: Some(now_ms), reason: None }
+    }
+}
+
+/// Which hosts callbacks may be sent to. The platform calls whatever URL a
+/// caller names, from inside the operator's network, so an operator can
+/// narrow it: each entry is a host (`hooks.example.com`) or every subdomain
+/// of one (`*.example.com`). Empty allows every host (the default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallbackHosts(Vec<String>);
+
+impl CallbackHosts {
+    /// Every host.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// Parses entries such as `hooks.example.com`, `*.example.com` or
+    /// `127.0.0.1`; `field` names the setting in errors.
+    pub fn parse<'a>(field: &str, entries: impl IntoIterator<Item = &'a str>) -> Result<Self, ValidationError> {
+        let mut kept = Vec::new();
+        for entry in entries {
+            let entry = entry.trim().to_ascii_lowercase();
+            if entry.is_empty() {
+                continue;
+            }
+            let host = entry.strip_prefix("*.").unwrap_or(&entry);
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            let ipv6 = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+            if host.len() > 253 || !(ipv6 || host.split('.').all(label_ok)) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "{} is not a host: use `hooks.example.com`, `*.example.com`, an IP address or `[::1]`",
+                        super::validation::shown(&entry)
+                    ),
+                ));
+            }
+            kept.push(entry);
+        }
+        Ok(Self(kept))
+    }
+
+    /// Whether it allows every host.
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `url`'s host may be called.
+    pub fn allows(&self, url: &CallbackUrl) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let host = url.host();
+        self.0.iter().any(|entry| match entry.strip_prefix("*.") {
+            Some(parent) => host.strip_suffix(parent).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => *entry == host,
+        })
+    }
+
+    /// The entries, as configured.
+    pub fn entries(&self) -> &[String] {
+        &self.0
     }
 }
 
@@ -402,6 +510,27 @@ mod tests {
         assert!(InvocationRequest::new("GET", "/", crlf, vec![]).is_err(), "no line breaks in a value");
         let tampered = json.replace("/hooks?x=1", "hooks");
         assert!(serde_json::from_str::<InvocationRequest>(&tampered).is_err(), "checked when read back");
+    }
+
+    #[test]
+    fn callback_hosts_allow_exact_hosts_and_subdomains() {
+        let url = |u: &str| CallbackUrl::new(u).unwrap();
+        assert!(CallbackHosts::any().allows(&url("http://anything.example:9/x")));
+        let hosts =
+            CallbackHosts::parse("callback_hosts", ["hooks.example.com", " *.corp.example ", "127.0.0.1", ""]).unwrap();
+        assert_eq!(hosts.entries().len(), 3);
+        assert!(hosts.allows(&url("https://hooks.example.com/a")));
+        assert!(hosts.allows(&url("https://HOOKS.example.com/a")), "hosts are case-insensitive");
+        assert!(hosts.allows(&url("http://a.b.corp.example:8080/")));
+        assert!(hosts.allows(&url("http://127.0.0.1:9000/")));
+        assert!(!hosts.allows(&url("http://corp.example/")), "a wildcard is for subdomains");
+        assert!(!hosts.allows(&url("http://evilcorp.example/")));
+        assert!(!hosts.allows(&url("http://hooks.example.com.evil/")));
+        assert!(!hosts.allows(&url("http://127.0.0.2/")));
+        for bad in ["http://x", "a b", "-a.example", "*.", "a..b"] {
+            let e = CallbackHosts::parse("callback_hosts", [bad]).unwrap_err();
+            assert_eq!(e.field, "callback_hosts", "{bad}");
+        }
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum IntakeError {
     /// It could not be recorded now; nothing was accepted.
     #[error("cannot accept the invocation now: {0}")]
     Unavailable(String),
+    /// The request breaks a rule of this deployment (a callback host outside
+    /// the allow-list); nothing was accepted.
+    #[error(transparent)]
+    Invalid(#[from] crate::model::ValidationError),
 }
 
 /// Sends a request to a function and returns its answer, through an edge's
@@ -77,4 +81,20 @@ pub enum DispatchError {
     /// The exchange broke.
     #[error("{0}")]
     Failed(String),
+}
+
+/// Sends an invocation's outcome to its callback URL: one POST, with the
+/// headers and body given, answered within `timeout`. The invoker decides
+/// what is retried; an implementation only reports what happened.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait CallbackSender: Send + Sync + 'static {
+    /// POSTs `body` to `url`; the receiver's status, or why there is none.
+    async fn post(
+        &self,
+        url: &CallbackUrl,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u16, DispatchError>;
 }

@@ -15,7 +15,7 @@ mod runtime;
 mod store;
 
 pub use activator::{Activation, ActivationError, Activator};
-pub use invocations::{Dispatch, DispatchError, Dispatched, IntakeError, InvocationIntake};
+pub use invocations::{CallbackSender, Dispatch, DispatchError, Dispatched, IntakeError, InvocationIntake};
 pub use load::{FunctionLoad, LoadSource};
 pub use queue::{
     Acknowledge, Delivery, Message, Queue, QueueError, Subscription, check_topic_name, dead_letter_topic, headers,
@@ -30,7 +30,7 @@ pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
 #[cfg(any(test, feature = "mocks"))]
 pub use activator::MockActivator;
 #[cfg(any(test, feature = "mocks"))]
-pub use invocations::{MockDispatch, MockInvocationIntake};
+pub use invocations::{MockCallbackSender, MockDispatch, MockInvocationIntake};
 #[cfg(any(test, feature = "mocks"))]
 pub use load::MockLoadSource;
 #[cfg(any(test, feature = "mocks"))]

@@ -165,6 +165,13 @@ impl Platform {
         ))
     }
 
+    /// An intake of asynchronous invocations straight into this platform's
+    /// Store, allowing callbacks to `callback_hosts`, for an invoker that
+    /// scans it (the server's own invoker hands out one that also wakes it).
+    pub fn invocation_intake(&self, callback_hosts: crate::model::CallbackHosts) -> super::invoker::StoreIntake {
+        super::invoker::StoreIntake::new(Arc::clone(&self.inner.store), callback_hosts)
+    }
+
     /// The asynchronous invocations kept in this platform's Store.
     pub fn invocations(&self) -> super::invocations::InvocationStore {
         super::invocations::InvocationStore::new(Arc::clone(&self.inner.store))

@@ -6,6 +6,8 @@
 //! Invoker (woken, and every scan_period): due invocations ─ claim (queued → running, compare-and-set)
 //!   ─ Dispatch through the edge (activation from zero) with X-Call-Id and X-Attempt
 //!   ─ record the attempt: succeeded / failed, or queued again with backoff, or dead after max_attempts
+//!   ─ final, with an X-Callback-Url: the callback is pending in the same document
+//! Invoker (same scan): pending callbacks ─ claim ─ POST the outcome ─ delivered, retried with backoff, or failed
 //! ```
 //!
 //! Level-triggered like the runtime worker: the Store holds every accepted
@@ -24,12 +26,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::invocations::InvocationStore;
+mod callback;
+
+use super::invocations::{InvocationStore, due_at};
 use super::workqueue::jitter;
 use crate::model::{
-    CallbackUrl, FunctionName, Invocation, InvocationAttempt, InvocationId, InvocationRequest, InvocationState,
+    CallbackDelivery, CallbackHosts, CallbackUrl, FunctionName, Invocation, InvocationAttempt, InvocationId,
+    InvocationRequest, InvocationState, ValidationError,
 };
-use crate::ports::{Dispatch, Dispatched, IntakeError, InvocationIntake, Store};
+use crate::ports::{CallbackSender, Dispatch, Dispatched, IntakeError, InvocationIntake, Store};
 use crate::support::now_ms;
 
 /// Settings of an [`Invoker`].
@@ -51,6 +56,16 @@ pub struct InvokerConfig {
     pub retention: Duration,
     /// Retry every 5xx, not only 502, 503 and 504 (default off).
     pub retry_any_5xx: bool,
+    /// The hosts callbacks may go to (default: any); checked when an
+    /// invocation is accepted and again before each delivery.
+    pub callback_hosts: CallbackHosts,
+    /// Attempts to deliver a callback before it is recorded as failed
+    /// (default 10: with the default backoff, about five minutes).
+    pub callback_max_attempts: u32,
+    /// How long a callback receiver has to answer (default 10 s).
+    pub callback_timeout: Duration,
+    /// Callbacks under way at once (default 64).
+    pub callback_concurrency: usize,
 }
 
 impl Default for InvokerConfig {
@@ -64,6 +79,10 @@ impl Default for InvokerConfig {
             response_cap: 64 * 1024,
             retention: Duration::from_secs(24 * 3600),
             retry_any_5xx: false,
+            callback_hosts: CallbackHosts::any(),
+            callback_max_attempts: 10,
+            callback_timeout: Duration::from_secs(10),
+            callback_concurrency: 64,
         }
     }
 }
@@ -89,12 +108,35 @@ fn verdict(result: &Result<Dispatched, crate::ports::DispatchError>, retry_any_5
     }
 }
 
+impl InvokerConfig {
+    /// The wait after failed attempt `number` (1-based): `backoff_min`
+    /// doubled per attempt, at most `backoff_max`, less up to 20% of jitter.
+    fn backoff(&self, number: u32) -> Duration {
+        let base = self.backoff_min.saturating_mul(2u32.saturating_pow(number.saturating_sub(1).min(20)));
+        base.min(self.backoff_max).mul_f64(0.8 + 0.2 * jitter())
+    }
+}
+
 /// Records accepted invocations in the Store and wakes the invoker of this
 /// process; another process's invoker finds them at its next scan.
 pub struct StoreIntake {
     store: Arc<dyn Store>,
     invocations: InvocationStore,
     wake: Arc<Notify>,
+    callback_hosts: CallbackHosts,
+}
+
+impl StoreIntake {
+    /// An intake into `store` with no invoker of its own to wake (one that
+    /// scans the Store finds what it accepts), allowing callbacks to `callback_hosts`.
+    pub fn new(store: Arc<dyn Store>, callback_hosts: CallbackHosts) -> Self {
+        Self {
+            invocations: InvocationStore::new(Arc::clone(&store)),
+            store,
+            wake: Arc::new(Notify::new()),
+            callback_hosts,
+        }
+    }
 }
 
 #[async_trait]
@@ -106,6 +148,16 @@ impl InvocationIntake for StoreIntake {
         callback: Option<CallbackUrl>,
     ) -> Result<InvocationId, IntakeError> {
         let unavailable = |e: crate::ports::StoreError| IntakeError::Unavailable(e.to_string());
+        if let Some(url) = callback.as_ref().filter(|u| !self.callback_hosts.allows(u)) {
+            return Err(IntakeError::Invalid(ValidationError::new(
+                "callback_url",
+                format!(
+                    "host `{}` is not in this platform's callback allow-list ({}); nothing was accepted",
+                    url.host(),
+                    self.callback_hosts.entries().join(", ")
+                ),
+            )));
+        }
         match self.store.get(function).await.map_err(unavailable)? {
             Some(r) if !r.deleted => {}
             _ => return Err(IntakeError::NotFound(function.clone())),
@@ -124,22 +176,36 @@ pub struct Invoker {
     store: Arc<dyn Store>,
     invocations: InvocationStore,
     dispatch: Arc<dyn Dispatch>,
+    callbacks: Arc<dyn CallbackSender>,
     config: InvokerConfig,
     wake: Arc<Notify>,
     running: Mutex<HashMap<FunctionName, usize>>,
+    /// Callback deliveries under way.
+    calling: Mutex<usize>,
+    /// Functions the queued gauge was last set for (to zero those that emptied).
+    queued_seen: Mutex<std::collections::HashSet<FunctionName>>,
     attempts: Mutex<JoinSet<()>>,
 }
 
 impl Invoker {
-    /// An invoker of the invocations in `store`, sending them through `dispatch`.
-    pub fn new(store: Arc<dyn Store>, dispatch: Arc<dyn Dispatch>, config: InvokerConfig) -> Arc<Self> {
+    /// An invoker of the invocations in `store`, sending them through
+    /// `dispatch` and their outcomes through `callbacks`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        dispatch: Arc<dyn Dispatch>,
+        callbacks: Arc<dyn CallbackSender>,
+        config: InvokerConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             invocations: InvocationStore::new(Arc::clone(&store)),
             store,
             dispatch,
+            callbacks,
             config,
             wake: Arc::new(Notify::new()),
             running: Mutex::default(),
+            calling: Mutex::new(0),
+            queued_seen: Mutex::default(),
             attempts: Mutex::new(JoinSet::new()),
         })
     }
@@ -151,6 +217,7 @@ impl Invoker {
             store: Arc::clone(&self.store),
             invocations: self.invocations.clone(),
             wake: Arc::clone(&self.wake),
+            callback_hosts: self.config.callback_hosts.clone(),
         }
     }
 
@@ -192,8 +259,13 @@ impl Invoker {
         while self.attempts.lock().try_join_next().is_some() {}
         let now = now_ms();
         let due = self.invocations.due(now, 256).await?;
+        self.observe_backlog(&due, now);
         let mut limits: HashMap<FunctionName, Option<(usize, Duration)>> = HashMap::new();
         for inv in due {
+            if inv.state.is_final() {
+                self.start_callback(inv, now).await?;
+                continue;
+            }
             let function = inv.function();
             if !limits.contains_key(&function) {
                 let record = self.store.get(&function).await?;
@@ -225,7 +297,14 @@ impl Invoker {
                 })
                 .await?;
             let Some(inv) = inv.filter(|_| claimed) else { continue };
-            *self.running.lock().entry(function).or_default() += 1;
+            let in_flight = {
+                let mut running = self.running.lock();
+                let n = running.entry(function.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            metrics::gauge!("pilotlight_invocations_in_flight", "function" => function.to_string())
+                .set(in_flight as f64);
             let me = Arc::clone(self);
             self.attempts.lock().spawn(async move { me.attempt(inv, timeout).await });
         }
@@ -249,8 +328,7 @@ impl Invoker {
             status: result.as_ref().ok().map(|d| d.response.status),
             error: result.as_ref().err().map(ToString::to_string),
         };
-        let base = self.config.backoff_min.saturating_mul(2u32.saturating_pow(number.saturating_sub(1).min(20)));
-        let backoff = base.min(self.config.backoff_max).mul_f64(0.8 + 0.2 * jitter());
+        let backoff = self.config.backoff(number);
         let response = result.ok().map(|d| d.response);
         let max_attempts = self.config.max_attempts.max(1);
         let recorded = self
@@ -267,6 +345,7 @@ impl Invoker {
                 let now = now_ms();
                 match &verdict {
                     Verdict::Succeeded | Verdict::Failed => {
+                        i.callback = i.callback_url.as_ref().map(|_| CallbackDelivery::pending(now));
                         i.state = if verdict == Verdict::Succeeded {
                             InvocationState::Succeeded
                         } else {
@@ -278,6 +357,7 @@ impl Invoker {
                             .then(|| format!("the function answered {}", attempt.status.unwrap_or(0)));
                     }
                     Verdict::Retry(_) if number >= max_attempts => {
+                        i.callback = i.callback_url.as_ref().map(|_| CallbackDelivery::pending(now));
                         i.state = InvocationState::Dead;
                         i.next_attempt_ms = None;
                         i.finished_ms = Some(now);
@@ -318,10 +398,33 @@ impl Invoker {
                 tracing::warn!(id = %inv.id, error = %e, "cannot record an invocation attempt; it will run again")
             }
         }
-        if let Some(n) = self.running.lock().get_mut(&function) {
+        let left = self.running.lock().get_mut(&function).map(|n| {
             *n = n.saturating_sub(1);
-        }
+            *n
+        });
+        metrics::gauge!("pilotlight_invocations_in_flight", "function" => function.to_string())
+            .set(left.unwrap_or(0) as f64);
         self.wake.notify_one();
+    }
+
+    /// Gauges of the backlog: invocations due per function, and the queue
+    /// lag (how long the longest-waiting due one has been due).
+    fn observe_backlog(&self, due: &[Invocation], now: u64) {
+        let mut queued: HashMap<FunctionName, usize> = HashMap::new();
+        let mut lag_ms = 0u64;
+        for inv in due.iter().filter(|i| !i.state.is_final()) {
+            *queued.entry(inv.function()).or_default() += 1;
+            lag_ms = lag_ms.max(now.saturating_sub(due_at(inv).unwrap_or(now)));
+        }
+        let mut seen = self.queued_seen.lock();
+        for function in seen.iter().filter(|f| !queued.contains_key(*f)) {
+            metrics::gauge!("pilotlight_invocations_queued", "function" => function.to_string()).set(0.0);
+        }
+        for (function, n) in &queued {
+            metrics::gauge!("pilotlight_invocations_queued", "function" => function.to_string()).set(*n as f64);
+        }
+        *seen = queued.into_keys().collect();
+        metrics::gauge!("pilotlight_invocation_queue_lag_seconds").set(Duration::from_millis(lag_ms).as_secs_f64());
     }
 
     /// Ends an invocation that can never run.
@@ -336,6 +439,7 @@ impl Invoker {
                 i.next_attempt_ms = None;
                 i.finished_ms = Some(now_ms());
                 i.reason = Some(reason.to_owned());
+                i.callback = i.callback_url.as_ref().map(|_| CallbackDelivery::pending(now_ms()));
                 true
             })
             .await;
