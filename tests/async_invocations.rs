@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilotlight::core::controller::{InvocationStore, Invoker, InvokerConfig};
+use pilotlight::core::controller::{CronConfig, CronScheduler, InvocationStore, Invoker, InvokerConfig};
 use pilotlight::core::memory::MemoryQueue;
 use pilotlight::core::model::{
-    CallbackHosts, CallbackState, Domain, Invocation, InvocationId, InvocationState, ScalingInput,
+    CallbackHosts, CallbackState, Domain, Invocation, InvocationId, InvocationState, ScalingInput, TriggerInput,
 };
 use pilotlight::core::testkit::http::Receiver;
 use pilotlight::core::testkit::{eventually, fixtures::hello_binary, free_port, unique};
@@ -91,10 +91,12 @@ async fn stage(config: InvokerConfig) -> Stage {
     gw.set_activator(platform.activator());
     platform.start().await.unwrap();
     let callbacks = Arc::new(pilotlight::gateway::HttpCallbacks::new().unwrap());
-    let invoker = Invoker::new(store, Arc::new(gw.dispatcher()), callbacks, config);
+    let invoker = Invoker::new(store.clone(), Arc::new(gw.dispatcher()), callbacks, config);
     gw.set_intake(Arc::new(invoker.intake()));
     let invocations = invoker.invocations().clone();
     let cancel = CancellationToken::new();
+    let cron = CronScheduler::new(store, CronConfig::default(), Some(invoker.waker()));
+    tokio::spawn(cron.run(cancel.clone()));
     tokio::spawn(invoker.run(cancel.clone()));
     Stage { gw, platform, invocations, runtime, cancel, _dir: dir }
 }
@@ -324,4 +326,68 @@ async fn a_callback_the_receiver_refuses_is_recorded_as_failed_not_retried() {
     assert!(c.reason.as_deref().unwrap().contains("410"), "{c:?}");
     assert_eq!(receiver.received().len(), 1);
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_per_second_schedule_fires_once_a_second_through_the_invoker() {
+    let s = stage(InvokerConfig { scan_period: Duration::from_millis(200), ..Default::default() }).await;
+    let mut input = FunctionSpecInput::exec("ticker", hello_binary().to_str().unwrap(), &[], 8080);
+    input.scaling = Some(ScalingInput { min: Some(1), prewarm: Some(0), ..Default::default() });
+    input.triggers = vec![TriggerInput {
+        cron: Some("* * * * * *".into()),
+        path: Some("/headers".into()),
+        body: Some("tick".into()),
+        ..Default::default()
+    }];
+    s.platform.deploy(input.validate().unwrap()).await.unwrap();
+    let name: FunctionName = "ticker".parse().unwrap();
+    s.platform.wait_ready(&name, Duration::from_secs(30)).await.unwrap();
+    let start = pilotlight::core::support::now_ms();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let end = pilotlight::core::support::now_ms();
+    let fired: Vec<Invocation> = s
+        .invocations
+        .list(&name, None, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.created_ms > start && i.created_ms <= end)
+        .collect();
+    let expected = end / 1000 - start / 1000;
+    println!("{} ticks fired in a window of {expected} whole seconds", fired.len());
+    assert!(fired.len().abs_diff(expected as usize) <= 1, "{} ticks, expected {expected} ± 1", fired.len());
+    let mut ticks: Vec<u64> = fired.iter().map(|i| i.created_ms).collect();
+    ticks.dedup();
+    assert_eq!(ticks.len(), fired.len(), "no tick twice");
+    assert!(ticks.iter().all(|t| t % 1000 == 0), "ids carry the tick: {ticks:?}");
+    let done = s.finished(&fired[0].id).await;
+    assert_eq!(done.state, InvocationState::Succeeded, "{done:?}");
+    let seen = String::from_utf8(done.response.unwrap().body).unwrap().to_ascii_lowercase();
+    assert!(seen.contains("x-pilotlight-trigger: cron") && seen.contains("x-cron-tick: "), "{seen}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_triggers_are_refused_with_the_field_and_nothing_is_deployed() {
+    for (trigger, field) in [
+        (TriggerInput { cron: Some("61 * * * *".into()), ..Default::default() }, "triggers.0.cron"),
+        (
+            TriggerInput {
+                cron: Some("* * * * *".into()),
+                time_zone: Some("Nowhere/Atlantis".into()),
+                ..Default::default()
+            },
+            "triggers.0.time_zone",
+        ),
+        (TriggerInput { topic: Some("Orders!".into()), ..Default::default() }, "triggers.0.topic"),
+        (
+            TriggerInput { topic: Some("orders".into()), path: Some("order".into()), ..Default::default() },
+            "triggers.0.path",
+        ),
+    ] {
+        let mut input = FunctionSpecInput::exec("bad", "/bin/true", &[], 8080);
+        input.triggers = vec![trigger];
+        let e = input.validate().unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+    }
 }

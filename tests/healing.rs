@@ -597,3 +597,62 @@ async fn process_async_invocations_survive_kill_9_of_the_server() {
         twice
     );
 }
+
+/// Cron triggers across `kill -9` of the server: a per-second schedule fires
+/// each tick once while the server runs, and the ticks missed while it was
+/// down fire once (catch-up `one`: the latest of them), not once each.
+#[tokio::test]
+async fn process_cron_ticks_fire_once_across_kill_9_and_one_missed_tick_fires_once() {
+    let mut lab = Lab::new(Kind::Process, false).await.unwrap();
+    lab.start_server();
+    let c = lab.client();
+    let mut spec = lab.spec("clock", None, json!({"min": 1, "prewarm": 0}));
+    spec["env"] = json!({"LOG_REQUESTS": "0"});
+    spec["triggers"] = json!([{"cron": "* * * * * *", "path": "/headers"}]);
+    c.deploy(&spec).await.unwrap();
+    lab.until("clock", "ready", ready_with(1)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lab.signal_server(Signal::SIGKILL);
+    if let Some(mut child) = lab.server.take() {
+        let _ = child.wait();
+    }
+    let killed = pilotlight::core::support::now_ms();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted = pilotlight::core::support::now_ms();
+    lab.start_server();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = lab.client();
+    let mut fired = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = c.invocations("clock", None, after.as_deref(), 500).await.unwrap();
+        fired.extend(page.invocations);
+        match page.next_after {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let ticks: Vec<u64> = fired.iter().map(|i| i.created_ms).collect();
+    let mut distinct = ticks.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ticks.len(), "no tick fired twice: {ticks:?}");
+    // Ticks strictly inside the downtime (after the last one the old server could
+    // have fired, before the new one started): exactly one, the latest, fired.
+    let down: Vec<u64> = ticks.iter().copied().filter(|t| *t > killed + 1000 && *t <= restarted).collect();
+    assert!(down.len() <= 1, "missed ticks fired once, not each: {down:?} in ({killed}, {restarted}]");
+    let caught_up = ticks.iter().any(|t| *t > killed && *t <= restarted);
+    assert!(caught_up, "the latest missed tick fired on restart: {ticks:?}, down ({killed}, {restarted}]");
+    let running = ticks.iter().filter(|t| **t > restarted).count();
+    assert!(running >= 2, "the schedule goes on after the restart: {ticks:?}");
+    for i in fired.iter().filter(|i| i.state != "succeeded") {
+        // The last few may still be on their way; none may be lost.
+        assert!(matches!(i.state.as_str(), "queued" | "running"), "{i:?}");
+    }
+    println!(
+        "{} ticks fired (ms from the kill: {:?}); the server was down {} ms and {} missed tick fired on restart",
+        ticks.len(),
+        ticks.iter().map(|t| *t as i64 - killed as i64).collect::<Vec<_>>(),
+        restarted - killed,
+        ticks.iter().filter(|t| **t > killed && **t <= restarted).count()
+    );
+}

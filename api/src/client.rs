@@ -79,11 +79,22 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let content_type = body.as_ref().map(|_| "application/json");
+        self.send_typed(method, path, body, content_type).await
+    }
+
+    async fn send_typed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request =
             Request::builder().method(method).uri(&url).header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -148,6 +159,73 @@ impl Client {
         self.json(Method::GET, &format!("/v1/invocations/{}", path_segment(id)), None).await
     }
 
+    /// `POST /v1/functions/{name}/invocations`: invokes `name` asynchronously
+    /// with a POST of `body` to `path`; its outcome is POSTed to `callback` when given.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        callback: Option<&str>,
+    ) -> Result<crate::views::InvocationReceipt, ClientError> {
+        let mut target = format!("/v1/functions/{}/invocations?path={}", path_segment(name), query_value(path));
+        if let Some(cb) = callback {
+            target.push_str(&format!("&callback_url={}", query_value(cb)));
+        }
+        let response = self.send_typed(Method::POST, &target, Some(body), Some(content_type)).await?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /v1/functions/{name}/invocations`: a page of `name`'s invocations,
+    /// oldest first, in `state` only when given, after the id `after`.
+    pub async fn invocations(
+        &self,
+        name: &str,
+        state: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::views::InvocationList, ClientError> {
+        let mut target = format!("/v1/functions/{}/invocations?limit={limit}", path_segment(name));
+        if let Some(s) = state {
+            target.push_str(&format!("&state={}", query_value(s)));
+        }
+        if let Some(a) = after {
+            target.push_str(&format!("&after={}", query_value(a)));
+        }
+        self.json(Method::GET, &target, None).await
+    }
+
+    /// `GET /v1/functions/{name}/dead-letters`: a page of `name`'s dead letters.
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::views::InvocationList, ClientError> {
+        let mut target = format!("/v1/functions/{}/dead-letters?limit={limit}", path_segment(name));
+        if let Some(a) = after {
+            target.push_str(&format!("&after={}", query_value(a)));
+        }
+        self.json(Method::GET, &target, None).await
+    }
+
+    /// `POST /v1/dead-letters/{id}/retry`: queues a dead letter again.
+    pub async fn retry_dead_letter(&self, id: &str) -> Result<crate::views::InvocationReceipt, ClientError> {
+        self.json(Method::POST, &format!("/v1/dead-letters/{}/retry", path_segment(id)), None).await
+    }
+
+    /// `POST /v1/functions/{name}/dead-letters/retry`: queues every dead letter of `name` again.
+    pub async fn retry_dead_letters(&self, name: &str) -> Result<crate::views::RedriveCount, ClientError> {
+        self.json(Method::POST, &format!("/v1/functions/{}/dead-letters/retry", path_segment(name)), None).await
+    }
+
     /// `DELETE /v1/functions/{name}`.
     pub async fn delete(&self, name: &str) -> Result<Receipt, ClientError> {
         self.json(Method::DELETE, &format!("/v1/functions/{}", path_segment(name)), None).await
@@ -198,6 +276,20 @@ impl Client {
 fn path_segment(name: &str) -> String {
     name.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// A query value, percent-encoded but for RFC 3986's unreserved characters.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 

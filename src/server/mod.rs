@@ -14,7 +14,9 @@ use std::time::Duration;
 
 pub use config::{Command, ConfigError, ServerConfig};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
-use pilotlight_core::controller::{AutoscalerConfig, Invoker, InvokerConfig, StoreActivator};
+use pilotlight_core::controller::{
+    AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, StoreActivator,
+};
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::FanoutRouter;
 use pilotlight_core::{Platform, Router, Runtime};
@@ -198,6 +200,7 @@ impl Server {
             builder = builder.memory_budget_mb(b);
         }
         let invocation_store = Arc::clone(&store);
+        let cron_store = Arc::clone(&store);
         let built = builder
             .queue(queue)
             .store(store)
@@ -241,6 +244,9 @@ impl Server {
         gateway.set_intake(Arc::new(invoker.intake()));
         let invoker_stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(Arc::clone(&invoker).run(invoker_stop.clone()));
+        // Cron triggers fire invocations into the same Store, and wake the invoker.
+        let cron = CronScheduler::new(cron_store, CronConfig::default(), Some(invoker.waker()));
+        tokio::spawn(cron.run(invoker_stop.clone()));
         let mut api = ApiConfig::new(token.clone());
         api.addr = config.api_addr;
         api.metrics = prometheus().map(|h| {

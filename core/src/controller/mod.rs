@@ -17,6 +17,7 @@
 
 mod autoscaler;
 mod consume;
+mod cron;
 mod error;
 mod invocations;
 mod invoker;
@@ -31,6 +32,7 @@ mod workqueue;
 
 pub use autoscaler::{Autoscaler, AutoscalerConfig, Decision};
 pub use consume::{Attempt, EventHandler, run_consumer};
+pub use cron::{CronConfig, CronPass, CronScheduler};
 pub use error::{HandlerError, PlatformError};
 pub use invocations::{InvocationStore, Redrive};
 pub use invoker::{Invoker, InvokerConfig, StoreIntake};

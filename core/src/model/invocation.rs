@@ -35,6 +35,19 @@ impl InvocationId {
         Ok(Self(format!("{function}.{:012x}{:016x}", now_ms & 0xffff_ffff_ffff, u64::from_be_bytes(random))))
     }
 
+    /// The id of what a trigger fires for `function` at `at_ms`: the same
+    /// inputs always give the same id, so a tick recorded twice (two
+    /// schedulers, or one that crashed between recording and marking) is
+    /// one invocation. `source` tells the function's triggers apart.
+    pub fn for_trigger(function: &FunctionName, at_ms: u64, source: &str) -> Self {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in source.bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Self(format!("{function}.{:012x}{hash:016x}", at_ms & 0xffff_ffff_ffff))
+    }
+
     /// Checks an id given by a caller.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         let rule = "an invocation id: <function>.<28 lowercase hex digits>";

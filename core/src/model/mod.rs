@@ -11,6 +11,7 @@ mod names;
 mod record;
 mod route;
 mod spec;
+mod trigger;
 mod validation;
 
 pub use env::{EnvVars, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS};
@@ -27,5 +28,9 @@ pub use route::{Route, RouteTable};
 pub use spec::{
     ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput, Network, Port, Scaling,
     ScalingInput, Source,
+};
+pub use trigger::{
+    CatchUp, CronSchedule, CronTrigger, MAX_TRIGGER_BODY_BYTES, MAX_TRIGGERS, TopicTrigger, Trigger, TriggerInput,
+    validate_triggers,
 };
 pub use validation::ValidationError;

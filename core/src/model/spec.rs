@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::env::EnvVars;
 use super::image::ImageRef;
 use super::names::{FunctionName, Region};
+use super::trigger::{Trigger, TriggerInput, validate_triggers};
 use super::validation::{ValidationError, check_range, shown};
 
 /// A TCP port, 1 to 65535.
@@ -297,6 +298,7 @@ pub struct FunctionSpec {
     timeout_s: u32,
     health_path: Option<HealthPath>,
     network: Network,
+    triggers: Vec<Trigger>,
 }
 
 impl FunctionSpec {
@@ -342,6 +344,10 @@ impl FunctionSpec {
     /// The network its instances join (container runtimes).
     pub fn network(&self) -> Network {
         self.network
+    }
+    /// What calls it besides requests: cron schedules and topics.
+    pub fn triggers(&self) -> &[Trigger] {
+        &self.triggers
     }
     /// The same spec in a given region (the platform fills in its own when none was asked).
     pub fn with_region(mut self, region: Region) -> Self {
@@ -435,6 +441,10 @@ pub struct FunctionSpecInput {
     /// egress, the fastest start; needs the gateway's namespace path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Cron schedules (`{"cron": "*/5 * * * *", "path": "/tick"}`) and topics
+    /// (`{"topic": "orders", "path": "/order"}`) that call the function; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerInput>,
 }
 
 const MAX_ARGS: usize = 256;
@@ -481,7 +491,8 @@ impl FunctionSpecInput {
         };
         let health_path = self.health_path.map(|p| HealthPath::parse_field("health_path", &p)).transpose()?;
         let network = self.network.map_or(Ok(Network::default()), |n| Network::parse_field("network", &n))?;
-        Ok(FunctionSpec { name, source, port, region, env, limits, scaling, timeout_s, health_path, network })
+        let triggers = validate_triggers(self.triggers)?;
+        Ok(FunctionSpec { name, source, port, region, env, limits, scaling, timeout_s, health_path, network, triggers })
     }
 }
 
@@ -590,6 +601,7 @@ impl From<FunctionSpec> for FunctionSpecInput {
             health_path: s.health_path.map(Into::into),
             // Written out only when set, so specs stored before the field existed read back the same.
             network: (s.network != Network::default()).then(|| s.network.as_str().to_owned()),
+            triggers: s.triggers.into_iter().map(TriggerInput::from).collect(),
         }
     }
 }

@@ -221,6 +221,12 @@ impl Invoker {
         }
     }
 
+    /// What wakes it: notify it to make its next scan happen now (a cron
+    /// scheduler does, when a tick fired).
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
     /// The invocations it runs.
     pub fn invocations(&self) -> &InvocationStore {
         &self.invocations

@@ -10,11 +10,15 @@
 //! - `GET /healthz` → 200 `ok`
 //! - `GET /sleep?ms=N` → waits N ms (at most 60000), then 200 (for timeout tests)
 //! - `GET /alloc?mb=N` → touches N MiB of memory and keeps it (for memory-limit tests)
-//! - `GET /headers` → the request's headers, one `name: value` per line
+//! - `GET /headers` (any method) → the request's headers, one `name: value`
+//!   per line, then an empty line and the request's body
 //! - `GET /stream?chunks=N&ms=M` → N chunks, M ms apart (for streaming tests)
 //! - `GET /dial?to=IP:PORT` → tries a TCP connection from inside the function
 //!   (1 s timeout): 200 `connected`, or 502 with the error (for egress tests)
-//! - `GET /status?code=N` → answers status N (200 to 599), for retry tests
+//! - `GET /status?code=N` (any method) → answers status N (200 to 599), for retry tests
+//! - `POST /relay?to=IP:PORT` (any method) → sends the request's headers and
+//!   body on to `IP:PORT` as a POST, and answers 200 when that answered 2xx
+//!   (502 otherwise): lets a test see, in order, what the function received
 //! - anything else → 404
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -100,8 +104,13 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 }
             }
         }
-        // Discard any request body.
-        std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+        // Keep a body of up to 1 MiB (for /headers and /relay); discard a larger one.
+        let mut body = Vec::new();
+        if content_length <= 1 << 20 {
+            (&mut reader).take(content_length as u64).read_to_end(&mut body)?;
+        } else {
+            std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+        }
         let mut parts = request_line.split_whitespace();
         let method = parts.next().unwrap_or("");
         let target = parts.next().unwrap_or("/");
@@ -132,8 +141,12 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 HOARD.lock().unwrap_or_else(|p| p.into_inner()).push(block);
                 ("200 OK".into(), format!("allocated {mb} MiB\n"))
             }
-            ("GET", "/headers") => ("200 OK".into(), received),
-            ("GET", "/status") => {
+            (_, "/headers") => ("200 OK".into(), format!("{received}\n{}", String::from_utf8_lossy(&body))),
+            (_, "/relay") => {
+                let (status, answer) = relay(query, &received, &body);
+                (status.into(), answer)
+            }
+            (_, "/status") => {
                 let code = param("code").clamp(200, 599);
                 (format!("{code} Status").into(), format!("status {code}\n"))
             }
@@ -171,6 +184,37 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
         if !keep_alive {
             return Ok(());
         }
+    }
+}
+
+/// `/relay`: POSTs `headers` (less those of the hop) and `body` to `to`.
+fn relay(query: &str, headers: &str, body: &[u8]) -> (&'static str, String) {
+    let to = query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "to").map(|(_, v)| v);
+    let Some(addr) = to.and_then(|v| v.parse::<std::net::SocketAddr>().ok()) else {
+        return ("400 Bad Request", "to must be IP:PORT\n".to_owned());
+    };
+    let send = || -> std::io::Result<bool> {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut head = String::from("POST /relay HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n");
+        for line in headers.lines() {
+            let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+            if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+                head.push_str(line);
+                head.push_str("\r\n");
+            }
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        conn.write_all(head.as_bytes())?;
+        conn.write_all(body)?;
+        let mut answer = String::new();
+        BufReader::new(conn).read_line(&mut answer)?;
+        Ok(answer.split_whitespace().nth(1).is_some_and(|s| s.starts_with('2')))
+    };
+    match send() {
+        Ok(true) => ("200 OK", "relayed\n".to_owned()),
+        Ok(false) => ("502 Bad Gateway", "the relay refused it\n".to_owned()),
+        Err(e) => ("502 Bad Gateway", format!("{e}\n")),
     }
 }
 
