@@ -123,7 +123,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let response = self.send(method, path, body).await?;
+        let content_type = body.as_ref().map(|_| "application/json");
+        self.json_typed(method, path, body, content_type).await
+    }
+
+    async fn json_typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let response = self.send_typed(method, path, body, content_type).await?;
         let bytes = response
             .into_body()
             .collect()
@@ -173,14 +184,7 @@ impl Client {
         if let Some(cb) = callback {
             target.push_str(&format!("&callback_url={}", query_value(cb)));
         }
-        let response = self.send_typed(Method::POST, &target, Some(body), Some(content_type)).await?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        self.json_typed(Method::POST, &target, Some(body), Some(content_type)).await
     }
 
     /// `GET /v1/functions/{name}/invocations`: a page of `name`'s invocations,
@@ -224,6 +228,18 @@ impl Client {
     /// `POST /v1/functions/{name}/dead-letters/retry`: queues every dead letter of `name` again.
     pub async fn retry_dead_letters(&self, name: &str) -> Result<crate::views::RedriveCount, ClientError> {
         self.json(Method::POST, &format!("/v1/functions/{}/dead-letters/retry", path_segment(name)), None).await
+    }
+
+    /// `POST /v1/topics/{topic}/messages`: publishes `body` with `key`.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<crate::views::PublishReceipt, ClientError> {
+        let target = format!("/v1/topics/{}/messages?key={}", path_segment(topic), query_value(key));
+        self.json_typed(Method::POST, &target, Some(body), Some(content_type)).await
     }
 
     /// `DELETE /v1/functions/{name}`.

@@ -9,16 +9,16 @@ use crate::{error, routes, views};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "pilotlight", description = "Deploy, inspect and delete functions on a pilotlight node."),
-    paths(routes::deploy, routes::list, routes::get, routes::delete, routes::logs, routes::invocation, routes::invoke, routes::invocations, routes::dead_letters, routes::retry_dead_letter, routes::retry_dead_letters, routes::events, routes::info, routes::metrics, routes::healthz),
+    paths(routes::deploy, routes::list, routes::get, routes::delete, routes::logs, routes::invocation, routes::invoke, routes::invocations, routes::dead_letters, routes::retry_dead_letter, routes::retry_dead_letters, routes::publish, routes::events, routes::info, routes::metrics, routes::healthz),
     components(schemas(
         views::FunctionView, views::FunctionList, views::InstanceView, views::Receipt, views::InfoView,
         views::StatusEvent, views::LogLineView, views::Health, error::ErrorBody, error::ErrorDetail,
-        views::InvocationView, views::InvocationAttemptView, views::CallbackView, views::InvocationResponseView,
+        views::InvocationView, views::InvocationAttemptView, views::CallbackView, views::PublishReceipt, views::InvocationResponseView,
         views::InvocationList, views::InvocationReceipt, views::RedriveCount,
         pilotlight_core::FunctionSpecInput,
     )),
     modifiers(&BearerAuth),
-    tags((name = "functions", description = "Functions and their status, logs and events"), (name = "invocations", description = "Asynchronous invocations (`Prefer: respond-async` at the edge)"), (name = "server", description = "This node"))
+    tags((name = "functions", description = "Functions and their status, logs and events"), (name = "invocations", description = "Asynchronous invocations (`Prefer: respond-async` at the edge)"), (name = "topics", description = "Messages for topic triggers"), (name = "server", description = "This node"))
 )]
 pub struct ApiDoc;
 

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 use pilotlight_core::FunctionName;
+use pilotlight_core::controller::PlatformError;
 use pilotlight_core::ports::LogOptions;
-use pilotlight_core::ports::{IntakeError, InvocationIntake};
+use pilotlight_core::ports::{IntakeError, InvocationIntake, QueueError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -22,7 +23,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::server::Shared;
 use crate::views::{
     FunctionList, FunctionView, Health, InfoView, InstanceView, InvocationList, InvocationReceipt, InvocationView,
-    LogLineView, Receipt, RedriveCount, StatusEvent,
+    LogLineView, PublishReceipt, Receipt, RedriveCount, StatusEvent,
 };
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -313,6 +314,66 @@ pub async fn dead_letters(
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "state", "dead letters are all `dead`"));
     }
     list_invocations(&shared, &name, Some(pilotlight_core::model::InvocationState::Dead), query).await
+}
+
+/// What `POST /v1/topics/{topic}/messages` accepts.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PublishQuery {
+    /// The message key: messages with one key reach each triggered function in publish order (default: a new
+    /// random key, so no order with other messages).
+    #[param(pattern = "^[ -~]{1,256}$", min_length = 1, max_length = 256)]
+    pub key: Option<String>,
+}
+
+/// Publish a message to a topic of the platform's queue; every function
+/// with a trigger on that topic receives it as a POST (with this call's
+/// `Content-Type`), in order per key, retried, and dead-lettered to
+/// `<topic>.dlq` when it keeps failing.
+#[utoipa::path(
+    post, path = "/v1/topics/{topic}/messages", tag = "topics",
+    params(("topic" = String, Path, description = "The topic: 1 to 200 of a-z 0-9 . _ -, not a reserved one", pattern = "^[a-z0-9._-]{1,200}$"), PublishQuery),
+    request_body(content = Vec<u8>, description = "The message", content_type = "application/octet-stream"),
+    responses(
+        (status = 202, description = "Published (durably, on Kafka or RabbitMQ)", body = PublishReceipt),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn publish(
+    State(shared): State<Arc<Shared>>,
+    Path(topic): Path<String>,
+    query: std::result::Result<Query<PublishQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|e| query_error(&e))?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let bytes = read_capped(body, declared, shared.config.max_body_bytes).await?;
+    let key = match query.key {
+        Some(k) => k,
+        None => {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(store_unavailable)?;
+            random.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let message_id = match shared.platform.publish_message(&topic, &key, bytes.to_vec(), content_type).await {
+        Ok(id) => id,
+        // A bad topic or key is a bad URL (400), not a bad document (422).
+        Err(PlatformError::Invalid(v)) => {
+            return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", v.field, v.message));
+        }
+        Err(PlatformError::Queue(QueueError::InvalidInput { field, message })) => {
+            return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", field, message));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::debug!(%topic, %message_id, "message published through the API");
+    let receipt = PublishReceipt { topic, key, message_id };
+    Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 
 /// Queue a dead letter again, with its attempt count reset.

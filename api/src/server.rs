@@ -108,6 +108,7 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/functions/{name}/dead-letters/retry", post(routes::retry_dead_letters))
         .route("/v1/invocations/{id}", get(routes::invocation))
         .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
+        .route("/v1/topics/{topic}/messages", post(routes::publish))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
         .route("/v1/openapi.json", get(openapi))

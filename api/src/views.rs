@@ -348,3 +348,14 @@ pub struct RedriveCount {
     /// Dead letters put back in the queue.
     pub requeued: usize,
 }
+
+/// A message published to a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublishReceipt {
+    /// The topic.
+    pub topic: String,
+    /// Its key (messages of one key reach a function in order).
+    pub key: String,
+    /// The id it carries (the function gets it as `X-Message-Id`).
+    pub message_id: String,
+}

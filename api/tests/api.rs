@@ -386,10 +386,26 @@ async fn invocations_are_kept_listed_and_dead_letters_queued_again() {
         (Method::GET, "/v1/functions/hooks/invocations?state=lost".to_owned(), "state"),
         (Method::GET, "/v1/functions/hooks/invocations?limit=0".to_owned(), "limit"),
         (Method::POST, "/v1/functions/hooks/invocations?path=nohead".to_owned(), "path"),
+        (Method::POST, "/v1/functions/hooks/invocations?callback_url=ftp://x/y".to_owned(), "callback_url"),
+        (Method::POST, "/v1/topics/status/messages?key=a".to_owned(), "topic"),
+        (Method::POST, "/v1/topics/orders.dlq/messages".to_owned(), "topic"),
+        (Method::POST, "/v1/topics/Orders/messages".to_owned(), "topic"),
+        (Method::POST, "/v1/topics/orders/messages?key=%0A".to_owned(), "key"),
     ] {
         let (status, _, body) = h.raw(method, &path, Some(TOKEN), b"").await;
         assert_eq!((status, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{path}");
     }
+    let (status, _, body) = h.raw(Method::POST, "/v1/topics/orders/messages?key=k1", Some(TOKEN), b"{}").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let receipt: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((receipt["topic"].as_str(), receipt["key"].as_str()), (Some("orders"), Some("k1")));
+    assert_eq!(receipt["message_id"].as_str().unwrap().len(), 24);
+    let (status, _, body) = h
+        .raw(Method::POST, "/v1/functions/hooks/invocations?callback_url=http://127.0.0.1:9/cb", Some(TOKEN), b"")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let id = serde_json::from_slice::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.client.invocation(&id).await.unwrap().callback_url.as_deref(), Some("http://127.0.0.1:9/cb"));
     let (status, _, _) = h.raw(Method::POST, "/v1/functions/nobody/invocations", Some(TOKEN), b"").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let missing = pilotlight_core::model::InvocationId::generate(&"hooks".parse().unwrap(), 1).unwrap();

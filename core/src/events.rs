@@ -22,6 +22,15 @@ pub mod topics {
     /// Router and runtime workers → the status worker of every process: what
     /// they observed, recorded in each process's Store.
     pub const STATUS: &str = "status";
+
+    /// Whether users may not publish to or trigger on `name`: the
+    /// platform's own topics (those above, `invocations`, anything starting
+    /// `pilotlight.`) and dead-letter topics (`<topic>.dlq`).
+    pub fn is_reserved(name: &str) -> bool {
+        [DEPLOYMENTS, ROUTES, STATUS, "invocations"].contains(&name)
+            || name.starts_with("pilotlight.")
+            || name.ends_with(".dlq")
+    }
 }
 
 /// Everything the workers tell each other.

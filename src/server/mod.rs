@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use config::{Command, ConfigError, ServerConfig};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
 use pilotlight_core::controller::{
-    AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, StoreActivator,
+    AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, StoreActivator, TopicConfig, TopicTriggers,
 };
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::FanoutRouter;
@@ -201,6 +201,8 @@ impl Server {
         }
         let invocation_store = Arc::clone(&store);
         let cron_store = Arc::clone(&store);
+        let topic_store = Arc::clone(&store);
+        let topic_queue = Arc::clone(&queue);
         let built = builder
             .queue(queue)
             .store(store)
@@ -247,6 +249,10 @@ impl Server {
         // Cron triggers fire invocations into the same Store, and wake the invoker.
         let cron = CronScheduler::new(cron_store, CronConfig::default(), Some(invoker.waker()));
         tokio::spawn(cron.run(invoker_stop.clone()));
+        // Topic triggers consume the platform's queue and call functions through the edge.
+        let topic_triggers =
+            TopicTriggers::new(topic_store, topic_queue, Arc::new(gateway.dispatcher()), TopicConfig::default());
+        tokio::spawn(topic_triggers.run(invoker_stop.clone()));
         let mut api = ApiConfig::new(token.clone());
         api.addr = config.api_addr;
         api.metrics = prometheus().map(|h| {

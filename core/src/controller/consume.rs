@@ -50,11 +50,32 @@ pub trait EventHandler: Send + Sync + 'static {
 /// waits (up to 30 s) for those in hand.
 pub async fn run_consumer(
     worker: &'static str,
-    mut subscription: Box<dyn Subscription>,
+    subscription: Box<dyn Subscription>,
     handler: Arc<dyn EventHandler>,
     concurrency: usize,
     cancel: CancellationToken,
 ) {
+    consume_deliveries(worker, subscription, concurrency, cancel, move |delivery| {
+        let handler = Arc::clone(&handler);
+        async move { settle(worker, handler.as_ref(), delivery).await }
+    })
+    .await;
+}
+
+/// Takes deliveries from `subscription` and runs `handle` on each, up to
+/// `concurrency` at once, until `cancel` fires or the queue closes; `handle`
+/// settles the delivery. On cancel it waits (up to 30 s) for those in hand;
+/// a delivery dropped unsettled is delivered again.
+pub(crate) async fn consume_deliveries<F, Fut>(
+    worker: &'static str,
+    mut subscription: Box<dyn Subscription>,
+    concurrency: usize,
+    cancel: CancellationToken,
+    handle: F,
+) where
+    F: Fn(Delivery) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let concurrency = concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
     loop {
@@ -68,9 +89,9 @@ pub async fn run_consumer(
         };
         match delivery {
             Ok(delivery) => {
-                let handler = Arc::clone(&handler);
+                let work = handle(delivery);
                 tokio::spawn(async move {
-                    settle(worker, handler.as_ref(), delivery).await;
+                    work.await;
                     drop(slot);
                 });
             }
@@ -86,7 +107,7 @@ pub async fn run_consumer(
     }
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
     if tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(all)).await.is_err() {
-        tracing::warn!(worker, "events still in hand after 30s at shutdown; they will be delivered again");
+        tracing::warn!(worker, "deliveries still in hand after 30s at shutdown; they will be delivered again");
     }
 }
 

@@ -27,6 +27,7 @@ mod records;
 mod router_worker;
 mod runtime_worker;
 mod status_worker;
+mod topics;
 mod urls;
 mod workqueue;
 
@@ -41,6 +42,7 @@ pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, St
 pub use router_worker::RouterWorker;
 pub use runtime_worker::{FastResume, PassReport, RuntimeWorker, RuntimeWorkerConfig};
 pub use status_worker::StatusWorker;
+pub use topics::{MESSAGE_ID_HEADER, TopicConfig, TopicTriggers, trigger_group};
 pub use urls::PublicUrls;
 
 /// Consumer group names.

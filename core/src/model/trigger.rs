@@ -249,11 +249,11 @@ impl TriggerInput {
                 }
                 crate::ports::check_topic_name(&format!("{field}.topic"), &topic)
                     .map_err(|e| ValidationError::new(format!("{field}.topic"), e.to_string()))?;
-                if topic.ends_with(".dlq") || topic.starts_with("pilotlight.") {
+                if crate::events::topics::is_reserved(&topic) {
                     return Err(ValidationError::new(
                         format!("{field}.topic"),
                         format!(
-                            "{} is reserved: topics ending in `.dlq` hold dead letters, `pilotlight.` ones the platform's own",
+                            "{} is reserved: `deployments`, `routes`, `status`, `invocations` and `pilotlight.*` are the platform's own, `*.dlq` hold dead letters",
                             shown(&topic)
                         ),
                     ));
@@ -285,7 +285,19 @@ pub fn validate_triggers(input: Vec<TriggerInput>) -> Result<Vec<Trigger>, Valid
     if input.len() > MAX_TRIGGERS {
         return Err(ValidationError::new("triggers", format!("at most {MAX_TRIGGERS} (got {})", input.len())));
     }
-    input.into_iter().enumerate().map(|(i, t)| t.validate(&format!("triggers.{i}"))).collect()
+    let triggers: Vec<Trigger> =
+        input.into_iter().enumerate().map(|(i, t)| t.validate(&format!("triggers.{i}"))).collect::<Result<_, _>>()?;
+    for (i, t) in triggers.iter().enumerate() {
+        if let Trigger::Topic(topic) = t
+            && triggers[..i].iter().any(|o| matches!(o, Trigger::Topic(p) if p.topic == topic.topic))
+        {
+            return Err(ValidationError::new(
+                format!("triggers.{i}.topic"),
+                format!("`{}` has a trigger already: one per topic (it is one consumer group)", topic.topic),
+            ));
+        }
+    }
+    Ok(triggers)
 }
 
 #[cfg(test)]
@@ -323,12 +335,13 @@ mod tests {
     fn topic_triggers_are_checked() {
         let topic = |t: &str| TriggerInput { topic: Some(t.into()), ..Default::default() };
         assert!(topic("orders.eu-1").validate("t").is_ok());
-        for bad in ["Orders", "a b", "", "orders.dlq", "pilotlight.events"] {
+        for bad in ["Orders", "a b", "", "orders.dlq", "pilotlight.events", "deployments", "status"] {
             assert_eq!(topic(bad).validate("t").unwrap_err().field, "t.topic", "{bad:?}");
         }
         let with_body = TriggerInput { body: Some("x".into()), ..topic("orders") };
         assert_eq!(with_body.validate("t").unwrap_err().field, "t.body");
         assert_eq!(validate_triggers(vec![topic("a"); MAX_TRIGGERS + 1]).unwrap_err().field, "triggers");
+        assert_eq!(validate_triggers(vec![topic("a"), topic("b"), topic("a")]).unwrap_err().field, "triggers.2.topic");
     }
 
     #[test]

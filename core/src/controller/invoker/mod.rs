@@ -89,14 +89,14 @@ impl Default for InvokerConfig {
 
 /// An attempt's outcome, as the invoker classifies it.
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     Succeeded,
     Failed,
     /// Worth another attempt, after at least this long.
     Retry(Option<Duration>),
 }
 
-fn verdict(result: &Result<Dispatched, crate::ports::DispatchError>, retry_any_5xx: bool) -> Verdict {
+pub(crate) fn verdict(result: &Result<Dispatched, crate::ports::DispatchError>, retry_any_5xx: bool) -> Verdict {
     match result {
         Err(_) => Verdict::Retry(None),
         Ok(d) => match d.response.status {

@@ -86,6 +86,40 @@ impl Platform {
         Err(PlatformError::Conflict(name))
     }
 
+    /// Publishes a message to a user topic of the platform's queue (what a
+    /// topic trigger consumes): `key` orders it among the topic's messages.
+    /// It carries a new message id (returned, and given to the function as
+    /// `X-Message-Id`) and `content_type`. Reserved topics are refused.
+    pub async fn publish_message(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> Result<String, PlatformError> {
+        crate::ports::check_topic_name("topic", topic)?;
+        if topics::is_reserved(topic) {
+            return Err(ValidationError::new(
+                "topic",
+                format!("`{topic}` is reserved: `deployments`, `routes`, `status`, `invocations` and `pilotlight.*` are the platform's own, `*.dlq` hold dead letters"),
+            )
+            .into());
+        }
+        if key.is_empty() || key.len() > 256 || !key.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(ValidationError::new("key", "must be 1 to 256 printable ASCII characters").into());
+        }
+        let mut id = [0u8; 12];
+        getrandom::fill(&mut id).map_err(|e| PlatformError::Config(format!("no randomness for a message id: {e}")))?;
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut message = crate::ports::Message::new(key, payload);
+        message.headers.insert(crate::controller::MESSAGE_ID_HEADER.to_owned(), id.clone());
+        if let Some(ct) = content_type {
+            message.headers.insert("content-type".to_owned(), ct.to_owned());
+        }
+        self.inner.queue.publish(topic, message).await?;
+        Ok(id)
+    }
+
     /// Asks for `running` instances of a function now (clamped to its `min`
     /// and `max`), as the autoscaler does; the autoscaler may change it again
     /// on its next tick. `0` scales to zero: the pool stays paused. The ask is
