@@ -31,6 +31,14 @@ Usage:
   pilotlight rm NAME [--wait]
   pilotlight logs NAME [-f] [--tail N]
   pilotlight open NAME
+  pilotlight invoke NAME [--path /p] [--data TEXT | --data-file FILE] [--content-type T]
+                         [--async [--callback URL] [--wait]]
+  pilotlight invocations NAME [--state queued|running|succeeded|failed|dead] [--limit N]
+  pilotlight dead-letters NAME [--retry | --retry-id ID]
+  pilotlight publish TOPIC [--key K] [--data TEXT | --data-file FILE] [--content-type T]
+
+invoke: a POST to the function's URL through the edge, its answer on stdout; with
+  --async it is kept and retried by the platform (--wait shows the outcome).
 
 deploy options:
   --env KEY=VALUE           (repeatable)
@@ -63,7 +71,7 @@ struct Args {
     flags: Vec<(String, String)>,
 }
 
-const BOOLEAN: &[&str] = &["json", "wait", "no-wait", "f", "follow", "help"];
+const BOOLEAN: &[&str] = &["json", "wait", "no-wait", "f", "follow", "help", "async", "retry"];
 
 impl Args {
     fn parse(raw: Vec<String>) -> Result<Self, Error> {
@@ -201,6 +209,45 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        "invoke" => invoke(&client, &need_name()?, &mut args).await,
+        "invocations" => {
+            let name = need_name()?;
+            let state = args.take("state");
+            let limit =
+                usize::try_from(args.number("limit")?.unwrap_or(50)).map_err(|_| "--limit must not be negative")?;
+            args.done()?;
+            let page = client.invocations(&name, state.as_deref(), None, limit).await?;
+            print_invocations(&page.invocations, "no invocations kept");
+            Ok(ExitCode::SUCCESS)
+        }
+        "dead-letters" => {
+            let name = need_name()?;
+            let retry_all = args.has("retry");
+            let retry_one = args.take("retry-id");
+            args.done()?;
+            if let Some(id) = retry_one {
+                let r = client.retry_dead_letter(&id).await?;
+                println!("queued {} again; its outcome: {}", r.id, r.status_url);
+            } else if retry_all {
+                let r = client.retry_dead_letters(&name).await?;
+                println!("{} dead letter(s) of {name} queued again", r.requeued);
+            } else {
+                let page = client.dead_letters(&name, None, 500).await?;
+                print_invocations(&page.invocations, "no dead letters");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "publish" => {
+            let topic = need_name()?;
+            let key = args.take("key");
+            let body = body_of(&mut args)?;
+            let content_type = args.take("content-type").unwrap_or_else(|| "application/octet-stream".into());
+            args.done()?;
+            let key = key.unwrap_or_else(|| format!("{:x}", now_ms()));
+            let r = client.publish(&topic, &key, body, &content_type).await?;
+            println!("published {} to {} (key {})", r.message_id, r.topic, r.key);
+            Ok(ExitCode::SUCCESS)
+        }
         other => Err(format!("unknown command `{other}`; see --help").into()),
     }
 }
@@ -296,6 +343,138 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
             Phase::Deleted | Phase::Deleting => return Err("the function was deleted while deploying".into()),
             _ => {}
         }
+    }
+}
+
+/// `--data TEXT` or `--data-file FILE` (`-` for stdin); empty without either.
+fn body_of(args: &mut Args) -> Result<Vec<u8>, Error> {
+    match (args.take("data"), args.take("data-file")) {
+        (Some(_), Some(_)) => Err("give --data or --data-file, not both".into()),
+        (Some(d), None) => Ok(d.into_bytes()),
+        (None, Some(f)) if f == "-" => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+            Ok(buf)
+        }
+        (None, Some(f)) => std::fs::read(&f).map_err(|e| format!("--data-file {f}: {e}").into()),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+async fn invoke(client: &Client, name: &str, args: &mut Args) -> Result<ExitCode, Error> {
+    let path = args.take("path").unwrap_or_else(|| "/".into());
+    let body = body_of(args)?;
+    let content_type = args.take("content-type").unwrap_or_else(|| "application/octet-stream".into());
+    let asynchronous = args.has("async");
+    let callback = args.take("callback");
+    let wait = args.has("wait");
+    args.done()?;
+    if !asynchronous {
+        if callback.is_some() || wait {
+            return Err("--callback and --wait go with --async".into());
+        }
+        let f = client.get(name).await?;
+        let url = f.url.ok_or("the function has no URL yet")?;
+        let (status, answer) = call_url(&url, &path, &body, &content_type).await?;
+        std::io::stdout().write_all(&answer)?;
+        eprintln!("(status {status})");
+        return Ok(if status < 400 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let r = client.invoke(name, &path, body, &content_type, callback.as_deref()).await?;
+    println!("accepted {} (outcome at {})", r.id, r.status_url);
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let i = client.invocation(&r.id).await?;
+        if matches!(i.state.as_str(), "succeeded" | "failed" | "dead") {
+            println!(
+                "{}: {} after {} attempt(s){}",
+                i.id,
+                i.state,
+                i.attempts.len(),
+                i.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            );
+            if let Some(resp) = i.response {
+                println!("status {}", resp.status);
+                print!("{}", resp.body);
+            }
+            return Ok(if i.state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One HTTP/1.1 POST to a function's `http://` URL; `*.localhost` is 127.0.0.1.
+async fn call_url(url: &str, path: &str, body: &[u8], content_type: &str) -> Result<(u16, Vec<u8>), Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or("the function's URL is https; call it with curl")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?),
+        None => (authority, 80),
+    };
+    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!("--path must start with / and have no spaces (got {path:?})").into());
+    }
+    if content_type.bytes().any(|b| b.is_ascii_control()) {
+        return Err("--content-type must not hold control characters".into());
+    }
+    let target = if host == "localhost" || host.ends_with(".localhost") { "127.0.0.1" } else { host };
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((target, port)))
+        .await
+        .map_err(|_| format!("{url}: no connection within 10 s"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body).await?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the function's answer is not HTTP")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("the function's answer has no status")?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let mut answer = raw[split + 4..].to_vec();
+    if chunked {
+        answer = dechunk(&answer);
+    }
+    Ok((status, answer))
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 || raw.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
+    }
+    out
+}
+
+fn print_invocations(list: &[pilotlight::api::views::InvocationView], none: &str) {
+    if list.is_empty() {
+        println!("{none}");
+        return;
+    }
+    let width = list.iter().map(|i| i.id.len()).max().unwrap_or(2);
+    println!("{:<width$}  {:<9}  {:>8}  {:>6}  {:>6}  REASON", "ID", "STATE", "ATTEMPTS", "STATUS", "AGE");
+    for i in list {
+        println!(
+            "{:<width$}  {:<9}  {:>8}  {:>6}  {:>6}  {}",
+            i.id,
+            i.state,
+            i.attempts.len(),
+            i.response.as_ref().map_or("-".to_owned(), |r| r.status.to_string()),
+            ago(i.created_ms),
+            i.reason.as_deref().unwrap_or("")
+        );
     }
 }
 

@@ -3,6 +3,8 @@
 //! directory, and the errors of a bad start.
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -178,4 +180,95 @@ fn the_readme_settings_example_is_a_valid_config() {
     std::fs::write(file.path(), block).unwrap();
     let parsed = ServerConfig::from_file(file.path()).unwrap();
     assert_eq!(parsed, ServerConfig::default(), "the README shows the defaults");
+}
+
+/// Runs the `pilotlight` CLI against `server`; its exit status and stdout.
+async fn cli(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(common::example("pilotlight"))
+        .args(args)
+        .env("PILOTLIGHT_URL", format!("http://{}", server.api_addr()))
+        .env("PILOTLIGHT_TOKEN", server.token().reveal())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("$ pilotlight {}\n{stdout}{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout)
+}
+
+/// The dead-letter round trip through the server and the CLI: a function
+/// that always answers 500 (retried: `async_retry_any_5xx`) ends as a dead
+/// letter after its attempts, with its answer kept; redeployed fixed, the
+/// dead letter retried with `pilotlight dead-letters NAME --retry` succeeds.
+#[tokio::test]
+async fn a_dead_letter_is_retried_from_the_cli_once_the_function_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.async_max_attempts = 3;
+    cfg.async_retry_any_5xx = true;
+    let server = Server::start(cfg).await.unwrap();
+    let c = client(&server);
+    let spec = |fail: bool| {
+        let env = if fail { json!({"FAIL_WITH": "500"}) } else { json!({}) };
+        json!({"name": "flaky", "exec": {"program": hello_binary().to_str().unwrap()}, "port": 8080, "env": env,
+               "scaling": {"min": 1, "prewarm": 0}})
+    };
+    let deploy = |fail: bool| {
+        let c = c.clone();
+        async move {
+            let generation = c.deploy(&spec(fail)).await.unwrap().generation;
+            for _ in 0..300 {
+                let f = c.get("flaky").await.unwrap();
+                if f.generation == generation && f.phase == Phase::Ready {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("flaky generation {generation} never ready: {:?}", c.get("flaky").await);
+        }
+    };
+    deploy(true).await;
+    let (ok, out) = cli(&server, &["invoke", "flaky", "--async", "--path", "/headers", "--data", "order-1"]).await;
+    assert!(ok, "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    let mut dead = None;
+    for _ in 0..300 {
+        let i = c.invocation(&id).await.unwrap();
+        if i.state == "dead" {
+            dead = Some(i);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead = dead.expect("the invocation became a dead letter");
+    assert_eq!(dead.attempts.len(), 3, "{dead:?}");
+    let last = dead.response.unwrap();
+    assert_eq!((last.status, last.body.as_str()), (500, "failing with 500\n"), "its last answer is kept");
+    let (ok, listed) = cli(&server, &["dead-letters", "flaky"]).await;
+    assert!(ok && listed.contains(&id) && listed.contains("3 attempts failed"), "{listed}");
+
+    deploy(false).await;
+    let (ok, out) = cli(&server, &["dead-letters", "flaky", "--retry"]).await;
+    assert!(ok && out.contains("1 dead letter(s) of flaky queued again"), "{out}");
+    let mut done = None;
+    for _ in 0..300 {
+        let i = c.invocation(&id).await.unwrap();
+        if i.state == "succeeded" {
+            done = Some(i);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = done.expect("the retried dead letter succeeded");
+    assert_eq!(done.attempts.len(), 1, "its attempts were reset");
+    let body = done.response.unwrap().body;
+    assert!(body.contains("x-attempt: 1") && body.ends_with("order-1"), "the function got the kept request: {body}");
+    let (ok, listed) = cli(&server, &["dead-letters", "flaky"]).await;
+    assert!(ok && listed.contains("no dead letters"), "{listed}");
+    let (ok, answer) = cli(&server, &["invoke", "flaky", "--path", "/headers", "--data", "sync"]).await;
+    assert!(ok && answer.ends_with("sync"), "a synchronous invoke answers with the function's body: {answer}");
+    let (ok, out) =
+        cli(&server, &["invoke", "flaky", "--async", "--path", "/headers", "--data", "waited", "--wait"]).await;
+    assert!(ok && out.contains("succeeded after 1 attempt(s)") && out.trim_end().ends_with("waited"), "{out}");
+    server.shutdown().await;
 }

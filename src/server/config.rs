@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub async_max_attempts: u64,
     /// Attempts to deliver a callback before it is recorded as failed.
     pub callback_max_attempts: u64,
+    /// Retry an asynchronous invocation on any 5xx, not only 502, 503 and 504.
+    pub async_retry_any_5xx: bool,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +103,7 @@ impl Default for ServerConfig {
             callback_hosts: String::new(),
             async_max_attempts: 5,
             callback_max_attempts: 10,
+            async_retry_any_5xx: false,
         }
     }
 }
@@ -145,6 +148,10 @@ const KEYS: &[Key] = &[
     },
     Key { name: "async_max_attempts", help: "attempts of an asynchronous invocation before it is a dead letter [5]" },
     Key { name: "callback_max_attempts", help: "attempts to deliver a callback before it is recorded as failed [10]" },
+    Key {
+        name: "async_retry_any_5xx",
+        help: "true: retry asynchronous invocations on any 5xx, not only 502, 503 and 504 [false]",
+    },
 ];
 
 /// A bad setting: which key, and the rule.
@@ -231,6 +238,13 @@ impl ServerConfig {
             "docker_host" => self.docker_host = Some(value.into()),
             "docker_endpoint" => self.docker_endpoint = value.into(),
             "callback_hosts" => self.callback_hosts = value.into(),
+            "async_retry_any_5xx" => {
+                self.async_retry_any_5xx = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(format!("must be true or false (got {value:?})"))),
+                }
+            }
             "memory_budget_mb"
             | "autoscale_tick_ms"
             | "scale_down_window_s"

@@ -239,6 +239,7 @@ impl Server {
             max_attempts: u32::try_from(config.async_max_attempts).unwrap_or(5),
             callback_max_attempts: u32::try_from(config.callback_max_attempts).unwrap_or(10),
             callback_hosts,
+            retry_any_5xx: config.async_retry_any_5xx,
             ..InvokerConfig::default()
         };
         let invoker =

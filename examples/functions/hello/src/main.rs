@@ -3,7 +3,9 @@
 //! Environment:
 //! - `PORT` (default 8080) and `HOST` (default 0.0.0.0; the process runtime sets 127.0.0.1);
 //! - `PILOTLIGHT_FUNCTION`: the name it greets with (default `hello`);
-//! - `LOG_REQUESTS=0` turns off the per-request log line (for benchmarks).
+//! - `LOG_REQUESTS=0` turns off the per-request log line (for benchmarks);
+//! - `FAIL_WITH=N` makes every route but `/healthz` answer status N (a broken
+//!   release, for retry and dead-letter tests).
 //!
 //! Routes:
 //! - `GET /` → 200 `Hello from <name>!`
@@ -34,6 +36,8 @@ fn main() {
     let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".into());
     let name = std::env::var("PILOTLIGHT_FUNCTION").unwrap_or_else(|_| "hello".into());
     let log = std::env::var("LOG_REQUESTS").map_or(true, |v| v != "0");
+    let fail_with: u16 =
+        std::env::var("FAIL_WITH").ok().and_then(|v| v.parse().ok()).filter(|c| (200..=599).contains(c)).unwrap_or(0);
     let listener = match TcpListener::bind(format!("{host}:{port}")) {
         Ok(l) => l,
         Err(e) => {
@@ -47,7 +51,7 @@ fn main() {
         match conn {
             Ok(conn) => {
                 std::thread::spawn(move || {
-                    let _ = serve(conn, greeting, log);
+                    let _ = serve(conn, greeting, log, fail_with);
                 });
             }
             Err(e) => eprintln!("hello: accept failed: {e}"),
@@ -70,7 +74,7 @@ fn stream(out: &mut TcpStream, chunks: u64, ms: u64) -> std::io::Result<()> {
     out.flush()
 }
 
-fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
+fn serve(conn: TcpStream, greeting: &str, log: bool, fail_with: u16) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
@@ -124,6 +128,9 @@ fn serve(conn: TcpStream, greeting: &str, log: bool) -> std::io::Result<()> {
                 .unwrap_or(0)
         };
         let (status, body): (std::borrow::Cow<'static, str>, String) = match (method, path) {
+            (_, p) if fail_with != 0 && p != "/healthz" => {
+                (format!("{fail_with} Failing").into(), format!("failing with {fail_with}\n"))
+            }
             ("GET" | "HEAD", "/") => ("200 OK".into(), greeting.to_owned()),
             ("GET" | "HEAD", "/healthz") => ("200 OK".into(), "ok\n".to_owned()),
             ("GET", "/sleep") => {
