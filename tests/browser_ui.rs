@@ -204,6 +204,28 @@ async fn sign_in_create_hello_open_it_and_delete_it_in_chromium() {
     let logs = browser.find(Locator::Id("logs")).await.unwrap().text().await.unwrap();
     assert!(logs.contains("GET / 200") || logs.contains("listening"), "{logs}");
     shot(&browser, "5-logs").await;
+    // A dead letter (made as the invoker would after its last attempt) is listed and retried.
+    let invocations = server.platform().invocations();
+    let id =
+        pilotlight::core::model::InvocationId::generate(&"hello".parse().unwrap(), pilotlight::core::support::now_ms())
+            .unwrap();
+    let request = pilotlight::core::model::InvocationRequest::new("POST", "/hook", vec![], b"{}".to_vec()).unwrap();
+    let mut dead = pilotlight::core::model::Invocation::queued(id.clone(), request, None);
+    dead.state = pilotlight::core::model::InvocationState::Dead;
+    dead.next_attempt_ms = None;
+    dead.reason = Some("5 attempts failed; the last: status 503".into());
+    invocations.create(dead).await.unwrap();
+    click(&browser, "tr[data-name='hello'] button.dead-letters").await;
+    let row = format!("#dead tr[data-id='{id}']");
+    wait_css(&browser, &row, false, Duration::from_secs(10)).await;
+    let shown = browser.find(Locator::Id("dead")).await.unwrap().text().await.unwrap();
+    assert!(shown.contains("5 attempts failed; the last: status 503"), "{shown}");
+    shot(&browser, "5b-dead-letters").await;
+    click(&browser, &format!("{row} button.retry")).await;
+    wait_css(&browser, &row, true, Duration::from_secs(10)).await;
+    wait_css(&browser, "#dead-empty:not([hidden])", false, Duration::from_secs(10)).await;
+    let state = invocations.get(&id).await.unwrap().unwrap().state;
+    assert_ne!(state, pilotlight::core::model::InvocationState::Dead, "queued again from the UI");
     click(&browser, "tr[data-name='hello'] button.delete").await;
     wait_css(&browser, "tr[data-name='hello'] button.delete.armed", false, Duration::from_secs(5)).await;
     click(&browser, "tr[data-name='hello'] button.delete.armed").await;

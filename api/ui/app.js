@@ -19,6 +19,7 @@ const state = {
   events: null,         // AbortController of the event stream
   logs: null,           // AbortController of the log stream
   armed: null,          // { name, until }: a delete waiting for its confirming click
+  dead: null,           // the function whose dead letters are shown
 };
 
 class ApiError extends Error {
@@ -186,12 +187,15 @@ function render() {
     const logs = el("button", "small logs", "Logs");
     logs.type = "button";
     logs.addEventListener("click", () => followLogs(name));
+    const dead = el("button", "small dead-letters", "Dead letters");
+    dead.type = "button";
+    dead.addEventListener("click", () => showDeadLetters(name));
     const armed = state.armed && state.armed.name === name && state.armed.until > Date.now();
     const del = el("button", armed ? "small danger delete armed" : "small danger delete", armed ? "Confirm delete" : "Delete");
     del.type = "button";
     del.disabled = f.phase === "deleting";
     del.addEventListener("click", () => armDelete(name));
-    actions.append(logs, " ", del);
+    actions.append(logs, " ", dead, " ", del);
 
     tr.append(nameCell, phaseCell, instCell, urlCell, actions);
     rows.push(tr);
@@ -283,6 +287,45 @@ async function followLogs(name) {
   }
 }
 
+// ---- dead letters ----
+
+async function showDeadLetters(name) {
+  state.dead = name;
+  $("#dead-view").hidden = false;
+  $("#dead-name").textContent = name;
+  const error = $("#dead-error");
+  error.hidden = true;
+  let list = [];
+  try {
+    const res = await api("GET", `/v1/functions/${encodeURIComponent(name)}/dead-letters?limit=500`);
+    list = (await res.json()).invocations;
+  } catch (e) {
+    error.textContent = e.message; error.hidden = false;
+  }
+  if (state.dead !== name) return;
+  const rows = list.map((i) => {
+    const tr = el("tr");
+    tr.dataset.id = i.id;
+    const retry = el("button", "small retry", "Retry");
+    retry.type = "button";
+    retry.addEventListener("click", () => {
+      retry.disabled = true;
+      api("POST", `/v1/dead-letters/${encodeURIComponent(i.id)}/retry`)
+        .then(() => showDeadLetters(name))
+        .catch((e) => { error.textContent = e.message; error.hidden = false; retry.disabled = false; });
+    });
+    const age = Math.max(0, Math.round((Date.now() - i.created_ms) / 1000));
+    tr.append(el("td", "mono", i.id), el("td", null, i.attempts.length),
+      el("td", null, i.response ? i.response.status : "none"), el("td", null, i.reason || ""),
+      el("td", "muted", `${age}s`), el("td", "actions"));
+    tr.lastChild.append(retry);
+    return tr;
+  });
+  $("#dead tbody").replaceChildren(...rows);
+  $("#dead-empty").hidden = rows.length > 0;
+  $("#dead").hidden = rows.length === 0;
+}
+
 // ---- create ----
 
 function specFromForm(form) {
@@ -361,6 +404,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#logs-close").addEventListener("click", () => {
     if (state.logs) state.logs.abort();
     $("#logs-view").hidden = true;
+  });
+  $("#dead-close").addEventListener("click", () => { state.dead = null; $("#dead-view").hidden = true; });
+  $("#dead-retry-all").addEventListener("click", () => {
+    const name = state.dead;
+    if (!name) return;
+    api("POST", `/v1/functions/${encodeURIComponent(name)}/dead-letters/retry`)
+      .then(() => showDeadLetters(name))
+      .catch((e) => { const p = $("#dead-error"); p.textContent = e.message; p.hidden = false; });
   });
   if (state.token) signIn(state.token, false).catch(() => signOut(""));
 });
