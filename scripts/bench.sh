@@ -6,6 +6,7 @@
 #   bash scripts/bench.sh coldstart  # first request at zero: warm pool vs no pool vs the engine's floors (BENCH_DENSITY=N: density)
 #   bash scripts/bench.sh queue      # memory vs Kafka (mock cluster) vs RabbitMQ: events/s, publish→handled latency
 #   bash scripts/bench.sh nginx      # NGINX router: apply time at 10..10,000 functions vs the gateway; requests
+#   bash scripts/bench.sh async      # async invocations vs sync calls; topic triggers on memory, Kafka, RabbitMQ vs the raw queue
 #   bash scripts/bench.sh reconcile  # one periodic pass at 100 and 1,000 functions, drift until healed, deploys vs the raw engine
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ case "$which" in
   gateway) cargo run --release -q --example bench_gateway ;;
   nginx) cargo run --release -q --example bench_nginx ;;
   queue) bash scripts/deps.sh >/dev/null && cargo run --release -q --example bench_queue ;;
+  async) bash scripts/deps.sh >/dev/null && cargo run --release -q --example bench_async ;;
   coldstart)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_coldstart ;;
@@ -35,5 +37,5 @@ case "$which" in
   docker)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_docker ;;
-  *) echo "unknown benchmark: $which (try: gateway, edge, docker, coldstart, nginx, queue, reconcile)" >&2; exit 2 ;;
+  *) echo "unknown benchmark: $which (try: gateway, edge, docker, coldstart, nginx, queue, async, reconcile)" >&2; exit 2 ;;
 esac

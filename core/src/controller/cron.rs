@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::invocations::InvocationStore;
+use super::invoker::InvokerNudge;
 use crate::model::{CatchUp, CronTrigger, FunctionName, Invocation, InvocationId, InvocationRequest, Trigger};
 use crate::ports::{DocKey, DocKind, DocQuery, Store, StoreError};
 use crate::support::now_ms;
@@ -101,7 +101,7 @@ pub struct CronScheduler {
     invocations: InvocationStore,
     kind: DocKind,
     config: CronConfig,
-    wake: Option<Arc<Notify>>,
+    wake: Option<InvokerNudge>,
 }
 
 fn identity(t: &CronTrigger) -> String {
@@ -118,7 +118,7 @@ fn identity(t: &CronTrigger) -> String {
 impl CronScheduler {
     /// A scheduler of the functions in `store`; `wake` (an invoker's) is
     /// notified when a tick fired.
-    pub fn new(store: Arc<dyn Store>, config: CronConfig, wake: Option<Arc<Notify>>) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: CronConfig, wake: Option<InvokerNudge>) -> Self {
         Self {
             invocations: InvocationStore::new(Arc::clone(&store)),
             store,
@@ -169,11 +169,7 @@ impl CronScheduler {
                 }
             }
         }
-        if !pass.fired.is_empty()
-            && let Some(w) = &self.wake
-        {
-            w.notify_one();
-        }
+
         Ok(pass)
     }
 
@@ -212,8 +208,11 @@ impl CronScheduler {
                 }
                 let request = InvocationRequest::new("POST", &trigger.path, headers, trigger.body.as_bytes().to_vec())
                     .map_err(|e| StoreError::Backend { source: Box::new(e), retryable: false })?;
-                match self.invocations.create(Invocation::queued(id, request, None)).await {
+                match self.invocations.create(Invocation::queued(id.clone(), request, None)).await {
                     Ok(_) => {
+                        if let Some(w) = &self.wake {
+                            w.due(&id, tick_ms);
+                        }
                         pass.fired.push((function.clone(), tick_ms));
                         metrics::counter!("pilotlight_cron_ticks_total", "function" => function.to_string(), "outcome" => "fired")
                             .increment(1);

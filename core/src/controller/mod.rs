@@ -36,7 +36,7 @@ pub use consume::{Attempt, EventHandler, run_consumer};
 pub use cron::{CronConfig, CronPass, CronScheduler};
 pub use error::{HandlerError, PlatformError};
 pub use invocations::{InvocationStore, Redrive};
-pub use invoker::{Invoker, InvokerConfig, StoreIntake};
+pub use invoker::{Invoker, InvokerConfig, InvokerNudge, StoreIntake};
 pub use plan::{Plan, PlanInput, Step, plan};
 pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, StatusUpdate, StoreActivator};
 pub use router_worker::RouterWorker;

@@ -85,6 +85,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// Its body.
     pub body: Vec<u8>,
+    /// When it had arrived whole.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -195,7 +197,7 @@ async fn serve(mut conn: TcpStream, status: u16, record: &parking_lot::Mutex<Vec
         let body = buf[start..start + length].to_vec();
         buf.drain(..start + length);
         let close = headers.iter().any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
-        record.lock().push(Received { method, path, headers, body });
+        record.lock().push(Received { method, path, headers, body, at: std::time::Instant::now() });
         let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
         conn.write_all(answer.as_bytes()).await?;
         if close {

@@ -16,7 +16,7 @@
 //! has passed, so an invocation whose invoker died mid-attempt is run again
 //! (at least once; the function gets `X-Call-Id` to tell repeats apart).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,9 @@ pub struct InvokerConfig {
     pub backoff_max: Duration,
     /// Attempts under way at once per running instance of a function (default 1).
     pub per_instance: usize,
-    /// How often the Store is scanned for due invocations even when nothing woke the invoker (default 1 s).
+    /// How often the whole Store is scanned for due invocations (default 2 s):
+    /// the backstop that finds what no hint told this invoker of (accepted or
+    /// retried by another process, or a hint lost in a crash).
     pub scan_period: Duration,
     /// Bytes of a response body kept with the invocation (default 64 KiB).
     pub response_cap: usize,
@@ -75,7 +77,7 @@ impl Default for InvokerConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             per_instance: 1,
-            scan_period: Duration::from_secs(1),
+            scan_period: Duration::from_secs(2),
             response_cap: 64 * 1024,
             retention: Duration::from_secs(24 * 3600),
             retry_any_5xx: false,
@@ -117,12 +119,35 @@ impl InvokerConfig {
     }
 }
 
+/// Tells an [`Invoker`] in this process that an invocation is due (at a
+/// time), so it looks at that one document rather than waiting for its next
+/// full scan of the Store. A hint only makes work happen sooner: the full
+/// scan every `scan_period` still finds everything that is due.
+#[derive(Clone)]
+pub struct InvokerNudge {
+    wake: Arc<Notify>,
+    hints: Arc<Mutex<BTreeSet<(u64, InvocationId)>>>,
+}
+
+impl InvokerNudge {
+    /// `id` is due at `at_ms` (ms since the epoch); wakes the invoker.
+    pub fn due(&self, id: &InvocationId, at_ms: u64) {
+        self.hints.lock().insert((at_ms, id.clone()));
+        self.wake.notify_one();
+    }
+
+    /// Wakes the invoker for a full scan soon.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
 /// Records accepted invocations in the Store and wakes the invoker of this
 /// process; another process's invoker finds them at its next scan.
 pub struct StoreIntake {
     store: Arc<dyn Store>,
     invocations: InvocationStore,
-    wake: Arc<Notify>,
+    nudge: InvokerNudge,
     callback_hosts: CallbackHosts,
 }
 
@@ -133,7 +158,7 @@ impl StoreIntake {
         Self {
             invocations: InvocationStore::new(Arc::clone(&store)),
             store,
-            wake: Arc::new(Notify::new()),
+            nudge: InvokerNudge { wake: Arc::new(Notify::new()), hints: Arc::default() },
             callback_hosts,
         }
     }
@@ -166,7 +191,7 @@ impl InvocationIntake for StoreIntake {
         let created = self.invocations.create(Invocation::queued(id, request, callback)).await.map_err(unavailable)?;
         metrics::counter!("pilotlight_invocations_accepted_total", "function" => function.to_string()).increment(1);
         tracing::debug!(function = %function, id = %created.id, "invocation accepted");
-        self.wake.notify_one();
+        self.nudge.due(&created.id, created.created_ms);
         Ok(created.id)
     }
 }
@@ -179,6 +204,8 @@ pub struct Invoker {
     callbacks: Arc<dyn CallbackSender>,
     config: InvokerConfig,
     wake: Arc<Notify>,
+    /// Invocations known to be due (accepted here, retried here), by due time.
+    hints: Arc<Mutex<BTreeSet<(u64, InvocationId)>>>,
     running: Mutex<HashMap<FunctionName, usize>>,
     /// Callback deliveries under way.
     calling: Mutex<usize>,
@@ -203,6 +230,7 @@ impl Invoker {
             callbacks,
             config,
             wake: Arc::new(Notify::new()),
+            hints: Arc::default(),
             running: Mutex::default(),
             calling: Mutex::new(0),
             queued_seen: Mutex::default(),
@@ -216,15 +244,14 @@ impl Invoker {
         StoreIntake {
             store: Arc::clone(&self.store),
             invocations: self.invocations.clone(),
-            wake: Arc::clone(&self.wake),
+            nudge: self.waker(),
             callback_hosts: self.config.callback_hosts.clone(),
         }
     }
 
-    /// What wakes it: notify it to make its next scan happen now (a cron
-    /// scheduler does, when a tick fired).
-    pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
+    /// What tells it an invocation is due (a cron scheduler does, when a tick fired).
+    pub fn waker(&self) -> InvokerNudge {
+        InvokerNudge { wake: Arc::clone(&self.wake), hints: Arc::clone(&self.hints) }
     }
 
     /// The invocations it runs.
@@ -236,8 +263,13 @@ impl Invoker {
     /// and run again later (their claim expires), so nothing is lost.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut last_prune = tokio::time::Instant::now();
+        let mut last_scan: Option<tokio::time::Instant> = None;
         loop {
-            if let Err(e) = self.tick().await {
+            let full = last_scan.is_none_or(|t| t.elapsed() >= self.config.scan_period);
+            if full {
+                last_scan = Some(tokio::time::Instant::now());
+            }
+            if let Err(e) = self.tick(full).await {
                 tracing::warn!(error = %e, "invoker: cannot read due invocations; trying again");
             }
             if last_prune.elapsed() > Duration::from_secs(60) {
@@ -249,23 +281,48 @@ impl Invoker {
                     Err(e) => tracing::warn!(error = %e, "invoker: retention sweep failed"),
                 }
             }
+            // Until the next full scan, or the next hinted retry, or a wake-up.
+            let mut wait = self.config.scan_period.saturating_sub(last_scan.map_or(Duration::ZERO, |t| t.elapsed()));
+            if let Some((at, _)) = self.hints.lock().first() {
+                wait = wait.min(Duration::from_millis(at.saturating_sub(now_ms())));
+            }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.scan_period) => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
             }
         }
         let mut attempts = std::mem::take(&mut *self.attempts.lock());
         attempts.shutdown().await;
     }
 
-    /// Claims and starts every due invocation its function has room for.
-    async fn tick(self: &Arc<Self>) -> Result<(), crate::ports::StoreError> {
+    /// Claims and starts every due invocation its function has room for:
+    /// all of the Store's (`full`), or those hinted as due by now. What is
+    /// due but has no room yet is kept as a hint for the next tick.
+    async fn tick(self: &Arc<Self>, full: bool) -> Result<(), crate::ports::StoreError> {
         // Reap the attempts that ended, so the set holds only those under way.
         while self.attempts.lock().try_join_next().is_some() {}
         let now = now_ms();
-        let due = self.invocations.due(now, 256).await?;
-        self.observe_backlog(&due, now);
+        let due = if full {
+            let due = self.invocations.due(now, 1024).await?;
+            self.observe_backlog(&due, now);
+            due
+        } else {
+            let hinted: Vec<InvocationId> = {
+                let mut hints = self.hints.lock();
+                let later = hints.split_off(&(now.saturating_add(1), InvocationId::lowest()));
+                std::mem::replace(&mut *hints, later).into_iter().map(|(_, id)| id).collect()
+            };
+            let mut due = Vec::with_capacity(hinted.len());
+            for id in hinted {
+                if let Some(inv) = self.invocations.get(&id).await?
+                    && due_at(&inv).is_some_and(|t| t <= now)
+                {
+                    due.push(inv);
+                }
+            }
+            due
+        };
         let mut limits: HashMap<FunctionName, Option<(usize, Duration)>> = HashMap::new();
         for inv in due {
             if inv.state.is_final() {
@@ -286,6 +343,8 @@ impl Invoker {
                 continue;
             };
             if self.running.lock().get(&function).copied().unwrap_or(0) >= limit {
+                // No room now: looked at again when an attempt of this function ends.
+                self.hints.lock().insert((now, inv.id.clone()));
                 continue;
             }
             let lease = u64::try_from((timeout + Duration::from_secs(10)).as_millis()).unwrap_or(u64::MAX);
@@ -391,6 +450,9 @@ impl Invoker {
                 };
                 metrics::counter!("pilotlight_invocation_attempts_total", "function" => function.to_string(), "outcome" => outcome)
                     .increment(1);
+                if let Some(at) = due_at(&i) {
+                    self.hints.lock().insert((at, i.id.clone()));
+                }
                 if i.state.is_final() {
                     let took = i.finished_ms.unwrap_or(0).saturating_sub(i.created_ms);
                     metrics::histogram!("pilotlight_invocation_seconds", "function" => function.to_string())
