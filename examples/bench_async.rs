@@ -302,7 +302,7 @@ async fn topic_trigger(label: &str, queue: Arc<dyn Queue>, n: usize) -> Result<(
     }
     let (p50, p99) = summary(ms);
     println!(
-        "   {label:<9} trigger p50 {p50:7.2} ms  p99 {p99:7.2} ms | raw queue p50 {f50:7.2} ms  p99 {f99:7.2} ms | {:.1}x the floor at p50",
+        "   {label:<9} trigger p50 {p50:8.3} ms  p99 {p99:8.3} ms | raw queue p50 {f50:8.3} ms  p99 {f99:8.3} ms | {:.1}x the floor at p50",
         p50 / f50
     );
     receiver.stop();

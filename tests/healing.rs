@@ -499,8 +499,9 @@ async fn async_get(edge: std::net::SocketAddr, host: &str, path: &str, callback:
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(edge).await.ok()?;
+        let callback = if callback.is_empty() { String::new() } else { format!("X-Callback-Url: {callback}\r\n") };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nPrefer: respond-async\r\nX-Callback-Url: {callback}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nPrefer: respond-async\r\n{callback}Connection: close\r\n\r\n"
         );
         conn.write_all(req.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
@@ -654,5 +655,66 @@ async fn process_cron_ticks_fire_once_across_kill_9_and_one_missed_tick_fires_on
         ticks.iter().map(|t| *t as i64 - killed as i64).collect::<Vec<_>>(),
         restarted - killed,
         ticks.iter().filter(|t| **t > killed && **t <= restarted).count()
+    );
+}
+
+/// 1,000 asynchronous invocations on the embedded defaults, counted in the
+/// function itself: it relays each request (with its `X-Call-Id`) to a
+/// receiver in this test. The server (the invoker's process) is `kill -9`ed
+/// twice while the backlog is being worked off. Every accepted invocation
+/// reaches the function; the test prints how many reached it more than once.
+#[tokio::test]
+async fn process_1000_async_invocations_counted_in_the_function_across_two_kill_9s() {
+    let mut lab = Lab::new(Kind::Process, false).await.unwrap();
+    lab.start_server();
+    let c = lab.client();
+    let mut spec = lab.spec("tally", None, json!({"min": 2, "max": 2, "prewarm": 0}));
+    spec["timeout_s"] = json!(1);
+    spec["env"] = json!({"LOG_REQUESTS": "0"});
+    c.deploy(&spec).await.unwrap();
+    lab.until("tally", "ready", ready_with(2)).await;
+    let edge = std::net::SocketAddr::from(([127, 0, 0, 1], lab.http));
+    let effects = http::Receiver::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), 200).await.unwrap();
+    let path = format!("/relay?to={}", effects.addr());
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    let began = Instant::now();
+    for round in 0..3 {
+        let n = if round == 2 { 334 } else { 333 };
+        for _ in 0..n {
+            match async_get(edge, "tally.localhost", &path, "").await {
+                Some(id) => accepted.push(id),
+                None => refused += 1,
+            }
+        }
+        if round < 2 {
+            lab.signal_server(Signal::SIGKILL);
+            if let Some(mut child) = lab.server.take() {
+                let _ = child.wait();
+            }
+            lab.start_server();
+        }
+    }
+    assert_eq!(refused, 0, "the edge accepted every request");
+    assert_eq!(accepted.len(), 1000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let counts = loop {
+        let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for r in effects.received() {
+            if let Some(id) = r.header("x-call-id") {
+                *counts.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+        let missing = accepted.iter().filter(|id| !counts.contains_key(*id)).count();
+        if missing == 0 {
+            break counts;
+        }
+        assert!(Instant::now() < deadline, "{missing} of 1000 accepted invocations never reached the function");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let twice = counts.values().filter(|n| **n > 1).count();
+    println!(
+        "1000 invocations accepted across two kill -9s of the server, all reached the function (0 lost), \
+         {twice} more than once (at least once), in {:.1} s",
+        began.elapsed().as_secs_f64()
     );
 }

@@ -35,11 +35,6 @@ impl InvocationId {
         Ok(Self(format!("{function}.{:012x}{:016x}", now_ms & 0xffff_ffff_ffff, u64::from_be_bytes(random))))
     }
 
-    /// An id that sorts before every other (a bound for ranges of ids).
-    pub(crate) fn lowest() -> Self {
-        Self(String::new())
-    }
-
     /// The id of what a trigger fires for `function` at `at_ms`: the same
     /// inputs always give the same id, so a tick recorded twice (two
     /// schedulers, or one that crashed between recording and marking) is

@@ -77,7 +77,7 @@ impl Invoker {
     /// there is room among the deliveries under way.
     pub(super) async fn start_callback(self: &Arc<Self>, inv: Invocation, now: u64) -> Result<(), StoreError> {
         if *self.calling.lock() >= self.config.callback_concurrency.max(1) {
-            self.hints.lock().insert((now, inv.id));
+            self.hints.lock().callbacks.insert((now, inv.id));
             return Ok(());
         }
         let lease = u64::try_from((self.config.callback_timeout + Duration::from_secs(5)).as_millis()).unwrap_or(0);
@@ -167,7 +167,7 @@ impl Invoker {
         match recorded {
             Ok(Some(i)) => {
                 if let Some(at) = super::due_at(&i) {
-                    self.hints.lock().insert((at, i.id.clone()));
+                    self.hints.lock().add(&i, at);
                 }
                 let outcome = match i.callback.as_ref().map(|c| c.state) {
                     Some(CallbackState::Delivered) => "delivered",

@@ -119,6 +119,29 @@ impl InvokerConfig {
     }
 }
 
+/// Invocations an invoker knows are due, by due time: attempts to make, and
+/// callbacks to send (kept apart, since each has its own limit on what runs).
+#[derive(Default)]
+struct Hints {
+    attempts: BTreeSet<(u64, InvocationId)>,
+    callbacks: BTreeSet<(u64, InvocationId)>,
+}
+
+impl Hints {
+    fn first_due(&self) -> Option<u64> {
+        [self.attempts.first(), self.callbacks.first()].into_iter().flatten().map(|(at, _)| *at).min()
+    }
+
+    /// Takes the hint of `inv`'s next step (attempt or callback) at `at`.
+    fn add(&mut self, inv: &Invocation, at: u64) {
+        if inv.state.is_final() {
+            self.callbacks.insert((at, inv.id.clone()));
+        } else {
+            self.attempts.insert((at, inv.id.clone()));
+        }
+    }
+}
+
 /// Tells an [`Invoker`] in this process that an invocation is due (at a
 /// time), so it looks at that one document rather than waiting for its next
 /// full scan of the Store. A hint only makes work happen sooner: the full
@@ -126,13 +149,13 @@ impl InvokerConfig {
 #[derive(Clone)]
 pub struct InvokerNudge {
     wake: Arc<Notify>,
-    hints: Arc<Mutex<BTreeSet<(u64, InvocationId)>>>,
+    hints: Arc<Mutex<Hints>>,
 }
 
 impl InvokerNudge {
     /// `id` is due at `at_ms` (ms since the epoch); wakes the invoker.
     pub fn due(&self, id: &InvocationId, at_ms: u64) {
-        self.hints.lock().insert((at_ms, id.clone()));
+        self.hints.lock().attempts.insert((at_ms, id.clone()));
         self.wake.notify_one();
     }
 
@@ -205,7 +228,9 @@ pub struct Invoker {
     config: InvokerConfig,
     wake: Arc<Notify>,
     /// Invocations known to be due (accepted here, retried here), by due time.
-    hints: Arc<Mutex<BTreeSet<(u64, InvocationId)>>>,
+    hints: Arc<Mutex<Hints>>,
+    /// Attempts each function may have under way at once, as last read.
+    limits: Mutex<HashMap<FunctionName, usize>>,
     running: Mutex<HashMap<FunctionName, usize>>,
     /// Callback deliveries under way.
     calling: Mutex<usize>,
@@ -231,6 +256,7 @@ impl Invoker {
             config,
             wake: Arc::new(Notify::new()),
             hints: Arc::default(),
+            limits: Mutex::default(),
             running: Mutex::default(),
             calling: Mutex::new(0),
             queued_seen: Mutex::default(),
@@ -283,7 +309,7 @@ impl Invoker {
             }
             // Until the next full scan, or the next hinted retry, or a wake-up.
             let mut wait = self.config.scan_period.saturating_sub(last_scan.map_or(Duration::ZERO, |t| t.elapsed()));
-            if let Some((at, _)) = self.hints.lock().first() {
+            if let Some(at) = self.hints.lock().first_due() {
                 wait = wait.min(Duration::from_millis(at.saturating_sub(now_ms())));
             }
             tokio::select! {
@@ -308,11 +334,7 @@ impl Invoker {
             self.observe_backlog(&due, now);
             due
         } else {
-            let hinted: Vec<InvocationId> = {
-                let mut hints = self.hints.lock();
-                let later = hints.split_off(&(now.saturating_add(1), InvocationId::lowest()));
-                std::mem::replace(&mut *hints, later).into_iter().map(|(_, id)| id).collect()
-            };
+            let hinted = self.take_hints(now);
             let mut due = Vec::with_capacity(hinted.len());
             for id in hinted {
                 if let Some(inv) = self.invocations.get(&id).await?
@@ -336,6 +358,9 @@ impl Invoker {
                     let instances = r.status.endpoints.len().max(1);
                     (instances.saturating_mul(self.config.per_instance.max(1)), r.spec.timeout())
                 });
+                if let Some((n, _)) = limit {
+                    self.limits.lock().insert(function.clone(), n);
+                }
                 limits.insert(function.clone(), limit);
             }
             let Some((limit, timeout)) = limits.get(&function).copied().flatten() else {
@@ -344,7 +369,7 @@ impl Invoker {
             };
             if self.running.lock().get(&function).copied().unwrap_or(0) >= limit {
                 // No room now: looked at again when an attempt of this function ends.
-                self.hints.lock().insert((now, inv.id.clone()));
+                self.hints.lock().attempts.insert((now, inv.id.clone()));
                 continue;
             }
             let lease = u64::try_from((timeout + Duration::from_secs(10)).as_millis()).unwrap_or(u64::MAX);
@@ -451,7 +476,7 @@ impl Invoker {
                 metrics::counter!("pilotlight_invocation_attempts_total", "function" => function.to_string(), "outcome" => outcome)
                     .increment(1);
                 if let Some(at) = due_at(&i) {
-                    self.hints.lock().insert((at, i.id.clone()));
+                    self.hints.lock().add(&i, at);
                 }
                 if i.state.is_final() {
                     let took = i.finished_ms.unwrap_or(0).saturating_sub(i.created_ms);
@@ -473,6 +498,39 @@ impl Invoker {
         metrics::gauge!("pilotlight_invocations_in_flight", "function" => function.to_string())
             .set(left.unwrap_or(0) as f64);
         self.wake.notify_one();
+    }
+
+    /// The hinted ids due by `now` that there is room to start: per
+    /// function, up to its limit less what runs (one to learn the limit of a
+    /// function not seen yet); callbacks up to their concurrency. The others
+    /// stay hinted, unread, so a large backlog costs nothing per tick.
+    fn take_hints(&self, now: u64) -> Vec<InvocationId> {
+        let mut hints = self.hints.lock();
+        let running = self.running.lock();
+        let limits = self.limits.lock();
+        let mut room: HashMap<FunctionName, usize> = HashMap::new();
+        let mut taken = Vec::new();
+        let due: Vec<(u64, InvocationId)> = hints.attempts.iter().take_while(|(at, _)| *at <= now).cloned().collect();
+        for key in due {
+            let function = key.1.function();
+            let left = room.entry(function.clone()).or_insert_with(|| {
+                let limit = limits.get(&function).copied().unwrap_or(1);
+                limit.saturating_sub(running.get(&function).copied().unwrap_or(0))
+            });
+            if *left > 0 {
+                *left -= 1;
+                hints.attempts.remove(&key);
+                taken.push(key.1);
+            }
+        }
+        let mut callback_room = self.config.callback_concurrency.max(1).saturating_sub(*self.calling.lock());
+        while callback_room > 0 && hints.callbacks.first().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, id)) = hints.callbacks.pop_first() {
+                taken.push(id);
+            }
+            callback_room -= 1;
+        }
+        taken
     }
 
     /// Gauges of the backlog: invocations due per function, and the queue
