@@ -99,11 +99,10 @@ impl Client {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Config(format!("bad request URL {url}: {e}")))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| ClientError::Transport { url: self.base.clone(), message: error_chain(&e) })?;
+        let response = self.http.request(request).await.map_err(|e| ClientError::Transport {
+            url: self.base.clone(),
+            message: pilotlight_core::support::error_chain(&e),
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -307,17 +306,6 @@ fn query_value(value: &str) -> String {
             }
         })
         .collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The body's lines, without their line breaks.

@@ -299,7 +299,11 @@ impl CallbackSender for HttpCallbacks {
         let exchange = async {
             // Any failure to get an answer is worth another attempt: a refused
             // or reset connection, a TLS handshake that failed, a broken body.
-            let resp = self.client.request(req).await.map_err(|e| DispatchError::Connect(error_chain(&e)))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| DispatchError::Connect(pilotlight_core::support::error_chain(&e)))?;
             let status = resp.status().as_u16();
             // The receiver's body is not kept; read (a little of) it so the connection can be reused.
             let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
@@ -307,18 +311,6 @@ impl CallbackSender for HttpCallbacks {
         };
         tokio::time::timeout(timeout, exchange).await.map_err(|_| DispatchError::Timeout(timeout))?
     }
-}
-
-/// An error and its sources, on one line (hyper's own message is often just "client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,19 @@ pub use logs::LogBuffer;
 pub use readiness::{probe, probe_endpoint};
 pub use task_subscription::TaskSubscription;
 
+/// An error and its sources on one line: hyper's own message is often just
+/// "client error (Connect)", the reason is in the sources.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
