@@ -391,3 +391,43 @@ async fn bad_triggers_are_refused_with_the_field_and_nothing_is_deployed() {
         assert_eq!(e.field, field, "{e}");
     }
 }
+
+#[tokio::test]
+async fn a_function_sets_its_own_body_cap_and_keeps_authorization_only_when_it_asks() {
+    let s = stage(InvokerConfig { scan_period: Duration::from_millis(200), ..Default::default() }).await;
+    let mut input = FunctionSpecInput::exec("guarded", hello_binary().to_str().unwrap(), &[], 8080);
+    input.scaling = Some(ScalingInput { min: Some(1), prewarm: Some(0), ..Default::default() });
+    input.asynchronous = Some(pilotlight::core::model::AsyncInput {
+        max_body_bytes: Some(16),
+        per_instance: Some(2),
+        forward_authorization: Some(true),
+    });
+    s.platform.deploy(input.validate().unwrap()).await.unwrap();
+    s.deploy("plain", hello_binary().to_str().unwrap(), 1).await;
+    for name in ["guarded", "plain"] {
+        s.platform.wait_ready(&name.parse().unwrap(), Duration::from_secs(30)).await.unwrap();
+    }
+    let post = |host: &str, body: &[u8]| {
+        format!(
+            "POST /headers HTTP/1.1\r\nHost: {host}\r\nPrefer: respond-async\r\nAuthorization: Bearer s3cret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+    };
+    // The function's own cap (16 bytes), below the edge's (1 KiB here).
+    let big = send(s.gw.http_addr(), &post("guarded.localhost", &[b'x'; 17]), &[b'x'; 17]).await;
+    assert_eq!(big.status, 413, "{}", big.body);
+    assert!(big.body.contains("16 bytes"), "{}", big.body);
+    let kept = accepted(&send(s.gw.http_addr(), &post("guarded.localhost", b"small"), b"small").await);
+    let dropped = accepted(&send(s.gw.http_addr(), &post("plain.localhost", b"small"), b"small").await);
+    let seen = |i: Invocation| String::from_utf8(i.response.unwrap().body).unwrap().to_ascii_lowercase();
+    let kept = seen(s.finished(&kept).await);
+    assert!(kept.contains("authorization: bearer s3cret"), "the function asked for it: {kept}");
+    let dropped = seen(s.finished(&dropped).await);
+    assert!(!dropped.contains("authorization"), "credentials are not kept by default: {dropped}");
+    let bad = FunctionSpecInput {
+        asynchronous: Some(pilotlight::core::model::AsyncInput { per_instance: Some(0), ..Default::default() }),
+        ..FunctionSpecInput::exec("bad", "/bin/true", &[], 8080)
+    };
+    assert_eq!(bad.validate().unwrap_err().field, "async.per_instance");
+    s.stop().await;
+}

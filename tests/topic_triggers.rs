@@ -22,7 +22,14 @@ use tokio_util::sync::CancellationToken;
 const KEYS: usize = 5;
 const PER_KEY: usize = 100;
 
-async fn five_keys_in_order_across_a_consumer_crash(queue_url: &str) {
+/// What goes wrong half way: the consumer crashes, or the broker goes away
+/// for a while (`outage(true)` takes it down, `outage(false)` brings it back).
+enum Fault<'a> {
+    ConsumerCrash,
+    Outage(&'a dyn Fn(bool)),
+}
+
+async fn five_keys_in_order(queue_url: &str, fault: Fault<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let queue = pilotlight::connect::queue(queue_url).await.unwrap();
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
@@ -75,12 +82,17 @@ async fn five_keys_in_order_across_a_consumer_crash(queue_url: &str) {
         for seq in 0..PER_KEY {
             for k in 0..KEYS {
                 let (key, body) = (format!("k{k}"), format!("k{k}:{seq}"));
+                let mut retry_until = Instant::now() + Duration::from_secs(60);
+                if seq == 0 && k == 0 {
+                    retry_until = deadline;
+                }
                 loop {
                     let sent = publisher.publish_message("orders", &key, body.clone().into_bytes(), Some("text/plain"));
                     match sent.await {
                         Ok(_) => break,
-                        Err(e) if seq == 0 && k == 0 && Instant::now() < deadline => {
-                            eprintln!("waiting for the trigger's group: {e}");
+                        // The trigger's group is not bound yet (RabbitMQ), or the broker is away: try again.
+                        Err(e) if Instant::now() < retry_until => {
+                            eprintln!("publish {key}:{seq} again: {e}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         Err(e) => panic!("publish: {e}"),
@@ -102,11 +114,21 @@ async fn five_keys_in_order_across_a_consumer_crash(queue_url: &str) {
         }
     };
     wait_for(total / 2, "half the messages").await;
-    // The consumer crashes: nothing it had in hand is settled.
-    first.abort();
-    let _ = first.await;
-    let at_crash = receiver.received().len();
-    let second = start(Arc::clone(&store));
+    let at_fault = receiver.received().len();
+    let second = match fault {
+        Fault::ConsumerCrash => {
+            // The consumer crashes: nothing it had in hand is settled.
+            first.abort();
+            let _ = first.await;
+            start(Arc::clone(&store))
+        }
+        Fault::Outage(outage) => {
+            outage(true);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            outage(false);
+            first
+        }
+    };
     publishing.await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let distinct = |got: &[pilotlight::core::testkit::http::Received]| {
@@ -148,7 +170,7 @@ async fn five_keys_in_order_across_a_consumer_crash(queue_url: &str) {
         repeats += seqs.len() - PER_KEY;
     }
     println!(
-        "{queue_url}: {total} messages over {KEYS} keys in order per key across a consumer crash after {at_crash}; \
+        "{queue_url}: {total} messages over {KEYS} keys in order per key across a fault after {at_fault}; \
          {repeats} delivered twice (at least once), {:.1} s",
         took.as_secs_f64()
     );
@@ -160,7 +182,7 @@ async fn five_keys_in_order_across_a_consumer_crash(queue_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_queue_topic_trigger_keeps_order_per_key_across_a_consumer_crash() {
-    five_keys_in_order_across_a_consumer_crash("memory").await;
+    five_keys_in_order("memory", Fault::ConsumerCrash).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,18 +193,60 @@ async fn kafka_topic_trigger_keeps_order_per_key_across_a_consumer_crash() {
         cluster.bootstrap_servers(),
         unique("topics")
     );
-    five_keys_in_order_across_a_consumer_crash(&url).await;
+    five_keys_in_order(&url, Fault::ConsumerCrash).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_topic_trigger_keeps_order_per_key_across_a_consumer_crash() {
+async fn kafka_topic_trigger_keeps_order_per_key_while_every_broker_is_down_for_a_while() {
+    let cluster = MockCluster::new(3).unwrap();
+    let url = format!(
+        "kafka://{}/?prefix={}.&create_topics=false&session.timeout.ms=6000&heartbeat.interval.ms=500",
+        cluster.bootstrap_servers(),
+        unique("topics")
+    );
+    let outage = |down: bool| {
+        for broker in 1..=3 {
+            if down {
+                cluster.broker_down(broker).unwrap();
+            } else {
+                cluster.broker_up(broker).unwrap();
+            }
+        }
+    };
+    five_keys_in_order(&url, Fault::Outage(&outage)).await;
+}
+
+/// The test broker under a prefix of this test's own, or None (skipped with the reason) outside CI.
+async fn amqp_url() -> Option<String> {
     let base = std::env::var("PILOTLIGHT_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let url = format!("{base}?prefix={}.", unique("topics"));
     if let Err(e) = pilotlight::connect::queue(&url).await {
         let msg = format!("RabbitMQ is not reachable ({e}); `bash scripts/deps.sh` installs and starts it");
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
         eprintln!("SKIPPED: {msg}");
+        return None;
+    }
+    Some(url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_topic_trigger_keeps_order_per_key_across_a_broker_restart() {
+    let Some(url) = amqp_url().await else { return };
+    if !pilotlight::core::testkit::require_tool("rabbitmqctl", "the fault test restarts RabbitMQ") {
         return;
     }
-    five_keys_in_order_across_a_consumer_crash(&url).await;
+    let outage = |down: bool| {
+        let steps: &[&[&str]] = if down { &[&["stop_app"]] } else { &[&["start_app"], &["await_startup"]] };
+        for args in steps {
+            let out = std::process::Command::new("rabbitmqctl").args(*args).output().unwrap();
+            assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    five_keys_in_order(&url, Fault::Outage(&outage)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_topic_trigger_keeps_order_per_key_across_a_consumer_crash() {
+    let Some(url) = amqp_url().await else { return };
+    five_keys_in_order(&url, Fault::ConsumerCrash).await;
 }

@@ -45,6 +45,11 @@ pub(crate) async fn accept(
     req: Request<Incoming>,
     max_body: usize,
 ) -> Response<Full<Bytes>> {
+    let policy = match intake.policy(function).await {
+        Ok(p) => p,
+        Err(e) => return not_accepted(function, &e),
+    };
+    let max_body = policy.max_body_bytes.unwrap_or(max_body);
     let (parts, body) = req.into_parts();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let too_large = || {
@@ -83,8 +88,12 @@ pub(crate) async fn accept(
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // What the edge itself answers or sets again on delivery is not replayed.
-    for name in [header::HOST, header::AUTHORIZATION, header::CONTENT_LENGTH, HeaderName::from_static("prefer")] {
+    for name in [header::HOST, header::CONTENT_LENGTH, HeaderName::from_static("prefer")] {
         headers.remove(name);
+    }
+    // Credentials are not kept in the Store unless the function asked for them.
+    if !policy.forward_authorization {
+        headers.remove(header::AUTHORIZATION);
     }
     headers.remove(CALLBACK);
     let mut kept = Vec::with_capacity(headers.len());
@@ -121,15 +130,23 @@ pub(crate) async fn accept(
             }
             resp
         }
-        Err(IntakeError::Invalid(v)) => {
+        Err(e) => not_accepted(function, &e),
+    }
+}
+
+/// The answer to an invocation the intake did not take: 400 (a rule of this
+/// deployment), 404 (the function went away) or 503 (try again).
+fn not_accepted(function: &FunctionName, e: &IntakeError) -> Response<Full<Bytes>> {
+    match e {
+        IntakeError::Invalid(v) => {
             responses::error(StatusCode::BAD_REQUEST, "invalid_callback_url", &format!("X-Callback-Url: {}", v.message))
         }
-        Err(IntakeError::NotFound(_)) => responses::error(
+        IntakeError::NotFound(_) => responses::error(
             StatusCode::NOT_FOUND,
             "unknown_function",
             &format!("`{function}` was removed; nothing was accepted"),
         ),
-        Err(e) => {
+        e => {
             let mut resp = responses::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_accepted",

@@ -26,8 +26,8 @@ pub use names::{Domain, FunctionName, Region};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
 pub use spec::{
-    ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput, Network, Port, Scaling,
-    ScalingInput, Source,
+    AsyncInput, AsyncPolicy, ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput,
+    Network, Port, Scaling, ScalingInput, Source,
 };
 pub use trigger::{
     CatchUp, CronSchedule, CronTrigger, MAX_TRIGGER_BODY_BYTES, MAX_TRIGGERS, TopicTrigger, Trigger, TriggerInput,

@@ -299,6 +299,7 @@ pub struct FunctionSpec {
     health_path: Option<HealthPath>,
     network: Network,
     triggers: Vec<Trigger>,
+    asynchronous: AsyncPolicy,
 }
 
 impl FunctionSpec {
@@ -344,6 +345,10 @@ impl FunctionSpec {
     /// The network its instances join (container runtimes).
     pub fn network(&self) -> Network {
         self.network
+    }
+    /// How its asynchronous invocations are taken and run.
+    pub fn asynchronous(&self) -> &AsyncPolicy {
+        &self.asynchronous
     }
     /// What calls it besides requests: cron schedules and topics.
     pub fn triggers(&self) -> &[Trigger] {
@@ -403,6 +408,50 @@ pub struct ScalingInput {
     pub idle_timeout_s: Option<i64>,
 }
 
+/// How a function's asynchronous invocations are taken and run; every
+/// field falls back to the platform's setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AsyncPolicy {
+    /// The largest body accepted (413 beyond); `None`: the edge's setting (1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Attempts under way at once per instance; `None`: the invoker's setting (1).
+    pub per_instance: Option<u32>,
+    /// Keep the caller's `Authorization` header for the function (default: dropped).
+    pub forward_authorization: bool,
+}
+
+impl AsyncPolicy {
+    /// The largest body an asynchronous invocation of a function may have.
+    pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+}
+
+/// `async` as written by a user; every field is optional.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncInput {
+    /// The largest body accepted, 1 B to 16 MiB; default the platform's (1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16777216))]
+    pub max_body_bytes: Option<i64>,
+    /// Attempts under way at once per instance, 1 to 1000; default the platform's (1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub per_instance: Option<i64>,
+    /// Keep the caller's `Authorization` header (default false: it is dropped before the request is stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_authorization: Option<bool>,
+}
+
+fn validate_async(a: AsyncInput) -> Result<AsyncPolicy, ValidationError> {
+    let cap = i64::try_from(AsyncPolicy::MAX_BODY_BYTES).unwrap_or(i64::MAX);
+    Ok(AsyncPolicy {
+        max_body_bytes: a.max_body_bytes.map(|v| check_range("max_body_bytes", v, 1, cap, " bytes")).transpose()?,
+        per_instance: a.per_instance.map(|v| check_range("per_instance", v, 1, 1000, "")).transpose()?,
+        forward_authorization: a.forward_authorization.unwrap_or(false),
+    })
+}
+
 /// A function spec as users write it (JSON, TOML, a form). Unknown fields are
 /// rejected. Only `name`, one of `image`/`exec`, and `port` are required.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -445,6 +494,9 @@ pub struct FunctionSpecInput {
     /// (`{"topic": "orders", "path": "/order"}`) that call the function; at most 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerInput>,
+    /// Asynchronous invocations of this function: body cap, concurrency, `Authorization`.
+    #[serde(rename = "async", default, skip_serializing_if = "Option::is_none")]
+    pub asynchronous: Option<AsyncInput>,
 }
 
 const MAX_ARGS: usize = 256;
@@ -492,7 +544,21 @@ impl FunctionSpecInput {
         let health_path = self.health_path.map(|p| HealthPath::parse_field("health_path", &p)).transpose()?;
         let network = self.network.map_or(Ok(Network::default()), |n| Network::parse_field("network", &n))?;
         let triggers = validate_triggers(self.triggers)?;
-        Ok(FunctionSpec { name, source, port, region, env, limits, scaling, timeout_s, health_path, network, triggers })
+        let asynchronous = validate_async(self.asynchronous.unwrap_or_default()).map_err(|e| e.within("async"))?;
+        Ok(FunctionSpec {
+            name,
+            source,
+            port,
+            region,
+            env,
+            limits,
+            scaling,
+            timeout_s,
+            health_path,
+            network,
+            triggers,
+            asynchronous,
+        })
     }
 }
 
@@ -602,6 +668,12 @@ impl From<FunctionSpec> for FunctionSpecInput {
             // Written out only when set, so specs stored before the field existed read back the same.
             network: (s.network != Network::default()).then(|| s.network.as_str().to_owned()),
             triggers: s.triggers.into_iter().map(TriggerInput::from).collect(),
+            // Written out only when set, so specs stored before the field existed read back the same.
+            asynchronous: (s.asynchronous != AsyncPolicy::default()).then(|| AsyncInput {
+                max_body_bytes: s.asynchronous.max_body_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                per_instance: s.asynchronous.per_instance.map(i64::from),
+                forward_authorization: Some(s.asynchronous.forward_authorization),
+            }),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{CallbackUrl, FunctionName, InvocationId, InvocationRequest, InvocationResponse};
+use crate::model::{AsyncPolicy, CallbackUrl, FunctionName, InvocationId, InvocationRequest, InvocationResponse};
 
 /// Takes asynchronous invocations from an edge: records each durably and
 /// tells whoever runs them. The edge answers `202 Accepted` only once
@@ -15,6 +15,10 @@ use crate::model::{CallbackUrl, FunctionName, InvocationId, InvocationRequest, I
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait InvocationIntake: Send + Sync + 'static {
+    /// How `function`'s asynchronous invocations are taken (its body cap,
+    /// whether `Authorization` is kept): read by an edge before the body.
+    async fn policy(&self, function: &FunctionName) -> Result<AsyncPolicy, IntakeError>;
+
     /// Records `request` for `function`, to run as soon as it can.
     async fn accept(
         &self,

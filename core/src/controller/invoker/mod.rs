@@ -31,8 +31,8 @@ mod callback;
 use super::invocations::{InvocationStore, due_at};
 use super::workqueue::jitter;
 use crate::model::{
-    CallbackDelivery, CallbackHosts, CallbackUrl, FunctionName, Invocation, InvocationAttempt, InvocationId,
-    InvocationRequest, InvocationState, ValidationError,
+    AsyncPolicy, CallbackDelivery, CallbackHosts, CallbackUrl, FunctionName, Invocation, InvocationAttempt,
+    InvocationId, InvocationRequest, InvocationState, ValidationError,
 };
 use crate::ports::{CallbackSender, Dispatch, Dispatched, IntakeError, InvocationIntake, Store};
 use crate::support::now_ms;
@@ -46,7 +46,8 @@ pub struct InvokerConfig {
     pub backoff_min: Duration,
     /// The longest wait between attempts (default 60 s).
     pub backoff_max: Duration,
-    /// Attempts under way at once per running instance of a function (default 1).
+    /// Attempts under way at once per running instance of a function (default 1;
+    /// a function's `async.per_instance` overrides it).
     pub per_instance: usize,
     /// How often the whole Store is scanned for due invocations (default 2 s):
     /// the backstop that finds what no hint told this invoker of (accepted or
@@ -189,6 +190,13 @@ impl StoreIntake {
 
 #[async_trait]
 impl InvocationIntake for StoreIntake {
+    async fn policy(&self, function: &FunctionName) -> Result<AsyncPolicy, IntakeError> {
+        match self.store.get(function).await.map_err(|e| IntakeError::Unavailable(e.to_string()))? {
+            Some(r) if !r.deleted => Ok(r.spec.asynchronous().clone()),
+            _ => Err(IntakeError::NotFound(function.clone())),
+        }
+    }
+
     async fn accept(
         &self,
         function: &FunctionName,
@@ -356,7 +364,9 @@ impl Invoker {
                 let record = self.store.get(&function).await?;
                 let limit = record.filter(|r| !r.deleted).map(|r| {
                     let instances = r.status.endpoints.len().max(1);
-                    (instances.saturating_mul(self.config.per_instance.max(1)), r.spec.timeout())
+                    let per_instance =
+                        r.spec.asynchronous().per_instance.map_or(self.config.per_instance, |n| n as usize).max(1);
+                    (instances.saturating_mul(per_instance), r.spec.timeout())
                 });
                 if let Some((n, _)) = limit {
                     self.limits.lock().insert(function.clone(), n);
