@@ -57,10 +57,7 @@ pub fn trigger_group(function: &FunctionName, topic: &str) -> String {
     if group.len() <= 200 {
         return group;
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes() {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crate::support::stable_hash(topic.as_bytes());
     format!("trigger.{function}.{}.{hash:016x}", &topic[..100.min(topic.len())])
 }
 

@@ -40,11 +40,7 @@ impl InvocationId {
     /// schedulers, or one that crashed between recording and marking) is
     /// one invocation. `source` tells the function's triggers apart.
     pub fn for_trigger(function: &FunctionName, at_ms: u64, source: &str) -> Self {
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in source.bytes() {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let hash = crate::support::stable_hash(source.as_bytes());
         Self(format!("{function}.{:012x}{hash:016x}", at_ms & 0xffff_ffff_ffff))
     }
 

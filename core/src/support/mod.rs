@@ -16,6 +16,12 @@ pub use logs::LogBuffer;
 pub use readiness::{probe, probe_endpoint};
 pub use task_subscription::TaskSubscription;
 
+/// FNV-1a of `bytes`: a hash that is the same in every build and on every
+/// platform (std's is not), for names and ids derived from other names.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
 /// An error and its sources on one line: hyper's own message is often just
 /// "client error (Connect)", the reason is in the sources.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -55,4 +61,15 @@ pub fn runtime_events(
             }
         })
         .boxed()
+}
+
+#[cfg(test)]
+mod stable_hash_tests {
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        // Published FNV-1a 64 test vectors: ids made from it must not change between releases.
+        assert_eq!(super::stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(super::stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 }
