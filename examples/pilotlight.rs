@@ -36,12 +36,19 @@ Usage:
   pilotlight invocations NAME [--state queued|running|succeeded|failed|dead] [--limit N]
   pilotlight dead-letters NAME [--retry | --retry-id ID]
   pilotlight publish TOPIC [--key K] [--data TEXT | --data-file FILE] [--content-type T]
+  pilotlight secret set NAME [--from-file FILE]   (else the value is read from stdin)
+  pilotlight secret ls
+  pilotlight secret rm NAME
+
+secret: a value a function reads as the file /run/secrets/NAME (deploy --secret NAME).
+  It is kept encrypted and never shown again; setting it rolls the functions that use it.
 
 invoke: a POST to the function's URL through the edge, its answer on stdout; with
   --async it is kept and retried by the platform (--wait shows the outcome).
 
 deploy options:
   --env KEY=VALUE           (repeatable)
+  --secret NAME             a secret the function reads at /run/secrets/NAME (repeatable)
   --region R  --timeout-s S  --health-path /healthz
   --memory-mb N  --cpu-millis N  --pids N
   --min N  --max N  --prewarm N  --precreate N  --target-concurrency N  --idle-timeout-s S
@@ -248,7 +255,59 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             println!("published {} to {} (key {})", r.message_id, r.topic, r.key);
             Ok(ExitCode::SUCCESS)
         }
+        "secret" => secret(&client, &mut args).await,
         other => Err(format!("unknown command `{other}`; see --help").into()),
+    }
+}
+
+/// `pilotlight secret set|ls|rm`: a value goes in from a file or stdin, and is never printed.
+async fn secret(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
+    let action = args.words.first().cloned().unwrap_or_default();
+    let name = || args.words.get(1).cloned().ok_or_else(|| format!("`pilotlight secret {action}` needs a secret name"));
+    match action.as_str() {
+        "set" => {
+            let name = name()?;
+            let from = args.take("from-file");
+            args.done()?;
+            let value = match from {
+                Some(path) => std::fs::read(&path).map_err(|e| format!("--from-file {path}: {e}"))?,
+                None => {
+                    use std::io::{IsTerminal, Read};
+                    if std::io::stdin().is_terminal() {
+                        eprintln!("type the value of {name}, then Ctrl-D:");
+                    }
+                    let mut v = Vec::new();
+                    std::io::stdin().read_to_end(&mut v).map_err(|e| format!("reading the value from stdin: {e}"))?;
+                    v
+                }
+            };
+            let s = client.set_secret(&name, value).await?;
+            let rolling =
+                if s.used_by.is_empty() { String::new() } else { format!("; rolling {}", s.used_by.join(", ")) };
+            println!("secret {} set ({} bytes){rolling}", s.name, s.size);
+            Ok(ExitCode::SUCCESS)
+        }
+        "ls" | "list" => {
+            args.done()?;
+            let secrets = client.secrets().await?;
+            if secrets.is_empty() {
+                println!("no secrets");
+            }
+            for s in secrets {
+                let used = if s.used_by.is_empty() { "-".to_owned() } else { s.used_by.join(",") };
+                println!("{:<32} {:>7} bytes  updated {} ago  used by {used}", s.name, s.size, ago(s.updated_ms));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "rm" | "delete" => {
+            let name = name()?;
+            args.done()?;
+            client.remove_secret(&name).await?;
+            println!("secret {name} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        "" => Err("`pilotlight secret` needs set, ls or rm; see --help".into()),
+        other => Err(format!("unknown `pilotlight secret {other}`: use set, ls or rm").into()),
     }
 }
 
@@ -275,6 +334,7 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
                 env.insert(k.to_owned(), v.to_owned());
             }
             input.env = env;
+            input.secrets = args.take_all("secret");
             let limits = LimitsInput {
                 memory_mb: args.number("memory-mb")?,
                 cpu_millis: args.number("cpu-millis")?,

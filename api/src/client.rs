@@ -241,6 +241,22 @@ impl Client {
         self.json_typed(Method::POST, &target, Some(body), Some(content_type)).await
     }
 
+    /// `PUT /v1/secrets/{name}`: sets a secret to `value`; the answer has its size, never the value.
+    pub async fn set_secret(&self, name: &str, value: Vec<u8>) -> Result<crate::views::SecretView, ClientError> {
+        let target = format!("/v1/secrets/{}", path_segment(name));
+        self.json_typed(Method::PUT, &target, Some(value), Some("application/octet-stream")).await
+    }
+
+    /// `GET /v1/secrets`.
+    pub async fn secrets(&self) -> Result<Vec<crate::views::SecretView>, ClientError> {
+        self.json::<crate::views::SecretList>(Method::GET, "/v1/secrets", None).await.map(|l| l.secrets)
+    }
+
+    /// `DELETE /v1/secrets/{name}` (refused while a function lists it).
+    pub async fn remove_secret(&self, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/secrets/{}", path_segment(name)), None).await.map(|_| ())
+    }
+
     /// `DELETE /v1/functions/{name}`.
     pub async fn delete(&self, name: &str) -> Result<Receipt, ClientError> {
         self.json(Method::DELETE, &format!("/v1/functions/{}", path_segment(name)), None).await

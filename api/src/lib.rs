@@ -6,6 +6,8 @@
 //! - JSON under `/v1`: `POST/GET /v1/functions`, `GET/DELETE /v1/functions/{name}`,
 //!   `GET /v1/functions/{name}/logs?follow=true&tail=N` (NDJSON), `GET /v1/events`
 //!   (server-sent events), `GET /v1/info`, `GET /v1/openapi.json`;
+//! - secrets: `GET /v1/secrets`, `PUT/DELETE /v1/secrets/{name}` (values go
+//!   in, never out: answers carry names, sizes and users only);
 //! - `GET /metrics` (Prometheus text, rendered by whatever recorder the
 //!   embedding program installed) and `GET /healthz`;
 //! - the web UI at `/`.
@@ -24,6 +26,7 @@ pub mod client;
 mod error;
 mod openapi;
 mod routes;
+mod secret_routes;
 mod server;
 mod token;
 mod ui;

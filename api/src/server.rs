@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::token::ApiToken;
-use crate::{routes, ui};
+use crate::{routes, secret_routes, ui};
 
 /// Renders the metrics of the process (e.g. a Prometheus recorder's handle).
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -47,6 +47,8 @@ pub struct ApiConfig {
     /// once). `None` records them straight in the platform's Store, callbacks
     /// allowed to any host, for an invoker that scans it.
     pub intake: Option<Arc<dyn pilotlight_core::ports::InvocationIntake>>,
+    /// Where `/v1/secrets` keeps secrets; `None` answers 503 there.
+    pub secrets: Option<pilotlight_core::controller::SecretVault>,
 }
 
 impl ApiConfig {
@@ -62,6 +64,7 @@ impl ApiConfig {
             queue: "unknown".into(),
             shutdown_grace: Duration::from_secs(10),
             intake: None,
+            secrets: None,
         }
     }
 }
@@ -109,6 +112,8 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/invocations/{id}", get(routes::invocation))
         .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
         .route("/v1/topics/{topic}/messages", post(routes::publish))
+        .route("/v1/secrets", get(secret_routes::list))
+        .route("/v1/secrets/{name}", axum::routing::put(secret_routes::set).delete(secret_routes::remove))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
         .route("/v1/openapi.json", get(openapi))

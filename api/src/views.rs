@@ -359,3 +359,35 @@ pub struct PublishReceipt {
     /// The id it carries (the function gets it as `X-Message-Id`).
     pub message_id: String,
 }
+
+/// A secret as the API shows it: never its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    /// Its name (the file the function reads is `/run/secrets/<name>`).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    /// Its value's size in bytes.
+    pub size: usize,
+    /// When it was last set, in ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// The functions that list it (they roll to a new generation when it is set).
+    pub used_by: Vec<String>,
+}
+
+impl From<pilotlight_core::controller::SecretInfo> for SecretView {
+    fn from(s: pilotlight_core::controller::SecretInfo) -> Self {
+        Self {
+            name: s.name.into(),
+            size: s.size,
+            updated_ms: s.updated_ms,
+            used_by: s.used_by.into_iter().map(String::from).collect(),
+        }
+    }
+}
+
+/// Every secret, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    /// The secrets.
+    pub secrets: Vec<SecretView>,
+}

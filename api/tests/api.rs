@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use pilotlight_api::client::{Client, ClientError};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken, ErrorBody};
 use pilotlight_core::Platform;
+use pilotlight_core::controller::{SecretKey, SecretVault};
 use pilotlight_core::memory::{MemoryQueue, MemoryRouter, MemoryRuntime, MemoryStore};
 use pilotlight_core::model::Phase;
 use serde_json::{Value, json};
@@ -27,9 +28,10 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    let store = Arc::new(MemoryStore::new());
     let platform = Platform::builder()
         .queue(Arc::new(MemoryQueue::new()))
-        .store(Arc::new(MemoryStore::new()))
+        .store(store.clone())
         .runtime(Arc::new(MemoryRuntime::new()))
         .router(Arc::new(MemoryRouter::new()))
         .build()
@@ -40,6 +42,7 @@ async fn harness() -> Harness {
     config.max_body_bytes = 4096;
     config.metrics = Some(Arc::new(|| "# TYPE pilotlight_test counter\npilotlight_test 1\n".to_owned()));
     config.runtime = "memory".into();
+    config.secrets = Some(SecretVault::new(store, SecretKey::generate().unwrap()));
     let api = ApiServer::start(platform.clone(), config).await.unwrap();
     let client = Client::new(&format!("http://{}", api.addr()), TOKEN).unwrap();
     Harness { api, platform, client }
@@ -89,6 +92,9 @@ async fn every_endpoint_but_healthz_needs_the_token() {
         (Method::GET, "/v1/functions/hello/logs"),
         (Method::GET, "/v1/events"),
         (Method::GET, "/v1/info"),
+        (Method::GET, "/v1/secrets"),
+        (Method::PUT, "/v1/secrets/db"),
+        (Method::DELETE, "/v1/secrets/db"),
         (Method::GET, "/v1/openapi.json"),
         (Method::GET, "/metrics"),
     ];
@@ -412,4 +418,64 @@ async fn invocations_are_kept_listed_and_dead_letters_queued_again() {
     let (status, _, _) = h.raw(Method::GET, &format!("/v1/invocations/{missing}"), Some(TOKEN), b"").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     h.shutdown().await;
+}
+
+/// `/v1/secrets`: values go in and never come out; every bad input names its
+/// field; a secret in use cannot be removed; a server without a key says so.
+#[tokio::test]
+async fn secrets_are_set_listed_and_removed_and_never_shown() {
+    let h = harness().await;
+    let value = b"correct horse battery staple";
+    let (s, _, body) = h.raw(Method::PUT, "/v1/secrets/Bad..Name", Some(TOKEN), value).await;
+    let e = error_of(&body);
+    assert_eq!((s, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("name")), "{e:?}");
+    let (s, _, body) = h.raw(Method::PUT, "/v1/secrets/db", Some(TOKEN), b"").await;
+    assert_eq!((s, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some("value")));
+    let (s, _, body) = h.raw(Method::PUT, "/v1/secrets/db", Some(TOKEN), &vec![b'x'; 64 * 1024 + 1]).await;
+    assert_eq!((s, error_of(&body).code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    assert!(h.client.secrets().await.unwrap().is_empty(), "nothing half-done");
+
+    let (s, _, body) = h.raw(Method::PUT, "/v1/secrets/db", Some(TOKEN), value).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(!text.contains("horse"), "{text}");
+    let view: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((view["name"].as_str(), view["size"].as_u64()), (Some("db"), Some(value.len() as u64)));
+
+    h.client
+        .deploy(&json!({"name": "app", "image": "pilotlight/hello:latest", "port": 8080, "secrets": ["db"]}))
+        .await
+        .unwrap();
+    let listed = h.client.secrets().await.unwrap();
+    assert_eq!((listed.len(), listed[0].used_by.as_slice()), (1, &["app".to_owned()][..]));
+    let (_, _, body) = h.raw(Method::GET, "/v1/functions/app", Some(TOKEN), b"").await;
+    assert!(!String::from_utf8_lossy(&body).contains("horse"));
+    let (s, _, body) = h.raw(Method::DELETE, "/v1/secrets/db", Some(TOKEN), b"").await;
+    let e = error_of(&body);
+    assert_eq!((s, e.code.as_str()), (StatusCode::CONFLICT, "in_use"));
+    assert!(e.message.contains("`app`"), "{e:?}");
+    h.client.delete("app").await.unwrap();
+    h.platform.wait_deleted(&"app".parse().unwrap(), Duration::from_secs(10)).await.unwrap();
+    h.client.remove_secret("db").await.unwrap();
+    match h.client.remove_secret("db").await {
+        Err(ClientError::Api { status, .. }) => assert_eq!(status, StatusCode::NOT_FOUND),
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+
+    // A server started without a key answers 503, naming why.
+    let platform =
+        Platform::builder().queue(Arc::new(MemoryQueue::new())).store(Arc::new(MemoryStore::new())).build().unwrap();
+    let mut config = ApiConfig::new(ApiToken::new(TOKEN).unwrap());
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let api = ApiServer::start(platform, config).await.unwrap();
+    let client = Client::new(&format!("http://{}", api.addr()), TOKEN).unwrap();
+    match client.secrets().await {
+        Err(ClientError::Api { status, detail }) => {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(detail.message.contains("secret key"), "{detail:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    api.shutdown().await;
 }

@@ -877,3 +877,50 @@ async fn refreshing_an_unchanged_observation_wakes_no_reader() {
     assert!(passes >= 3 && lists <= passes + 1, "{lists} Store lists over {passes} passes");
     p.shutdown().await;
 }
+
+/// Secrets roll the functions that use them: setting one again writes a new
+/// generation of the same spec (level-triggered: found by comparing the
+/// record's digest with the Store's revisions), once; a deploy that names a
+/// missing secret is refused naming the field, and leaves nothing; removing a
+/// secret in use is refused naming the function.
+#[tokio::test]
+async fn setting_a_secret_again_rolls_its_functions_once() {
+    use pilotlight_core::controller::{SecretKey, SecretVault};
+    use pilotlight_core::model::SecretName;
+    let store = Arc::new(MemoryStore::new());
+    let p =
+        platform(Arc::new(fast_queue(3)), Arc::new(MemoryRuntime::new()), Arc::new(MemoryRouter::new()), store.clone());
+    p.start().await.unwrap();
+    let vault = SecretVault::new(store.clone(), SecretKey::generate().unwrap());
+    let with_secret = |n: &str| {
+        let mut input = FunctionSpecInput::image(n, "pilotlight/hello:latest", 8080);
+        input.scaling = Some(ScalingInput { prewarm: Some(0), ..Default::default() });
+        input.secrets = vec!["token".into()];
+        input.validate().unwrap()
+    };
+    let err = p.deploy(with_secret("user")).await.unwrap_err();
+    assert!(matches!(&err, PlatformError::Invalid(v) if v.field == "secrets.0"), "{err}");
+    assert!(p.get(&name("user")).await.unwrap().is_none(), "nothing half-done");
+
+    let token = SecretName::new("token").unwrap();
+    vault.set(&token, b"one").await.unwrap();
+    let first = p.deploy(with_secret("user")).await.unwrap().generation;
+    p.deploy(spec("plain")).await.unwrap();
+    p.wait_ready(&name("user"), WAIT).await.unwrap();
+    assert!(p.roll_secrets().await.unwrap().is_empty(), "nothing changed yet");
+    assert_eq!(p.deploy(with_secret("user")).await.unwrap().generation, first, "the same deploy changes nothing");
+
+    vault.set(&token, b"two").await.unwrap();
+    assert_eq!(p.roll_secrets().await.unwrap(), vec![name("user")]);
+    assert!(p.roll_secrets().await.unwrap().is_empty(), "rolled once");
+    let rolled = p.wait_ready(&name("user"), WAIT).await.unwrap();
+    assert_eq!(rolled.generation, first + 1);
+    assert_eq!(p.get(&name("plain")).await.unwrap().unwrap().generation, 1, "a function without it stays");
+
+    let err = vault.remove(&token).await.unwrap_err();
+    assert!(err.to_string().contains("`user`"), "{err}");
+    p.delete(&name("user")).await.unwrap();
+    p.wait_deleted(&name("user"), WAIT).await.unwrap();
+    vault.remove(&token).await.unwrap();
+    p.shutdown().await;
+}

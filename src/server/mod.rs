@@ -6,6 +6,7 @@
 //! embeds the full server calls [`Server::start`] the same way.
 
 mod config;
+mod secrets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use std::time::Duration;
 pub use config::{Command, ConfigError, ServerConfig};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
 use pilotlight_core::controller::{
-    AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, StoreActivator, TopicConfig, TopicTriggers,
+    AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, KeySource, SECRET_KEY_ENV, SecretKey,
+    SecretVault, StoreActivator, TopicConfig, TopicTriggers,
 };
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::FanoutRouter;
@@ -25,6 +27,10 @@ use pilotlight_gateway::{Gateway, GatewayConfig, TlsSource};
 use pilotlight_nginx::{NginxConfig, NginxRouter};
 use pilotlight_process::{ProcessRuntime, ProcessRuntimeConfig};
 use pilotlight_redb::RedbStore;
+
+/// The file in the data directory that holds the key secrets are sealed
+/// with (mode 0600), unless `PILOTLIGHT_SECRET_KEY` gives it.
+pub const SECRET_KEY_FILE: &str = "secret.key";
 
 /// Why the server could not start. Each names the part and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,8 @@ pub struct Server {
     budget_mb: Option<u64>,
     /// Stops the invoker of asynchronous invocations.
     invoker: tokio_util::sync::CancellationToken,
+    /// Where the secret key came from, and where instances' secret files go.
+    secrets: (KeySource, PathBuf),
 }
 
 /// The one Prometheus recorder of this process (a recorder is process-wide).
@@ -84,10 +92,15 @@ impl Server {
         let callback_hosts = config.callback_hosts()?;
         let callbacks = pilotlight_gateway::HttpCallbacks::new()
             .map_err(|e| start_error("callbacks")(format!("the system's TLS roots cannot be read: {e}")))?;
+        // Secrets: the runtimes write the files of the values the vault opens
+        // (the vault itself needs the Store, which is opened after the engine answered).
+        let late_vault = Arc::new(secrets::LateVault::default());
+        let secret_files = secrets::files(&config.platform_id, &config.data_dir, &late_vault);
         // The runtime first: without an engine nothing is written to the data directory.
         let runtime: Arc<dyn Runtime> = match config.runtime.as_str() {
             "process" => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
                 platform_id: config.platform_id.clone(),
+                secrets: Some(secret_files.clone()),
                 ..Default::default()
             })),
             _ => {
@@ -96,6 +109,7 @@ impl Server {
                     platform_id: config.platform_id.clone(),
                     network: config.docker_network.clone(),
                     endpoint_mode: config.docker_endpoint_mode(),
+                    secrets: Some(secret_files.clone()),
                     ..Default::default()
                 })
                 .await
@@ -118,6 +132,10 @@ impl Server {
         let store: Arc<dyn pilotlight_core::Store> = Arc::new(
             RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?,
         );
+        let (secret_key, key_source) = SecretKey::load_or_create(&config.data_dir.join(SECRET_KEY_FILE))
+            .map_err(|e| start_error("secrets")(e.to_string()))?;
+        let vault = SecretVault::new(Arc::clone(&store), secret_key);
+        late_vault.set(vault.clone());
         // The edge's activator needs only the Store and the queue: the gateway gets it as it starts,
         // and it takes the fast path through the platform's runtime worker once that runs.
         let activator = Arc::new(StoreActivator::new(Arc::clone(&queue), Arc::clone(&store)));
@@ -264,6 +282,7 @@ impl Server {
         api.edge = config.edge.clone();
         api.queue = config.queue.split("://").next().unwrap_or("memory").to_owned();
         api.intake = Some(Arc::new(invoker.intake()));
+        api.secrets = Some(vault);
         let api = match ApiServer::start(platform.clone(), api).await {
             Ok(a) => a,
             Err(e) => {
@@ -287,6 +306,7 @@ impl Server {
             public_url,
             budget_mb: budget,
             invoker: invoker_stop,
+            secrets: (key_source, secret_files.root().to_path_buf()),
         })
     }
 
@@ -355,6 +375,11 @@ impl Server {
         ));
         out.push(format!("api       http://{}/v1  (web UI: http://{}/)", self.api.addr(), self.api.addr()));
         out.push(format!("token     {}", c.data_dir.join(pilotlight_api::TOKEN_FILE).display()));
+        let key = match self.secrets.0 {
+            KeySource::Env => SECRET_KEY_ENV.to_owned(),
+            _ => c.data_dir.join(SECRET_KEY_FILE).display().to_string(),
+        };
+        out.push(format!("secrets   sealed in the store with the key in {key}; files in {}", self.secrets.1.display()));
         out
     }
 

@@ -9,7 +9,10 @@
 //! - memory (and memory+swap equal to it), nano-CPUs and pids limits;
 //! - `no-new-privileges`, every capability dropped, never privileged, a
 //!   read-only root filesystem when the spec asks; restart policy `no` (the
-//!   platform replaces instances, not Docker); a capped json-file log.
+//!   platform replaces instances, not Docker); a capped json-file log;
+//! - the function's secrets, if it lists any, as read-only files in a bind
+//!   mount at `/run/secrets` (never in env, so `docker inspect` shows the
+//!   directory's path and no value).
 //!
 //! Readiness is probed only after the engine's start call returned (probing
 //! earlier runs into the kernel's ~1 s SYN retry on a port whose container
@@ -27,4 +30,6 @@ pub use build::{build_image_from_dir, build_image_from_tar};
 pub mod bollard_kill {
     pub use bollard::query_parameters::KillContainerOptions;
 }
-pub use runtime::{DockerRuntime, DockerRuntimeConfig, EndpointMode, LABEL_FUNCTION, LABEL_GENERATION, LABEL_PLATFORM};
+pub use runtime::{
+    DockerRuntime, DockerRuntimeConfig, EndpointMode, LABEL_FUNCTION, LABEL_GENERATION, LABEL_PLATFORM, SECRETS_MOUNT,
+};

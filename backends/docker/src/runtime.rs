@@ -27,7 +27,7 @@ use pilotlight_core::ports::{
     ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
     RuntimeEvents,
 };
-use pilotlight_core::support::{now_ms, probe_endpoint};
+use pilotlight_core::support::{SecretDir, SecretFiles, now_ms, probe_endpoint};
 use tokio::sync::broadcast;
 
 /// Label naming the platform that owns a container.
@@ -36,6 +36,8 @@ pub const LABEL_PLATFORM: &str = "io.pilotlight.platform";
 pub const LABEL_FUNCTION: &str = "io.pilotlight.function";
 /// Label with the generation of the function's spec.
 pub const LABEL_GENERATION: &str = "io.pilotlight.generation";
+/// Where a container finds its secrets, one read-only file each.
+pub const SECRETS_MOUNT: &str = "/run/secrets";
 
 /// Where the edge reaches a container.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +95,10 @@ pub struct DockerRuntimeConfig {
     /// of after `stop_grace` (the kernel ignores SIGTERM for a PID 1 without a
     /// handler), and it reaps zombies. Default on.
     pub init: bool,
+    /// Where a function's `secrets` come from and where their files are
+    /// written (bind-mounted read-only at `/run/secrets`); `None` refuses
+    /// functions that list secrets. The directory must be on this engine's host.
+    pub secrets: Option<SecretFiles>,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -108,6 +114,7 @@ impl Default for DockerRuntimeConfig {
             log_max_files: 2,
             registry_auth: None,
             init: true,
+            secrets: None,
         }
     }
 }
@@ -376,7 +383,13 @@ impl DockerRuntime {
         format!("pl-{}-{}-g{generation}-{:x}{n}", self.inner.config.platform_id, spec.name(), now_ms() & 0xffff_ffff)
     }
 
-    fn create_body(&self, spec: &FunctionSpec, image: &ImageRef, generation: u64) -> ContainerCreateBody {
+    fn create_body(
+        &self,
+        spec: &FunctionSpec,
+        image: &ImageRef,
+        generation: u64,
+        secrets: Option<&std::path::Path>,
+    ) -> ContainerCreateBody {
         let c = &self.inner.config;
         let port_key = format!("{}/tcp", spec.port());
         let mut env: Vec<String> = spec.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -424,6 +437,7 @@ impl DockerRuntime {
                     _ => c.network.clone(),
                 }),
                 init: Some(c.init),
+                binds: secrets.map(|dir| vec![format!("{}:{SECRETS_MOUNT}:ro", dir.display())]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -605,8 +619,13 @@ impl DockerRuntime {
         })
     }
 
-    /// Creates the container of one instance (not started); returns its id.
-    async fn create_container(&self, spec: &FunctionSpec, generation: u64) -> Result<String, RuntimeError> {
+    /// Creates the container of one instance (not started); returns its id,
+    /// and its secrets' directory, kept from pruning while the caller holds it.
+    async fn create_container(
+        &self,
+        spec: &FunctionSpec,
+        generation: u64,
+    ) -> Result<(String, Option<SecretDir>), RuntimeError> {
         let image = image_of(spec)?;
         if spec.network() == Network::None && self.inner.config.endpoint_mode != EndpointMode::Namespace {
             return Err(RuntimeError::InvalidInput {
@@ -619,8 +638,9 @@ impl DockerRuntime {
                 ),
             });
         }
+        let secrets = self.write_secrets(spec, generation).await?;
         let name = self.container_name(spec, generation);
-        let body = self.create_body(spec, image, generation);
+        let body = self.create_body(spec, image, generation, secrets.as_ref().map(SecretDir::path));
         let created = self
             .inner
             .docker
@@ -633,7 +653,22 @@ impl DockerRuntime {
                 },
                 other => backend(other),
             })?;
-        Ok(created.id)
+        Ok((created.id, secrets))
+    }
+
+    /// Writes the secret files of `spec` at `generation` (again: a created
+    /// container may outlive a host reboot, and with it a tmpfs), if it lists any.
+    async fn write_secrets(&self, spec: &FunctionSpec, generation: u64) -> Result<Option<SecretDir>, RuntimeError> {
+        if spec.secrets().is_empty() {
+            return Ok(None);
+        }
+        let Some(files) = &self.inner.config.secrets else {
+            return Err(RuntimeError::InvalidInput {
+                field: "secrets".into(),
+                message: format!("`{}` lists secrets, and this Docker runtime was given no secret store", spec.name()),
+            });
+        };
+        files.write(&SecretFiles::scope(spec.name(), generation), spec.secrets()).await.map(Some)
     }
 
     /// Starts a created container and waits until it answers; on failure it is
@@ -696,6 +731,13 @@ impl DockerRuntime {
             .filter(|i| !stopping.contains(i.id.as_str()) && !starting.contains(i.id.as_str()))
             .collect();
         self.find_namespaces(&mut instances).await;
+        if all && let Some(files) = &self.inner.config.secrets {
+            // Every container of a generation gone: its files go too (not
+            // the young ones, which a start in progress may be about to mount).
+            let live: HashSet<String> =
+                instances.iter().map(|i| SecretFiles::scope(&i.function, i.generation)).collect();
+            files.prune(|scope| live.contains(scope));
+        }
         Ok(instances)
     }
 
@@ -746,7 +788,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
-        let id = self.create_container(spec, generation).await?;
+        let (id, _secrets) = self.create_container(spec, generation).await?;
         self.inner.starting.lock().insert(id.clone());
         let started = self.start_container(spec, &id, generation).await;
         self.inner.starting.lock().remove(&id);
@@ -754,7 +796,8 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
-        let id = self.create_container(spec, generation).await?;
+        // Listed as `created` from now on, so its secrets' directory stays.
+        let (id, _secrets) = self.create_container(spec, generation).await?;
         Ok(Instance {
             id: InstanceId::new(id),
             function: spec.name().clone(),
@@ -778,6 +821,13 @@ impl Runtime for DockerRuntime {
                 ),
             });
         }
+        let _secrets = match self.write_secrets(spec, found.generation).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.remove(id.as_str()).await;
+                return Err(e);
+            }
+        };
         self.start_container(spec, id.as_str(), found.generation).await
     }
 

@@ -9,6 +9,8 @@
 //! - `start` returns once the process answers HTTP on its port (2xx on the
 //!   health path, if the spec has one); if it exits first, or the deadline
 //!   passes, the error carries its last output.
+//! - The function's secrets, if it lists any, are files in a directory of
+//!   their own, named by `PILOTLIGHT_SECRETS_DIR` (never env values).
 //! - stdout and stderr are kept as logs; exits nobody asked for are reported.
 //! - `stop` sends SIGTERM to the group, then SIGKILL after a grace period;
 //!   `pause`/`resume` send SIGSTOP/SIGCONT.
@@ -19,4 +21,4 @@
 mod adopt;
 mod runtime;
 
-pub use runtime::{ProcessRuntime, ProcessRuntimeConfig};
+pub use runtime::{ProcessRuntime, ProcessRuntimeConfig, SECRETS_DIR_ENV};

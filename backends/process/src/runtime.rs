@@ -16,12 +16,15 @@ use pilotlight_core::model::{Endpoint, ExecSpec, FunctionSpec, Instance, Instanc
 use pilotlight_core::ports::{
     ExitReason, InstanceStats, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent, RuntimeEvents,
 };
-use pilotlight_core::support::LogBuffer;
+use pilotlight_core::support::{LogBuffer, SecretDir, SecretFiles};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
 
 use crate::adopt::{self, LABEL_FUNCTION, LABEL_GENERATION, LABEL_PLATFORM};
+
+/// The variable that names a process's secrets directory (one file per secret).
+pub const SECRETS_DIR_ENV: &str = "PILOTLIGHT_SECRETS_DIR";
 
 /// Settings of a [`ProcessRuntime`].
 #[derive(Clone, Debug)]
@@ -41,6 +44,10 @@ pub struct ProcessRuntimeConfig {
     /// Kill every child when the runtime is dropped (tests: nothing outlives a
     /// failed test). Off by default, so a restarted platform adopts its instances.
     pub kill_on_drop: bool,
+    /// Where a function's `secrets` come from and where their files are
+    /// written (the process finds the directory in `PILOTLIGHT_SECRETS_DIR`);
+    /// `None` refuses functions that list secrets.
+    pub secrets: Option<SecretFiles>,
 }
 
 impl Default for ProcessRuntimeConfig {
@@ -52,6 +59,7 @@ impl Default for ProcessRuntimeConfig {
             log_lines: 1000,
             inherit_env: ["PATH", "LANG", "LC_ALL", "TZ"].map(String::from).to_vec(),
             kill_on_drop: false,
+            secrets: None,
         }
     }
 }
@@ -179,6 +187,7 @@ impl ProcessRuntime {
         exec: &ExecSpec,
         generation: u64,
         port: u16,
+        secrets: Option<&Path>,
     ) -> Result<ChildSlot, RuntimeError> {
         let config = &self.inner.config;
         let mut cmd = Command::new(exec.program());
@@ -195,6 +204,9 @@ impl ProcessRuntime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if let Some(dir) = secrets {
+            cmd.env(SECRETS_DIR_ENV, dir);
+        }
         let mut child = cmd.spawn().map_err(|e| RuntimeError::Unpreparable {
             what: exec.program().to_owned(),
             message: format!("cannot spawn: {e}"),
@@ -363,7 +375,22 @@ impl Runtime for ProcessRuntime {
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
         let exec = exec_of(spec)?;
         let port = free_port()?;
-        let slot = self.spawn(spec, exec, generation, port)?;
+        let secrets = match (spec.secrets().is_empty(), &self.inner.config.secrets) {
+            (true, _) => None,
+            (false, Some(files)) => {
+                Some(files.write(&SecretFiles::scope(spec.name(), generation), spec.secrets()).await?)
+            }
+            (false, None) => {
+                return Err(RuntimeError::InvalidInput {
+                    field: "secrets".into(),
+                    message: format!(
+                        "`{}` lists secrets, and this process runtime was given no secret store",
+                        spec.name()
+                    ),
+                });
+            }
+        };
+        let slot = self.spawn(spec, exec, generation, port, secrets.as_ref().map(SecretDir::path))?;
         let id = slot.info.id.clone();
         // Registered while starting (as `Created`, which `list` leaves out) so a
         // concurrent `list` does not mistake it for an adopted process.
@@ -424,6 +451,13 @@ impl Runtime for ProcessRuntime {
         let ours: std::collections::HashSet<InstanceId> = out.iter().map(|i| i.id.clone()).collect();
         let mine = self.lock();
         out.extend(adopted.into_iter().filter(|i| !ours.contains(&i.id) && !mine.contains_key(&i.id)));
+        drop(mine);
+        if let Some(files) = &self.inner.config.secrets {
+            // A generation with no process left (starting ones count) needs its files no more.
+            let live: std::collections::HashSet<String> =
+                out.iter().map(|i| SecretFiles::scope(&i.function, i.generation)).collect();
+            files.prune(|scope| live.contains(scope));
+        }
         // Leave out processes still starting (they are not ours to manage until ready).
         out.retain(|i| i.state != InstanceState::Created);
         Ok(out)

@@ -26,6 +26,7 @@ mod platform;
 mod records;
 mod router_worker;
 mod runtime_worker;
+mod secrets;
 mod status_worker;
 mod topics;
 mod urls;
@@ -41,6 +42,9 @@ pub use plan::{Plan, PlanInput, Step, plan};
 pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, StatusUpdate, StoreActivator};
 pub use router_worker::RouterWorker;
 pub use runtime_worker::{FastResume, PassReport, RuntimeWorker, RuntimeWorkerConfig};
+pub use secrets::{
+    KeySource, MAX_SECRET_BYTES, MAX_SECRETS_STORED, SECRET_KEY_ENV, SecretInfo, SecretKey, SecretVault,
+};
 pub use status_worker::StatusWorker;
 pub use topics::{MESSAGE_ID_HEADER, TopicConfig, TopicTriggers, trigger_group};
 pub use urls::PublicUrls;

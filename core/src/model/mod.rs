@@ -22,12 +22,12 @@ pub use invocation::{
     InvocationRequest, InvocationResponse, InvocationState, MAX_CALLBACK_URL_BYTES, MAX_INVOCATION_HEADER_BYTES,
     MAX_INVOCATION_HEADERS, MAX_INVOCATION_PATH_BYTES,
 };
-pub use names::{Domain, FunctionName, Region};
+pub use names::{Domain, FunctionName, Region, SecretName};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
 pub use spec::{
     AsyncInput, AsyncPolicy, ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput,
-    Network, Port, Scaling, ScalingInput, Source,
+    MAX_SECRETS, Network, Port, Scaling, ScalingInput, Source,
 };
 pub use trigger::{
     CatchUp, CronSchedule, CronTrigger, MAX_TRIGGER_BODY_BYTES, MAX_TRIGGERS, TopicTrigger, Trigger, TriggerInput,

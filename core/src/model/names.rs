@@ -93,6 +93,40 @@ impl Region {
 }
 string_newtype!(Region, "region");
 
+/// The name of a secret: what a function lists in `secrets` and the file it
+/// reads at `/run/secrets/<name>`.
+///
+/// 1 to 63 characters of `a-z`, `0-9`, `-`, `_` and `.`, starting and ending
+/// with a letter or digit: a file name with no path in it (no `/`, never
+/// `.` or `..`), and a key the Store and a URL path take as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretName(String);
+
+impl SecretName {
+    fn check(field: &str, value: &str) -> Result<(), ValidationError> {
+        let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let bytes = value.as_bytes();
+        let ok = (1..=63).contains(&bytes.len())
+            && edge(bytes.first())
+            && edge(bytes.last())
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(b));
+        if ok {
+            Ok(())
+        } else {
+            Err(ValidationError::new(
+                field,
+                format!(
+                    "must be 1 to 63 characters of a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit (got {})",
+                    shown(value)
+                ),
+            ))
+        }
+    }
+}
+
+string_newtype!(SecretName, "secret");
+
 /// The domain functions are served under: `https://<name>.<domain>`.
 ///
 /// Lower-case DNS labels joined by dots, at most 253 characters, no trailing
@@ -144,6 +178,17 @@ mod tests {
             let err = FunctionName::new(bad).unwrap_err();
             assert_eq!(err.field, "name");
             assert!(err.message.contains("DNS label"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_names_are_plain_file_names() {
+        for ok in ["db-password", "a", "tls.key", "api_key2", &"a".repeat(63)] {
+            assert!(SecretName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a.", "-a", "A", "a b", "é", &"a".repeat(64)] {
+            let err = SecretName::new(bad).unwrap_err();
+            assert_eq!(err.field, "secret", "{bad}");
         }
     }
 

@@ -201,6 +201,11 @@ pub struct FunctionRecord {
     pub scale: DesiredScale,
     /// What the workers last observed.
     pub status: FunctionStatus,
+    /// Which versions of the spec's secrets `generation` was started with
+    /// (a digest of their Store revisions). When a secret changes, the digest
+    /// no longer matches and the function rolls to a new generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_digest: Option<String>,
     /// The Store's revision of this record; set by the Store on every write.
     #[serde(default)]
     pub revision: u64,
@@ -215,6 +220,7 @@ impl FunctionRecord {
             deleted: false,
             scale: DesiredScale::default(),
             status: FunctionStatus::new(Phase::Pending, generation),
+            secrets_digest: None,
             revision: 0,
         }
     }

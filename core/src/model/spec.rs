@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::env::EnvVars;
 use super::image::ImageRef;
-use super::names::{FunctionName, Region};
+use super::names::{FunctionName, Region, SecretName};
 use super::trigger::{Trigger, TriggerInput, validate_triggers};
 use super::validation::{ValidationError, check_range, shown};
 
@@ -300,6 +300,7 @@ pub struct FunctionSpec {
     network: Network,
     triggers: Vec<Trigger>,
     asynchronous: AsyncPolicy,
+    secrets: Vec<SecretName>,
 }
 
 impl FunctionSpec {
@@ -353,6 +354,11 @@ impl FunctionSpec {
     /// What calls it besides requests: cron schedules and topics.
     pub fn triggers(&self) -> &[Trigger] {
         &self.triggers
+    }
+    /// The secrets its instances read as files (`/run/secrets/<name>` in a
+    /// container, `$PILOTLIGHT_SECRETS_DIR/<name>` for a process); never env.
+    pub fn secrets(&self) -> &[SecretName] {
+        &self.secrets
     }
     /// The same spec in a given region (the platform fills in its own when none was asked).
     pub fn with_region(mut self, region: Region) -> Self {
@@ -497,9 +503,16 @@ pub struct FunctionSpecInput {
     /// Asynchronous invocations of this function: body cap, concurrency, `Authorization`.
     #[serde(rename = "async", default, skip_serializing_if = "Option::is_none")]
     pub asynchronous: Option<AsyncInput>,
+    /// Names of secrets (`pilotlight secret set NAME`) the function reads as
+    /// files at `/run/secrets/<name>`; at most 32, no repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    pub secrets: Vec<String>,
 }
 
 const MAX_ARGS: usize = 256;
+/// How many secrets one function may list.
+pub const MAX_SECRETS: usize = 32;
 const MAX_ARG_BYTES: usize = 4096;
 
 impl FunctionSpecInput {
@@ -545,6 +558,7 @@ impl FunctionSpecInput {
         let network = self.network.map_or(Ok(Network::default()), |n| Network::parse_field("network", &n))?;
         let triggers = validate_triggers(self.triggers)?;
         let asynchronous = validate_async(self.asynchronous.unwrap_or_default()).map_err(|e| e.within("async"))?;
+        let secrets = validate_secrets(self.secrets)?;
         Ok(FunctionSpec {
             name,
             source,
@@ -558,8 +572,25 @@ impl FunctionSpecInput {
             network,
             triggers,
             asynchronous,
+            secrets,
         })
     }
+}
+
+fn validate_secrets(names: Vec<String>) -> Result<Vec<SecretName>, ValidationError> {
+    if names.len() > MAX_SECRETS {
+        return Err(ValidationError::new("secrets", format!("must list at most {MAX_SECRETS} secrets")));
+    }
+    let mut out: Vec<SecretName> = Vec::with_capacity(names.len());
+    for (i, n) in names.into_iter().enumerate() {
+        let field = format!("secrets.{i}");
+        let name = SecretName::parse_field(&field, n)?;
+        if out.contains(&name) {
+            return Err(ValidationError::new(field, format!("`{name}` is listed twice")));
+        }
+        out.push(name);
+    }
+    Ok(out)
 }
 
 fn validate_exec(exec: ExecInput) -> Result<ExecSpec, ValidationError> {
@@ -674,6 +705,7 @@ impl From<FunctionSpec> for FunctionSpecInput {
                 per_instance: s.asynchronous.per_instance.map(i64::from),
                 forward_authorization: Some(s.asynchronous.forward_authorization),
             }),
+            secrets: s.secrets.into_iter().map(String::from).collect(),
         }
     }
 }
@@ -698,6 +730,18 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         let back: FunctionSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn secrets_are_names_that_round_trip_and_are_bounded() {
+        let spec = parse(r#"{"name":"a","image":"a","port":1,"secrets":["db-password","tls.key"]}"#).unwrap();
+        let names: Vec<&str> = spec.secrets().iter().map(SecretName::as_str).collect();
+        assert_eq!(names, ["db-password", "tls.key"]);
+        let back: FunctionSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        let many: Vec<String> = (0..=MAX_SECRETS).map(|i| format!("\"s{i}\"")).collect();
+        let json = format!(r#"{{"name":"a","image":"a","port":1,"secrets":[{}]}}"#, many.join(","));
+        assert_eq!(parse(&json).unwrap_err(), "secrets");
     }
 
     #[test]
@@ -734,6 +778,8 @@ mod tests {
             (r#"{"name":"a","image":"a","port":1,"health_path":"x"}"#, "health_path"),
             (r#"{"name":"a","exec":{"program":""},"port":1}"#, "exec.program"),
             (r#"{"name":"a","exec":{"program":"x","args":["a\u0000"]},"port":1}"#, "exec.args.0"),
+            (r#"{"name":"a","image":"a","port":1,"secrets":["ok","../etc"]}"#, "secrets.1"),
+            (r#"{"name":"a","image":"a","port":1,"secrets":["ok","ok"]}"#, "secrets.1"),
         ];
         for (json, field) in cases {
             assert_eq!(parse(json).unwrap_err(), field, "{json}");

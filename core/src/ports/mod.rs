@@ -12,6 +12,7 @@ mod load;
 mod queue;
 mod router;
 mod runtime;
+mod secrets;
 mod store;
 
 pub use activator::{Activation, ActivationError, Activator};
@@ -25,6 +26,7 @@ pub use runtime::{
     ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
     RuntimeEvents,
 };
+pub use secrets::{SecretError, SecretSource, SecretValue};
 pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
 
 #[cfg(any(test, feature = "mocks"))]
@@ -39,6 +41,8 @@ pub use queue::MockQueue;
 pub use router::MockRouter;
 #[cfg(any(test, feature = "mocks"))]
 pub use runtime::MockRuntime;
+#[cfg(any(test, feature = "mocks"))]
+pub use secrets::MockSecretSource;
 #[cfg(any(test, feature = "mocks"))]
 pub use store::MockStore;
 

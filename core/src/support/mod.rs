@@ -7,6 +7,7 @@ mod local_ack;
 mod logs;
 pub mod netns;
 mod readiness;
+mod secret_files;
 mod task_subscription;
 
 pub use fanout::FanoutRouter;
@@ -14,6 +15,7 @@ pub use key_gate::{Held, KeyGate};
 pub use local_ack::{DeadLetters, LocalAcker, RetryPolicy, Settled, deliver, retry_after};
 pub use logs::LogBuffer;
 pub use readiness::{probe, probe_endpoint};
+pub use secret_files::{SecretDir, SecretFiles};
 pub use task_subscription::TaskSubscription;
 
 /// FNV-1a of `bytes`: a hash that is the same in every build and on every

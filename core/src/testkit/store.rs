@@ -36,6 +36,7 @@ pub fn sample_record(name: &str, generation: u64) -> FunctionRecord {
         deleted: false,
         scale: DesiredScale { running: Some(2), reason: "test".into(), at_ms: 1 },
         status,
+        secrets_digest: Some("v1".into()),
         revision: 0,
     }
 }

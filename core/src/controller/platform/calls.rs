@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Platform;
 use crate::controller::error::PlatformError;
-use crate::controller::records;
 use crate::controller::runtime_worker::is_gone;
+use crate::controller::{records, secrets};
 use crate::events::{Event, topics};
 use crate::model::{DesiredScale, FunctionName, FunctionRecord, FunctionSpec, Instance, Phase, ValidationError};
 use crate::ports::StoreError;
@@ -52,9 +52,17 @@ impl Platform {
             }
         };
         let name = spec.name().clone();
+        if let Some((i, missing)) = secrets::missing_secrets(self.inner.store.as_ref(), spec.secrets()).await? {
+            return Err(ValidationError::new(
+                format!("secrets.{i}"),
+                format!("no secret `{missing}`; create it first with `pilotlight secret set {missing}`"),
+            )
+            .into());
+        }
         for _ in 0..CAS_TRIES {
             let previous = self.inner.store.get(&name).await?;
-            if let Some(p) = previous.as_ref().filter(|p| !p.deleted && p.spec == spec) {
+            let digest = secrets::secrets_digest(self.inner.store.as_ref(), spec.secrets()).await?;
+            if let Some(p) = previous.as_ref().filter(|p| !p.deleted && p.spec == spec && p.secrets_digest == digest) {
                 return Ok(self.receipt(p));
             }
             let generation = previous.as_ref().map_or(1, |p| p.generation + 1);
@@ -74,6 +82,7 @@ impl Platform {
                 },
                 None => FunctionRecord::new(spec.clone(), generation),
             };
+            record.secrets_digest = digest;
             record.status.url = Some(self.url_for(&name));
             record.status.phase = record.status.derive_phase(generation, false);
             let event = Event::DeployRequested { spec: spec.clone(), generation };
@@ -167,7 +176,7 @@ impl Platform {
 
     /// Stores `record` over `previous`, then publishes `event`. If publishing
     /// fails the store is put back, so a refused call leaves nothing behind.
-    async fn write_then_publish(
+    pub(super) async fn write_then_publish(
         &self,
         previous: Option<FunctionRecord>,
         record: FunctionRecord,

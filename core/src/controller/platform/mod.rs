@@ -5,12 +5,14 @@
 //! - `calls`: deploy, scale, delete, get, list, wait;
 //! - `activator`: waking a function for the edge, from the Store and the queue;
 //! - `logs`: the instances' log streams merged;
+//! - `secrets`: rolling functions whose secrets changed;
 //! - `status_stream`: every status change, as a stream.
 
 mod activator;
 mod builder;
 mod calls;
 mod logs;
+mod secrets;
 mod status_stream;
 
 use std::sync::{Arc, OnceLock};
@@ -135,6 +137,11 @@ impl Platform {
             ));
             let _ = inner.fast_path.set(Arc::downgrade(&worker));
             let _ = inner.runtime_worker.set(worker);
+            tasks.spawn(Self::run_secret_rolls(
+                Arc::downgrade(&self.inner),
+                inner.worker.resync_period,
+                inner.cancel.clone(),
+            ));
         }
         if let Some((load, config)) = inner.autoscaler.lock().await.take() {
             let scaler = Autoscaler::new(Arc::clone(&inner.queue), Arc::clone(&inner.store), load, config);

@@ -21,6 +21,8 @@
 //! - `POST /relay?to=IP:PORT` (any method) → sends the request's headers and
 //!   body on to `IP:PORT` as a POST, and answers 200 when that answered 2xx
 //!   (502 otherwise): lets a test see, in order, what the function received
+//! - `GET /secret?name=N` → the value of secret N (a file in
+//!   `$PILOTLIGHT_SECRETS_DIR`, or `/run/secrets`): lets a test see a secret arrive
 //! - anything else → 404
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -157,6 +159,10 @@ fn serve(conn: TcpStream, greeting: &str, log: bool, fail_with: u16) -> std::io:
                 let code = param("code").clamp(200, 599);
                 (format!("{code} Status").into(), format!("status {code}\n"))
             }
+            ("GET", "/secret") => {
+                let (status, body) = secret(query);
+                (status.into(), body)
+            }
             ("GET", "/dial") => {
                 let (status, body) = dial(query);
                 (status.into(), body)
@@ -191,6 +197,26 @@ fn serve(conn: TcpStream, greeting: &str, log: bool, fail_with: u16) -> std::io:
         if !keep_alive {
             return Ok(());
         }
+    }
+}
+
+/// `/secret?name=N`: the file of secret `N` (in `$PILOTLIGHT_SECRETS_DIR`
+/// under the process runtime, `/run/secrets` in a container), for tests that
+/// check a secret arrives. A real function would never echo one.
+fn secret(query: &str) -> (&'static str, String) {
+    let name = query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "name").map(|(_, v)| v);
+    let valid = |n: &&str| {
+        !n.is_empty()
+            && !n.starts_with('.')
+            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    };
+    let Some(name) = name.filter(valid) else {
+        return ("400 Bad Request", "name=<secret name> is required\n".into());
+    };
+    let dir = std::env::var("PILOTLIGHT_SECRETS_DIR").unwrap_or_else(|_| "/run/secrets".into());
+    match std::fs::read_to_string(std::path::Path::new(&dir).join(name)) {
+        Ok(v) => ("200 OK", v),
+        Err(e) => ("404 Not Found", format!("no secret {name}: {e}\n")),
     }
 }
 

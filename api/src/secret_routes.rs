@@ -1,0 +1,109 @@
+//! `/v1/secrets`: set, list and remove secrets. Values go in and never come out.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+use pilotlight_core::controller::{MAX_SECRET_BYTES, SecretVault};
+use pilotlight_core::model::SecretName;
+use pilotlight_core::ports::SecretError;
+
+use crate::body::read_capped;
+use crate::error::{ApiError, ErrorBody};
+use crate::server::Shared;
+use crate::views::{SecretList, SecretView};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn vault(shared: &Shared) -> Result<&SecretVault> {
+    shared.config.secrets.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unsupported", "this server was started without a secret key")
+    })
+}
+
+fn secret_name(raw: &str) -> Result<SecretName> {
+    SecretName::parse_field("name", raw.to_owned())
+        .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "name", v.message))
+}
+
+impl From<SecretError> for ApiError {
+    fn from(e: SecretError) -> Self {
+        let message = e.to_string();
+        match e {
+            SecretError::Invalid(v) => ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", v.field, v.message),
+            SecretError::NotFound(_) => ApiError::not_found(message),
+            SecretError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "in_use", message),
+            _ => {
+                tracing::warn!(error = %message, "secret request failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+}
+
+/// List the secrets: names, sizes, update times and users, never values.
+#[utoipa::path(
+    get, path = "/v1/secrets", tag = "secrets",
+    responses((status = 200, body = SecretList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<SecretList>> {
+    let secrets = vault(&shared)?.list().await?.into_iter().map(SecretView::from).collect();
+    Ok(Json(SecretList { secrets }))
+}
+
+/// Create or replace a secret; the body is its value (1 byte to 64 KiB).
+///
+/// The value is sealed in the Store; the answer shows its size only.
+/// Functions that list the secret roll to a new generation (a zero-downtime
+/// update), so their new instances read the new value.
+#[utoipa::path(
+    put, path = "/v1/secrets/{name}", tag = "secrets",
+    params(("name" = String, Path, description = "The secret's name", pattern = "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")),
+    request_body(content = Vec<u8>, description = "The value", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Set", body = SecretView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn set(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SecretView>> {
+    let vault = vault(&shared)?;
+    let name = secret_name(&name)?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let value = zeroize::Zeroizing::new(read_capped(body, declared, MAX_SECRET_BYTES).await?.to_vec());
+    let info = vault.set(&name, &value).await?;
+    // The roll is durable intent already (the secret's new revision); this
+    // only makes it start now instead of at the next pass.
+    if !info.used_by.is_empty()
+        && let Err(e) = shared.platform.roll_secrets().await
+    {
+        tracing::warn!(secret = %name, error = %e, "rolling the functions that use a secret failed; the next pass does it");
+    }
+    Ok(Json(SecretView::from(info)))
+}
+
+/// Remove a secret; refused (409) while a function lists it.
+#[utoipa::path(
+    delete, path = "/v1/secrets/{name}", tag = "secrets",
+    params(("name" = String, Path, description = "The secret's name", pattern = "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Functions still list it", body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn remove(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Response> {
+    let name = secret_name(&name)?;
+    vault(&shared)?.remove(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
