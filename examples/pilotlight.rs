@@ -39,9 +39,13 @@ Usage:
   pilotlight secret set NAME [--from-file FILE]   (else the value is read from stdin)
   pilotlight secret ls
   pilotlight secret rm NAME
+  pilotlight registry login HOST[:PORT] --username U   (the password is read from stdin)
+  pilotlight registry ls
+  pilotlight registry logout HOST[:PORT]
 
 secret: a value a function reads as the file /run/secrets/NAME (deploy --secret NAME).
   It is kept encrypted and never shown again; setting it rolls the functions that use it.
+registry: a login kept encrypted like a secret; pulls of that registry's images present it.
 
 invoke: a POST to the function's URL through the edge, its answer on stdout; with
   --async it is kept and retried by the platform (--wait shows the outcome).
@@ -256,6 +260,7 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         "secret" => secret(&client, &mut args).await,
+        "registry" => registry(&client, &mut args).await,
         other => Err(format!("unknown command `{other}`; see --help").into()),
     }
 }
@@ -271,15 +276,7 @@ async fn secret(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
             args.done()?;
             let value = match from {
                 Some(path) => std::fs::read(&path).map_err(|e| format!("--from-file {path}: {e}"))?,
-                None => {
-                    use std::io::{IsTerminal, Read};
-                    if std::io::stdin().is_terminal() {
-                        eprintln!("type the value of {name}, then Ctrl-D:");
-                    }
-                    let mut v = Vec::new();
-                    std::io::stdin().read_to_end(&mut v).map_err(|e| format!("reading the value from stdin: {e}"))?;
-                    v
-                }
+                None => read_stdin(&format!("the value of {name}"))?,
             };
             let s = client.set_secret(&name, value).await?;
             let rolling =
@@ -363,13 +360,24 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
     args.done()?;
     // Listen before deploying, so no change is missed.
     let mut events = if no_wait { None } else { Some(client.events().await?) };
+    let receipt_ms = now_ms();
     let receipt = client.deploy(&spec).await?;
     println!("accepted {} generation {} -> {}", receipt.name, receipt.generation, receipt.url);
     let Some(events) = events.as_mut() else { return Ok(ExitCode::SUCCESS) };
     let started = tokio::time::Instant::now();
     let mut last: Option<(Phase, Option<String>)> = None;
+    // A pull sends no status events: its progress is read from the function's view meanwhile.
+    let mut look = tokio::time::interval(Duration::from_millis(500));
+    let mut pulled: Option<String> = None;
     loop {
-        let Ok(next) = tokio::time::timeout_at(started + wait, events.next()).await else {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(started + wait, events.next()) => next,
+            _ = look.tick() => {
+                show_pull(client, &receipt.name, receipt_ms, started, &mut pulled).await;
+                continue;
+            }
+        };
+        let Ok(next) = next else {
             eprintln!("still not ready after {wait:?}; `pilotlight get {}` shows where it is", receipt.name);
             return Ok(ExitCode::FAILURE);
         };
@@ -390,6 +398,7 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
         }
         match e.phase {
             Phase::Ready if e.generation == receipt.generation => {
+                show_pull(client, &receipt.name, receipt_ms, started, &mut pulled).await;
                 println!("ready: {}", e.url.unwrap_or(receipt.url));
                 return Ok(ExitCode::SUCCESS);
             }
@@ -403,6 +412,29 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
             Phase::Deleted | Phase::Deleting => return Err("the function was deleted while deploying".into()),
             _ => {}
         }
+    }
+}
+
+/// Prints the progress of the function's image pull (one begun since the
+/// deploy) when it changed since `shown`.
+async fn show_pull(
+    client: &Client,
+    name: &str,
+    since_ms: u64,
+    started: tokio::time::Instant,
+    shown: &mut Option<String>,
+) {
+    let Ok(f) = client.get(name).await else { return };
+    // The server's clock against this one's: a pull that began before the
+    // deploy (another function's, of the same image) is not this deploy's.
+    let Some(p) = f.pull.filter(|p| p.started_ms >= since_ms) else { return };
+    let line = match &p.error {
+        Some(e) => format!("{} failed: {e}", p.summary()),
+        None => p.summary(),
+    };
+    if shown.as_deref() != Some(line.as_str()) {
+        println!("  {:6.2}s  {:<9} {line}", started.elapsed().as_secs_f64(), "pull");
+        *shown = Some(line);
     }
 }
 
@@ -550,6 +582,57 @@ fn in_time(at_ms: u64) -> String {
 }
 
 /// "12s" since a time in milliseconds since the epoch.
+/// Reads a value from stdin (prompting on a terminal), for secrets and passwords.
+fn read_stdin(what: &str) -> Result<Vec<u8>, Error> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        eprintln!("type {what}, then Ctrl-D:");
+    }
+    let mut v = Vec::new();
+    std::io::stdin().read_to_end(&mut v).map_err(|e| format!("reading {what} from stdin: {e}"))?;
+    Ok(v)
+}
+
+/// `pilotlight registry login|ls|logout`: the password goes in from stdin and is never printed.
+async fn registry(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
+    let action = args.words.first().cloned().unwrap_or_default();
+    let host = || args.words.get(1).cloned().ok_or_else(|| format!("`pilotlight registry {action}` needs HOST[:PORT]"));
+    match action.as_str() {
+        "login" => {
+            let host = host()?;
+            let username = args.take("username").ok_or("--username is required")?;
+            args.done()?;
+            let password = read_stdin("the password")?;
+            let password = String::from_utf8(password).map_err(|_| "the password is not UTF-8")?;
+            // One trailing line break (from `echo`, or a file) is not part of it.
+            let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
+            let r = client.registry_login(&host, &username, password).await?;
+            println!("login for {} kept (user {})", r.registry, r.username);
+            Ok(ExitCode::SUCCESS)
+        }
+        "ls" | "list" => {
+            args.done()?;
+            let logins = client.registries().await?;
+            if logins.is_empty() {
+                println!("no registry logins");
+            }
+            for r in logins {
+                println!("{:<40} user {:<24} updated {} ago", r.registry, r.username, ago(r.updated_ms));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "logout" => {
+            let host = host()?;
+            args.done()?;
+            client.registry_logout(&host).await?;
+            println!("login for {host} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        "" => Err("`pilotlight registry` needs login, ls or logout; see --help".into()),
+        other => Err(format!("unknown `pilotlight registry {other}`: use login, ls or logout").into()),
+    }
+}
+
 fn ago(at_ms: u64) -> String {
     format!("{:.0}s", now_ms().saturating_sub(at_ms) as f64 / 1000.0)
 }

@@ -7,9 +7,11 @@
 # (pilotlight-kafka's `ssl` feature).
 # chromium, chromium-driver: the web UI's browser test (headless, WebDriver).
 # socat: the self-healing test cuts the Docker engine API off through a relay socket.
+# docker-registry, apache2-utils (htpasswd): the private-registry test runs its own
+# registry with htpasswd auth on a loopback port (the package's own service is not used).
 set -euo pipefail
 
-packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver socat)
+packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver socat docker-registry apache2-utils)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

@@ -11,116 +11,22 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use common::ServerProc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use pilotlight::api::client::{Client, ClientError};
 use pilotlight::core::model::Phase;
-use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_binary, hello_image_context};
-use pilotlight::core::testkit::{free_port, http, unique};
+use pilotlight::core::testkit::fixtures::{hello_binary, hello_image_context};
+use pilotlight::core::testkit::http;
 use pilotlight::docker::{LABEL_PLATFORM, build_image_from_dir};
 use serde_json::{Value, json};
 
 fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// The server as a child process; its stdout and stderr go to `log`.
-struct Server {
-    child: Child,
-    id: String,
-    dir: tempfile::TempDir,
-    api: u16,
-    http: u16,
-    _cleanup: Option<DockerCleanup>,
-}
-
-impl Server {
-    fn start(runtime: &str) -> Server {
-        let id = unique("secrets").replace('_', "-");
-        let dir = tempfile::tempdir().unwrap();
-        let (api, http) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(common::example("server"))
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--api-addr", &format!("127.0.0.1:{api}"), "--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--https-addr", "off", "--platform-id", &id, "--runtime", runtime])
-            .args(["--resync-period-s", "2", "--backoff-max-s", "2", "--memory-budget-mb", "4096"])
-            // Debug logs of the platform's own crates: the grep below covers what they say, too.
-            .env("RUST_LOG", "info,pilotlight_core=debug,pilotlight_api=debug,pilotlight_docker=debug")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let cleanup = (runtime == "docker").then(|| DockerCleanup { label: format!("{LABEL_PLATFORM}={id}") });
-        let server = Server { child, id, dir, api, http, _cleanup: cleanup };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !server.log().contains("pilotlight is running") {
-            assert!(Instant::now() < deadline, "the server did not start:\n{}", server.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("data").join("api-token")).unwrap().trim().to_owned()
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&format!("http://127.0.0.1:{}", self.api), &self.token()).unwrap()
-    }
-
-    /// Runs the CLI with `stdin` as its input; its exit status, stdout and stderr.
-    async fn cli(&self, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
-        use tokio::io::AsyncWriteExt;
-        let mut child = tokio::process::Command::new(common::example("pilotlight"))
-            .args(args)
-            .env("PILOTLIGHT_URL", format!("http://127.0.0.1:{}", self.api))
-            .env("PILOTLIGHT_TOKEN", self.token())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin).await.unwrap();
-        drop(input);
-        let out = child.wait_with_output().await.unwrap();
-        let (stdout, stderr) =
-            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-        println!("$ pilotlight {}\n{stdout}{stderr}", args.join(" "));
-        (out.status.success(), stdout, stderr)
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let edge = std::net::SocketAddr::from(([127, 0, 0, 1], self.http));
-        http::get(edge, "vault.localhost", path, Duration::from_secs(10)).await.ok().map(|r| (r.status, r.body))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pid in common::labelled(&self.id) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
 }
 
 async fn wait_ready(c: &Client, name: &str, generation: u64) {
@@ -162,17 +68,17 @@ async fn docker_secrets_are_files_never_values_anywhere_and_rotate_without_a_fai
     let Some(d) = docker().await else { return };
     let image = "pilotlight/hello:secrets";
     build_image_from_dir(&d, image, hello_image_context().path()).await.unwrap();
-    let server = Server::start("docker");
+    let server = ServerProc::start("docker", &[]);
     secrets_end_to_end(&server, json!({"image": image}), Some(&d)).await;
 }
 
 #[tokio::test]
 async fn process_secrets_are_files_never_values_anywhere_and_rotate_without_a_failed_request() {
-    let server = Server::start("process");
+    let server = ServerProc::start("process", &[]);
     secrets_end_to_end(&server, json!({"exec": {"program": hello_binary().to_str().unwrap()}}), None).await;
 }
 
-async fn secrets_end_to_end(server: &Server, source: Value, docker: Option<&Docker>) {
+async fn secrets_end_to_end(server: &ServerProc, source: Value, docker: Option<&Docker>) {
     let c = server.client();
     let (first, second) = (value("first"), value("second"));
 
@@ -200,7 +106,11 @@ async fn secrets_end_to_end(server: &Server, source: Value, docker: Option<&Dock
 
     let generation = c.deploy(&spec).await.unwrap().generation;
     wait_ready(&c, "vault", generation).await;
-    assert_eq!(server.get("/secret?name=db-password").await, Some((200, first.clone())), "the function reads it");
+    assert_eq!(
+        server.get("vault", "/secret?name=db-password").await,
+        Some((200, first.clone())),
+        "the function reads it"
+    );
 
     // Removing a secret in use is refused, naming the function.
     let (ok, _, err) = server.cli(&["secret", "rm", "db-password"], b"").await;
@@ -230,7 +140,7 @@ async fn secrets_end_to_end(server: &Server, source: Value, docker: Option<&Dock
     assert_eq!((set.size, set.used_by.as_slice()), (second.len(), &["vault".to_owned()][..]));
     let mut took = None;
     while rotated_at.elapsed() < WAIT {
-        if server.get("/secret?name=db-password").await == Some((200, second.clone())) {
+        if server.get("vault", "/secret?name=db-password").await == Some((200, second.clone())) {
             took = Some(rotated_at.elapsed());
             break;
         }

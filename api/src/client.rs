@@ -257,6 +257,30 @@ impl Client {
         self.send(Method::DELETE, &format!("/v1/secrets/{}", path_segment(name)), None).await.map(|_| ())
     }
 
+    /// `PUT /v1/registries/{registry}`: keeps a login for pulls from that registry.
+    pub async fn registry_login(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<crate::views::RegistryView, ClientError> {
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(&serde_json::json!({"username": username, "password": password}))
+                .map_err(|e| ClientError::Decode(e.to_string()))?,
+        );
+        self.json(Method::PUT, &format!("/v1/registries/{}", path_segment(registry)), Some(body.to_vec())).await
+    }
+
+    /// `GET /v1/registries`.
+    pub async fn registries(&self) -> Result<Vec<crate::views::RegistryView>, ClientError> {
+        self.json::<crate::views::RegistryList>(Method::GET, "/v1/registries", None).await.map(|l| l.registries)
+    }
+
+    /// `DELETE /v1/registries/{registry}`.
+    pub async fn registry_logout(&self, registry: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/registries/{}", path_segment(registry)), None).await.map(|_| ())
+    }
+
     /// `DELETE /v1/functions/{name}`.
     pub async fn delete(&self, name: &str) -> Result<Receipt, ClientError> {
         self.json(Method::DELETE, &format!("/v1/functions/{}", path_segment(name)), None).await

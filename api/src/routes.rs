@@ -39,7 +39,8 @@ fn view(shared: &Shared, record: pilotlight_core::model::FunctionRecord) -> Func
     let stale = shared.platform.is_stale(&record);
     let mut instances: Vec<InstanceView> = record.status.instances.iter().cloned().map(InstanceView::from).collect();
     instances.sort_by(|a, b| b.generation.cmp(&a.generation).then_with(|| a.id.cmp(&b.id)));
-    FunctionView::new(record, instances, stale)
+    let pull = shared.platform.pull_progress(&record.spec);
+    FunctionView { pull, ..FunctionView::new(record, instances, stale) }
 }
 
 /// Create or update a function.

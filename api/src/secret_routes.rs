@@ -1,4 +1,5 @@
-//! `/v1/secrets`: set, list and remove secrets. Values go in and never come out.
+//! `/v1/secrets` and `/v1/registries`: secrets and registry logins. Values
+//! and passwords go in and never come out.
 
 use std::sync::Arc;
 
@@ -8,13 +9,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use pilotlight_core::controller::{MAX_SECRET_BYTES, SecretVault};
-use pilotlight_core::model::SecretName;
+use pilotlight_core::model::{RegistryHost, SecretName};
 use pilotlight_core::ports::SecretError;
 
 use crate::body::read_capped;
 use crate::error::{ApiError, ErrorBody};
 use crate::server::Shared;
-use crate::views::{SecretList, SecretView};
+use crate::views::{RegistryList, RegistryLogin, RegistryView, SecretList, SecretView};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -34,7 +35,7 @@ impl From<SecretError> for ApiError {
         let message = e.to_string();
         match e {
             SecretError::Invalid(v) => ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", v.field, v.message),
-            SecretError::NotFound(_) => ApiError::not_found(message),
+            SecretError::NotFound(_) | SecretError::NoLogin(_) => ApiError::not_found(message),
             SecretError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "in_use", message),
             _ => {
                 tracing::warn!(error = %message, "secret request failed");
@@ -105,5 +106,68 @@ pub async fn set(
 pub async fn remove(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Response> {
     let name = secret_name(&name)?;
     vault(&shared)?.remove(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn registry_host(raw: &str) -> Result<RegistryHost> {
+    RegistryHost::parse_field("registry", raw)
+        .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "registry", v.message))
+}
+
+/// List the registry logins: registries and user names, never passwords.
+#[utoipa::path(
+    get, path = "/v1/registries", tag = "secrets",
+    responses((status = 200, body = RegistryList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn registries(State(shared): State<Arc<Shared>>) -> Result<Json<RegistryList>> {
+    let registries = vault(&shared)?.logins().await?.into_iter().map(RegistryView::from).collect();
+    Ok(Json(RegistryList { registries }))
+}
+
+/// Keep a login for a registry; pulls of its images present it.
+#[utoipa::path(
+    put, path = "/v1/registries/{registry}", tag = "secrets",
+    params(("registry" = String, Path, description = "`host[:port]`, as image references name it")),
+    request_body(content = RegistryLogin),
+    responses(
+        (status = 200, body = RegistryView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn login(
+    State(shared): State<Arc<Shared>>,
+    Path(registry): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RegistryView>> {
+    let vault = vault(&shared)?;
+    let registry = registry_host(&registry)?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let bytes = zeroize::Zeroizing::new(read_capped(body, declared, 16 * 1024).await?.to_vec());
+    // serde's message could quote the input, and with it the password: say only what is expected.
+    let login: RegistryLogin = serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be a JSON object with exactly `username` and `password` (strings)",
+        )
+    })?;
+    let password = zeroize::Zeroizing::new(login.password);
+    let info = vault.login(&registry, &login.username, &password).await?;
+    Ok(Json(RegistryView::from(info)))
+}
+
+/// Forget the login for a registry.
+#[utoipa::path(
+    delete, path = "/v1/registries/{registry}", tag = "secrets",
+    params(("registry" = String, Path, description = "`host[:port]`")),
+    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn logout(State(shared): State<Arc<Shared>>, Path(registry): Path<String>) -> Result<Response> {
+    let registry = registry_host(&registry)?;
+    vault(&shared)?.logout(&registry).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

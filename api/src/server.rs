@@ -114,6 +114,8 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/topics/{topic}/messages", post(routes::publish))
         .route("/v1/secrets", get(secret_routes::list))
         .route("/v1/secrets/{name}", axum::routing::put(secret_routes::set).delete(secret_routes::remove))
+        .route("/v1/registries", get(secret_routes::registries))
+        .route("/v1/registries/{registry}", axum::routing::put(secret_routes::login).delete(secret_routes::logout))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
         .route("/v1/openapi.json", get(openapi))

@@ -43,6 +43,10 @@ pub struct FunctionView {
     /// The observation is older than two reconcile periods (the engine or
     /// the node could not be reached): `instances` may no longer be true.
     pub stale: bool,
+    /// The pull of its image under way, or the last one, layer by layer
+    /// (when this server's runtime pulled it; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<pilotlight_core::ports::PullProgress>,
 }
 
 impl FunctionView {
@@ -66,6 +70,7 @@ impl FunctionView {
             permanent: status.permanent,
             observed_at_ms: record.status.observed_at_ms,
             stale,
+            pull: None,
             spec: record.spec.into(),
         }
     }
@@ -390,4 +395,46 @@ impl From<pilotlight_core::controller::SecretInfo> for SecretView {
 pub struct SecretList {
     /// The secrets.
     pub secrets: Vec<SecretView>,
+}
+
+/// A registry login as the API shows it: never its password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistryView {
+    /// The registry, `host[:port]` as image references name it.
+    pub registry: String,
+    /// The user name.
+    pub username: String,
+    /// When it was last set, in ms since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+impl From<pilotlight_core::controller::LoginInfo> for RegistryView {
+    fn from(l: pilotlight_core::controller::LoginInfo) -> Self {
+        Self { registry: l.registry.into(), username: l.username, updated_ms: l.updated_ms }
+    }
+}
+
+/// Every registry login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistryList {
+    /// The logins.
+    pub registries: Vec<RegistryView>,
+}
+
+/// What `PUT /v1/registries/{registry}` takes.
+#[derive(Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    /// The user name.
+    #[schema(min_length = 1, max_length = 4096)]
+    pub username: String,
+    /// The password or token; kept sealed, never shown again.
+    #[schema(min_length = 1, max_length = 4096)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryLogin({}, password hidden)", self.username)
+    }
 }

@@ -461,6 +461,20 @@ async fn secrets_are_set_listed_and_removed_and_never_shown() {
         Err(ClientError::Api { status, .. }) => assert_eq!(status, StatusCode::NOT_FOUND),
         other => panic!("{other:?}"),
     }
+    // Registry logins: the host is checked, the body's password never echoed.
+    let (s, _, body) = h.raw(Method::PUT, "/v1/registries/bad%20host", Some(TOKEN), b"{}").await;
+    assert_eq!((s, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some("registry")));
+    let sloppy = br#"{"username":"ci","password":"hunter2","extra":1}"#;
+    let (s, _, body) = h.raw(Method::PUT, "/v1/registries/127.0.0.1:5000", Some(TOKEN), sloppy).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(!String::from_utf8_lossy(&body).contains("hunter2"));
+    let kept = h.client.registry_login("127.0.0.1:5000", "ci", "hunter2").await.unwrap();
+    assert_eq!((kept.registry.as_str(), kept.username.as_str()), ("127.0.0.1:5000", "ci"));
+    let (_, _, body) = h.raw(Method::GET, "/v1/registries", Some(TOKEN), b"").await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(text.contains("127.0.0.1:5000") && !text.contains("hunter2"), "{text}");
+    h.client.registry_logout("127.0.0.1:5000").await.unwrap();
+    assert!(h.client.registries().await.unwrap().is_empty());
     h.shutdown().await;
 
     // A server started without a key answers 503, naming why.

@@ -110,6 +110,7 @@ impl Server {
                     network: config.docker_network.clone(),
                     endpoint_mode: config.docker_endpoint_mode(),
                     secrets: Some(secret_files.clone()),
+                    registry_logins: Some(Arc::clone(&late_vault) as Arc<dyn pilotlight_core::ports::RegistryAuth>),
                     ..Default::default()
                 })
                 .await

@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use pilotlight_core::controller::SecretVault;
-use pilotlight_core::model::SecretName;
-use pilotlight_core::ports::{SecretError, SecretSource, SecretValue};
+use pilotlight_core::model::{RegistryHost, SecretName};
+use pilotlight_core::ports::{RegistryAuth, RegistryCredentials, SecretError, SecretSource, SecretValue};
 use pilotlight_core::support::SecretFiles;
 
 /// The vault, for a runtime made before the Store is open (the runtime is
@@ -26,6 +26,16 @@ impl SecretSource for LateVault {
     async fn read(&self, names: &[SecretName]) -> Result<Vec<SecretValue>, SecretError> {
         match self.0.get() {
             Some(v) => v.read(names).await,
+            None => Err(SecretError::Key("the secret store is not open yet".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl RegistryAuth for LateVault {
+    async fn credentials(&self, registry: &RegistryHost) -> Result<Option<RegistryCredentials>, SecretError> {
+        match self.0.get() {
+            Some(v) => v.credentials(registry).await,
             None => Err(SecretError::Key("the secret store is not open yet".into())),
         }
     }

@@ -7,8 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pilotlight::api::client::Client;
 use pilotlight::core::memory::MemoryStore;
 use pilotlight::core::model::Domain;
+use pilotlight::core::testkit::fixtures::DockerCleanup;
 use pilotlight::core::testkit::{eventually, fixtures::hello_binary, free_port, http, unique};
 use pilotlight::gateway::{Gateway, GatewayConfig, TlsSource};
 use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
@@ -194,4 +198,110 @@ macro_rules! both {
             )*
         }
     };
+}
+
+/// `examples/server` as a child process, its stdout and stderr in `server.log`;
+/// stopped (and its process instances killed) when dropped.
+pub struct ServerProc {
+    /// Its platform id (labels, process environment).
+    pub id: String,
+    /// Its data directory's parent (the log is `server.log` in it).
+    pub dir: tempfile::TempDir,
+    /// The API's and the edge's ports on 127.0.0.1.
+    pub api: u16,
+    pub http: u16,
+    child: Child,
+    _cleanup: Option<DockerCleanup>,
+}
+
+impl ServerProc {
+    /// Starts `examples/server` on `runtime` with `extra` arguments; waits until it runs.
+    pub fn start(runtime: &str, extra: &[&str]) -> ServerProc {
+        let id = unique("secrets").replace('_', "-");
+        let dir = tempfile::tempdir().unwrap();
+        let (api, http) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(example("server"))
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--api-addr", &format!("127.0.0.1:{api}"), "--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--https-addr", "off", "--platform-id", &id, "--runtime", runtime])
+            .args(["--resync-period-s", "2", "--backoff-max-s", "2", "--memory-budget-mb", "4096"])
+            .args(extra)
+            // Debug logs of the platform's own crates: the grep below covers what they say, too.
+            .env("RUST_LOG", "info,pilotlight_core=debug,pilotlight_api=debug,pilotlight_docker=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let cleanup = (runtime == "docker").then(|| DockerCleanup { label: format!("io.pilotlight.platform={id}") });
+        let server = ServerProc { child, id, dir, api, http, _cleanup: cleanup };
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !server.log().contains("pilotlight is running") {
+            assert!(std::time::Instant::now() < deadline, "the server did not start:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Everything it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data").join("api-token")).unwrap().trim().to_owned()
+    }
+
+    /// A client of its API.
+    pub fn client(&self) -> Client {
+        Client::new(&format!("http://127.0.0.1:{}", self.api), &self.token()).unwrap()
+    }
+
+    /// Runs the CLI with `stdin` as its input; its exit status, stdout and stderr.
+    pub async fn cli(&self, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(example("pilotlight"))
+            .args(args)
+            .env("PILOTLIGHT_URL", format!("http://127.0.0.1:{}", self.api))
+            .env("PILOTLIGHT_TOKEN", self.token())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin).await.unwrap();
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        println!("$ pilotlight {}\n{stdout}{stderr}", args.join(" "));
+        (out.status.success(), stdout, stderr)
+    }
+
+    /// `GET path` through its edge for function `name`: status and body.
+    pub async fn get(&self, name: &str, path: &str) -> Option<(u16, String)> {
+        let edge = std::net::SocketAddr::from(([127, 0, 0, 1], self.http));
+        http::get(edge, &format!("{name}.localhost"), path, Duration::from_secs(10))
+            .await
+            .ok()
+            .map(|r| (r.status, r.body))
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in labelled(&self.id) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
 }

@@ -21,11 +21,11 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use pilotlight_core::model::{
-    Endpoint, FunctionName, FunctionSpec, ImageRef, Instance, InstanceId, InstanceState, Network, Source,
+    Endpoint, FunctionName, FunctionSpec, ImageRef, Instance, InstanceId, InstanceState, Network, RegistryHost, Source,
 };
 use pilotlight_core::ports::{
-    ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
-    RuntimeEvents,
+    ExitReason, InstanceStats, LayerProgress, LogLine, LogOptions, LogSource, LogStream, PullProgress, RegistryAuth,
+    Runtime, RuntimeError, RuntimeEvent, RuntimeEvents,
 };
 use pilotlight_core::support::{SecretDir, SecretFiles, now_ms, probe_endpoint};
 use tokio::sync::broadcast;
@@ -68,8 +68,8 @@ impl EndpointMode {
     }
 }
 
-/// Settings of a [`DockerRuntime`].
-#[derive(Clone, Debug)]
+/// Settings of a [`DockerRuntime`]. Its `Debug` leaves credentials out.
+#[derive(Clone)]
 pub struct DockerRuntimeConfig {
     /// The engine's API socket, as `unix:///path/to/docker.sock`; `None`
     /// uses `DOCKER_HOST`, else `/var/run/docker.sock`.
@@ -88,8 +88,12 @@ pub struct DockerRuntimeConfig {
     pub log_max_size: String,
     /// See `log_max_size`.
     pub log_max_files: u32,
-    /// Credentials for pulling from a private registry.
+    /// Credentials for pulling from a private registry, when `registry_logins`
+    /// has none for the image's registry.
     pub registry_auth: Option<DockerCredentials>,
+    /// Logins per registry (`pilotlight registry login`): a pull of an image
+    /// that names a registry presents that registry's login.
+    pub registry_logins: Option<Arc<dyn RegistryAuth>>,
     /// Run the engine's init (docker-init, tini) as PID 1: it passes SIGTERM
     /// on, so a function that installs no signal handler stops at once instead
     /// of after `stop_grace` (the kernel ignores SIGTERM for a PID 1 without a
@@ -99,6 +103,23 @@ pub struct DockerRuntimeConfig {
     /// written (bind-mounted read-only at `/run/secrets`); `None` refuses
     /// functions that list secrets. The directory must be on this engine's host.
     pub secrets: Option<SecretFiles>,
+}
+
+impl std::fmt::Debug for DockerRuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntimeConfig")
+            .field("host", &self.host)
+            .field("platform_id", &self.platform_id)
+            .field("network", &self.network)
+            .field("endpoint_mode", &self.endpoint_mode)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("stop_grace", &self.stop_grace)
+            .field("registry_auth", &self.registry_auth.as_ref().map(|_| "(hidden)"))
+            .field("registry_logins", &self.registry_logins.is_some())
+            .field("init", &self.init)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DockerRuntimeConfig {
@@ -113,6 +134,7 @@ impl Default for DockerRuntimeConfig {
             log_max_size: "1m".into(),
             log_max_files: 2,
             registry_auth: None,
+            registry_logins: None,
             init: true,
             secrets: None,
         }
@@ -142,6 +164,8 @@ struct Inner {
     /// read once per container, at start or, for one adopted after a
     /// restart, at its first listing.
     namespaced: Mutex<HashMap<String, Endpoint>>,
+    /// Each image's pull under way, or its last one, for progress in a status.
+    pulls: Mutex<HashMap<String, PullProgress>>,
     counter: AtomicU64,
 }
 
@@ -238,6 +262,7 @@ impl DockerRuntime {
                 dead: Mutex::default(),
                 starting: Mutex::default(),
                 namespaced: Mutex::default(),
+                pulls: Mutex::default(),
                 counter: AtomicU64::new(0),
             }),
         };
@@ -656,6 +681,81 @@ impl DockerRuntime {
         Ok((created.id, secrets))
     }
 
+    /// Pulls `image`, keeping each layer's progress in `pulls`.
+    async fn pull(
+        &self,
+        image: &str,
+        registry: Option<&str>,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<(), RuntimeError> {
+        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let mut pull = self.inner.docker.create_image(Some(options), None, credentials);
+        while let Some(progress) = pull.next().await {
+            match progress {
+                Ok(p) => {
+                    if let Some(detail) = p.error_detail.and_then(|d| d.message) {
+                        return Err(pull_failed(image.to_owned(), registry, detail));
+                    }
+                    let (Some(status), Some(id)) = (p.status, p.id) else { continue };
+                    let detail = p.progress_detail.unwrap_or_default();
+                    let bytes = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+                    let mut pulls = self.inner.pulls.lock();
+                    let Some(entry) = pulls.get_mut(image) else { continue };
+                    // A tag or digest line names the image, not a layer.
+                    if id == image || status.starts_with("Pulling from") || status.starts_with("Digest") {
+                        continue;
+                    }
+                    let layer = match entry.layers.iter().position(|l| l.id == id) {
+                        Some(i) => &mut entry.layers[i],
+                        None => {
+                            entry.layers.push(LayerProgress { id: id.clone(), ..Default::default() });
+                            let last = entry.layers.len() - 1;
+                            &mut entry.layers[last]
+                        }
+                    };
+                    if let Some(total) = bytes(detail.total).filter(|t| *t > 0) {
+                        layer.total_bytes = total;
+                    }
+                    if let Some(current) = bytes(detail.current) {
+                        layer.current_bytes = current;
+                    }
+                    if status == "Pull complete" || status == "Download complete" {
+                        layer.current_bytes = layer.total_bytes;
+                    }
+                    if status != layer.status {
+                        tracing::debug!(image, layer = id, status, "pulling");
+                    }
+                    layer.status = status;
+                }
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    return Err(pull_failed(image.to_owned(), registry, message));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// What a pull from `registry` presents: its login, else the configured credentials.
+    async fn credentials_for(&self, registry: Option<&str>) -> Result<Option<DockerCredentials>, RuntimeError> {
+        let fallback = self.inner.config.registry_auth.clone();
+        let (Some(registry), Some(logins)) = (registry, &self.inner.config.registry_logins) else {
+            return Ok(fallback);
+        };
+        let host = RegistryHost::parse_field("image", registry)
+            .map_err(|e| RuntimeError::InvalidInput { field: e.field, message: e.message })?;
+        match logins.credentials(&host).await {
+            Ok(Some(c)) => Ok(Some(DockerCredentials {
+                username: Some(c.username),
+                password: Some(c.password.to_string()),
+                serveraddress: Some(host.to_string()),
+                ..Default::default()
+            })),
+            Ok(None) => Ok(fallback),
+            Err(e) => Err(RuntimeError::Unpreparable { what: format!("the login for {host}"), message: e.to_string() }),
+        }
+    }
+
     /// Writes the secret files of `spec` at `generation` (again: a created
     /// container may outlive a host reboot, and with it a tmpfs), if it lists any.
     async fn write_secrets(&self, spec: &FunctionSpec, generation: u64) -> Result<Option<SecretDir>, RuntimeError> {
@@ -766,25 +866,24 @@ impl Runtime for DockerRuntime {
             // The engine itself did not answer: that passes.
             Err(e) => return Err(backend(e)),
         }
-        let options = CreateImageOptions { from_image: Some(image.clone()), ..Default::default() };
-        let mut pull = self.inner.docker.create_image(Some(options), None, self.inner.config.registry_auth.clone());
-        while let Some(progress) = pull.next().await {
-            match progress {
-                Ok(p) => {
-                    if let Some(detail) = p.error_detail.and_then(|d| d.message) {
-                        return Err(pull_failed(image, detail));
-                    }
-                    if let Some(status) = p.status {
-                        tracing::info!(image, layer = p.id.unwrap_or_default(), status, "pulling");
-                    }
-                }
-                Err(BollardError::DockerResponseServerError { message, .. }) => {
-                    return Err(pull_failed(image, message));
-                }
-                Err(e) => return Err(backend(e)),
-            }
+        let registry = image_of(spec)?.registry().map(str::to_owned);
+        let credentials = self.credentials_for(registry.as_deref()).await?;
+        self.inner
+            .pulls
+            .lock()
+            .insert(image.clone(), PullProgress { image: image.clone(), started_ms: now_ms(), ..Default::default() });
+        let pulled = self.pull(&image, registry.as_deref(), credentials).await;
+        if let Some(p) = self.inner.pulls.lock().get_mut(&image) {
+            p.done = true;
+            p.finished_ms = Some(now_ms());
+            p.error = pulled.as_ref().err().map(ToString::to_string);
+            tracing::info!(image, summary = p.summary(), ok = pulled.is_ok(), "pull ended");
         }
-        Ok(())
+        pulled
+    }
+
+    fn pull_progress(&self, image: &str) -> Option<PullProgress> {
+        self.inner.pulls.lock().get(image).cloned()
     }
 
     async fn start(&self, spec: &FunctionSpec, generation: u64) -> Result<Instance, RuntimeError> {
@@ -968,7 +1067,7 @@ impl Runtime for DockerRuntime {
 /// retried with backoff; anything else (no such image or tag, denied, a bad
 /// reference) will not go away by itself, and is retried only at the backoff
 /// cap, in case the image is pushed or built later.
-fn pull_failed(image: String, message: String) -> RuntimeError {
+fn pull_failed(image: String, registry: Option<&str>, message: String) -> RuntimeError {
     const TRANSIENT: &[&str] = &[
         "no such host",
         "connection refused",
@@ -985,10 +1084,20 @@ fn pull_failed(image: String, message: String) -> RuntimeError {
         "503 ",
         "504 ",
     ];
+    const REFUSED: &[&str] = &["unauthorized", "no basic auth credentials", "authentication required", "401", "denied"];
     let lower = message.to_ascii_lowercase();
-    if TRANSIENT.iter().any(|t| lower.contains(t)) {
+    let place = registry.unwrap_or("docker.io");
+    if REFUSED.iter().any(|t| lower.contains(t)) {
+        RuntimeError::Unpreparable {
+            what: image,
+            message: format!(
+                "registry {place} refused the pull (401 Unauthorized: {message}); \
+                 run `pilotlight registry login {place}` with credentials that may read it"
+            ),
+        }
+    } else if TRANSIENT.iter().any(|t| lower.contains(t)) {
         RuntimeError::Unavailable(format!(
-            "image `{image}` is not present and its registry cannot be reached now ({message}); \
+            "image `{image}` is not present and registry {place} cannot be reached now ({message}); \
              build or load it locally, or wait for the registry"
         ))
     } else {
@@ -1073,11 +1182,15 @@ mod tests {
     #[test]
     fn pull_errors_are_classed() {
         let dns = "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host";
-        assert!(matches!(pull_failed("a".into(), dns.into()), RuntimeError::Unavailable(_)));
+        assert!(matches!(pull_failed("a".into(), None, dns.into()), RuntimeError::Unavailable(_)));
         let refused = "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused";
-        assert!(pull_failed("a".into(), refused.into()).is_retryable());
+        let e = pull_failed("a".into(), Some("127.0.0.1:5999"), refused.into());
+        assert!(e.is_retryable() && e.to_string().contains("registry 127.0.0.1:5999 cannot be reached"), "{e}");
         let missing = "manifest for pilotlight/nope:v1 not found: manifest unknown";
-        assert!(matches!(pull_failed("a".into(), missing.into()), RuntimeError::Unpreparable { .. }));
+        assert!(matches!(pull_failed("a".into(), None, missing.into()), RuntimeError::Unpreparable { .. }));
+        let denied = "Head \"http://127.0.0.1:5999/v2/x/manifests/v1\": no basic auth credentials";
+        let e = pull_failed("a".into(), Some("127.0.0.1:5999"), denied.into());
+        assert!(!e.is_retryable() && e.to_string().contains("registry 127.0.0.1:5999 refused the pull (401"), "{e}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, St
 pub use router_worker::RouterWorker;
 pub use runtime_worker::{FastResume, PassReport, RuntimeWorker, RuntimeWorkerConfig};
 pub use secrets::{
-    KeySource, MAX_SECRET_BYTES, MAX_SECRETS_STORED, SECRET_KEY_ENV, SecretInfo, SecretKey, SecretVault,
+    KeySource, LoginInfo, MAX_LOGIN_BYTES, MAX_SECRET_BYTES, MAX_SECRETS_STORED, SECRET_KEY_ENV, SecretInfo, SecretKey,
+    SecretVault,
 };
 pub use status_worker::StatusWorker;
 pub use topics::{MESSAGE_ID_HEADER, TopicConfig, TopicTriggers, trigger_group};

@@ -24,8 +24,11 @@ use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::model::{FunctionName, SecretName, ValidationError};
-use crate::ports::{DocKey, DocKind, DocQuery, SecretError, SecretSource, SecretValue, Store, StoreError};
+use crate::model::{FunctionName, RegistryHost, SecretName, ValidationError};
+use crate::ports::{
+    DocKey, DocKind, DocQuery, RegistryAuth, RegistryCredentials, SecretError, SecretSource, SecretValue, Store,
+    StoreError,
+};
 use crate::support::{now_ms, stable_hash};
 
 /// The largest secret value, in bytes (a TLS key with its chain fits).
@@ -37,6 +40,10 @@ pub const SECRET_KEY_ENV: &str = "PILOTLIGHT_SECRET_KEY";
 
 const KIND: &str = "secrets";
 const AAD_PREFIX: &str = "pilotlight-secret:";
+const LOGIN_KIND: &str = "registry-logins";
+const LOGIN_AAD_PREFIX: &str = "pilotlight-registry:";
+/// The longest registry user name, and password or token, accepted.
+pub const MAX_LOGIN_BYTES: usize = 4096;
 
 /// The 256-bit key that seals secrets. Its `Debug` does not show it.
 #[derive(Clone)]
@@ -143,6 +150,26 @@ struct Sealed {
     updated_ms: u64,
 }
 
+/// One registry login, as the Store holds it: the password sealed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SealedLogin {
+    username: String,
+    nonce: String,
+    sealed: String,
+    updated_ms: u64,
+}
+
+/// What may be shown of a registry login: never its password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginInfo {
+    /// The registry.
+    pub registry: RegistryHost,
+    /// The user name.
+    pub username: String,
+    /// When it was last set, in milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
 /// What may be shown of a secret: never its value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretInfo {
@@ -170,6 +197,18 @@ fn kind() -> DocKind {
 
 fn doc_key(name: &SecretName) -> Result<DocKey, StoreError> {
     DocKey::new(&kind(), name.as_str())
+}
+
+fn login_kind() -> DocKind {
+    DocKind::new(LOGIN_KIND).unwrap_or_else(|_| unreachable!("a valid kind"))
+}
+
+fn login_key(registry: &RegistryHost) -> Result<DocKey, StoreError> {
+    DocKey::new(&login_kind(), registry.as_str())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend { source: Box::new(e), retryable: false })
 }
 
 fn aad(name: &SecretName) -> Vec<u8> {
@@ -218,6 +257,106 @@ impl SecretVault {
         Self { store, key, kind: kind() }
     }
 
+    /// Seals `plain` with a fresh nonce, bound to `aad`: (nonce, sealed), base64.
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<(String, String), SecretError> {
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|e| SecretError::Key(format!("no randomness for a nonce: {e}")))?;
+        let sealed = self
+            .key
+            .cipher()
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad })
+            .map_err(|_| SecretError::Key("the cipher refused the value".into()))?;
+        Ok((B64.encode(nonce), B64.encode(sealed)))
+    }
+
+    /// Opens what [`seal`](Self::seal) made with the same `aad`; `None` if it does not open.
+    fn unseal(&self, aad: &[u8], nonce: &str, sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let nonce: [u8; 24] = B64.decode(nonce).ok()?.try_into().ok()?;
+        let ciphertext = B64.decode(sealed).ok()?;
+        self.key.cipher().decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad }).ok().map(Zeroizing::new)
+    }
+
+    /// Writes `bytes` at `key` with a compare-and-set on whatever is there.
+    async fn put(&self, key: &DocKey, bytes: Vec<u8>, what: &str) -> Result<(), SecretError> {
+        for _ in 0..16 {
+            let expected = self.store.doc_get(key).await?.map(|d| d.revision);
+            match self.store.doc_put(key, expected, bytes.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::DocConflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!("{what} kept changing under concurrent writes; try again")).into())
+    }
+
+    /// Removes `key` (compare-and-set); `false` when there was nothing.
+    async fn delete(&self, key: &DocKey, what: &str) -> Result<bool, SecretError> {
+        for _ in 0..16 {
+            let Some(doc) = self.store.doc_get(key).await? else { return Ok(false) };
+            match self.store.doc_delete(key, doc.revision).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::DocConflict { .. }) => continue,
+                Err(StoreError::DocNotFound(_)) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!("{what} kept changing under concurrent writes; try again")).into())
+    }
+
+    /// Keeps a login for `registry`, sealed; the runtime's pulls of that
+    /// registry's images present it.
+    pub async fn login(
+        &self,
+        registry: &RegistryHost,
+        username: &str,
+        password: &str,
+    ) -> Result<LoginInfo, SecretError> {
+        let printable = |v: &str| !v.is_empty() && v.len() <= MAX_LOGIN_BYTES && !v.chars().any(char::is_control);
+        if !printable(username) {
+            return Err(ValidationError::new(
+                "username",
+                format!("must be 1 to {MAX_LOGIN_BYTES} bytes without control characters"),
+            )
+            .into());
+        }
+        if !printable(password) {
+            return Err(ValidationError::new(
+                "password",
+                format!("must be 1 to {MAX_LOGIN_BYTES} bytes without control characters"),
+            )
+            .into());
+        }
+        let aad = format!("{LOGIN_AAD_PREFIX}{registry}");
+        let (nonce, sealed) = self.seal(aad.as_bytes(), password.as_bytes())?;
+        let doc = SealedLogin { username: username.to_owned(), nonce, sealed, updated_ms: now_ms() };
+        self.put(&login_key(registry)?, encode(&doc)?, &format!("the login for `{registry}`")).await?;
+        tracing::info!(%registry, username, "registry login kept");
+        Ok(LoginInfo { registry: registry.clone(), username: doc.username, updated_ms: doc.updated_ms })
+    }
+
+    /// Every registry login: registries and user names, never passwords.
+    pub async fn logins(&self) -> Result<Vec<LoginInfo>, SecretError> {
+        let docs = self.store.doc_list(&login_kind(), &DocQuery::prefix("", MAX_SECRETS_STORED)).await?;
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let Ok(registry) = RegistryHost::parse_field("registry", &doc.key) else { continue };
+            let login: SealedLogin =
+                serde_json::from_slice(&doc.value).map_err(|_| SecretError::UndecryptableLogin(registry.clone()))?;
+            out.push(LoginInfo { registry, username: login.username, updated_ms: login.updated_ms });
+        }
+        Ok(out)
+    }
+
+    /// Forgets the login for `registry`.
+    pub async fn logout(&self, registry: &RegistryHost) -> Result<(), SecretError> {
+        if self.delete(&login_key(registry)?, &format!("the login for `{registry}`")).await? {
+            tracing::info!(%registry, "registry login removed");
+            Ok(())
+        } else {
+            Err(SecretError::NoLogin(registry.clone()))
+        }
+    }
+
     async fn users(&self) -> Result<Vec<(FunctionName, Vec<SecretName>)>, StoreError> {
         Ok(self
             .store
@@ -245,43 +384,22 @@ impl SecretVault {
             )
             .into());
         }
-        let mut nonce = [0u8; 24];
-        getrandom::fill(&mut nonce).map_err(|e| SecretError::Key(format!("no randomness for a nonce: {e}")))?;
-        let sealed = self
-            .key
-            .cipher()
-            .encrypt(&XNonce::from(nonce), Payload { msg: value, aad: &aad(name) })
-            .map_err(|_| SecretError::Key("the cipher refused the value".into()))?;
-        let doc =
-            Sealed { nonce: B64.encode(nonce), sealed: B64.encode(sealed), size: value.len(), updated_ms: now_ms() };
-        let bytes =
-            serde_json::to_vec(&doc).map_err(|e| StoreError::Backend { source: Box::new(e), retryable: false })?;
         let key = doc_key(name)?;
-        for _ in 0..16 {
-            let expected = match self.store.doc_get(&key).await? {
-                Some(d) => Some(d.revision),
-                None => {
-                    let count = self.store.doc_list(&self.kind, &DocQuery::prefix("", MAX_SECRETS_STORED)).await?.len();
-                    if count >= MAX_SECRETS_STORED {
-                        return Err(ValidationError::new(
-                            "name",
-                            format!("this platform keeps at most {MAX_SECRETS_STORED} secrets; remove some first"),
-                        )
-                        .into());
-                    }
-                    None
-                }
-            };
-            match self.store.doc_put(&key, expected, bytes.clone()).await {
-                Ok(_) => {
-                    tracing::info!(secret = %name, size = value.len(), "secret set");
-                    return Ok(Self::info(name.clone(), &doc, &self.users().await?));
-                }
-                Err(StoreError::DocConflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+        if self.store.doc_get(&key).await?.is_none()
+            && self.store.doc_list(&self.kind, &DocQuery::prefix("", MAX_SECRETS_STORED)).await?.len()
+                >= MAX_SECRETS_STORED
+        {
+            return Err(ValidationError::new(
+                "name",
+                format!("this platform keeps at most {MAX_SECRETS_STORED} secrets; remove some first"),
+            )
+            .into());
         }
-        Err(StoreError::Unavailable(format!("secret `{name}` kept changing under concurrent writes; try again")).into())
+        let (nonce, sealed) = self.seal(&aad(name), value)?;
+        let doc = Sealed { nonce, sealed, size: value.len(), updated_ms: now_ms() };
+        self.put(&key, encode(&doc)?, &format!("secret `{name}`")).await?;
+        tracing::info!(secret = %name, size = value.len(), "secret set");
+        Ok(Self::info(name.clone(), &doc, &self.users().await?))
     }
 
     /// Every secret, by name: sizes, update times and users, never values.
@@ -304,35 +422,20 @@ impl SecretVault {
         if !users.is_empty() {
             return Err(SecretError::InUse { name: name.clone(), functions: users });
         }
-        let key = doc_key(name)?;
-        for _ in 0..16 {
-            let Some(doc) = self.store.doc_get(&key).await? else { return Err(SecretError::NotFound(name.clone())) };
-            match self.store.doc_delete(&key, doc.revision).await {
-                Ok(()) => {
-                    tracing::info!(secret = %name, "secret removed");
-                    return Ok(());
-                }
-                Err(StoreError::DocConflict { .. }) => continue,
-                Err(StoreError::DocNotFound(_)) => return Err(SecretError::NotFound(name.clone())),
-                Err(e) => return Err(e.into()),
-            }
+        if !self.delete(&doc_key(name)?, &format!("secret `{name}`")).await? {
+            return Err(SecretError::NotFound(name.clone()));
         }
-        Err(StoreError::Unavailable(format!("secret `{name}` kept changing under concurrent writes; try again")).into())
+        tracing::info!(secret = %name, "secret removed");
+        Ok(())
     }
 
     async fn open(&self, name: &SecretName) -> Result<SecretValue, SecretError> {
         let doc = self.store.doc_get(&doc_key(name)?).await?.ok_or_else(|| SecretError::NotFound(name.clone()))?;
         let sealed = decode(name, &doc.value)?;
-        let undecryptable = || SecretError::Undecryptable(name.clone());
-        let nonce: [u8; 24] =
-            B64.decode(&sealed.nonce).ok().and_then(|n| n.try_into().ok()).ok_or_else(undecryptable)?;
-        let ciphertext = B64.decode(&sealed.sealed).map_err(|_| undecryptable())?;
-        let plain = self
-            .key
-            .cipher()
-            .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad: &aad(name) })
-            .map_err(|_| undecryptable())?;
-        Ok(SecretValue { name: name.clone(), bytes: Zeroizing::new(plain) })
+        let bytes = self
+            .unseal(&aad(name), &sealed.nonce, &sealed.sealed)
+            .ok_or_else(|| SecretError::Undecryptable(name.clone()))?;
+        Ok(SecretValue { name: name.clone(), bytes })
     }
 }
 
@@ -344,6 +447,19 @@ impl SecretSource for SecretVault {
             out.push(self.open(name).await?);
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl RegistryAuth for SecretVault {
+    async fn credentials(&self, registry: &RegistryHost) -> Result<Option<RegistryCredentials>, SecretError> {
+        let Some(doc) = self.store.doc_get(&login_key(registry)?).await? else { return Ok(None) };
+        let undecryptable = || SecretError::UndecryptableLogin(registry.clone());
+        let login: SealedLogin = serde_json::from_slice(&doc.value).map_err(|_| undecryptable())?;
+        let aad = format!("{LOGIN_AAD_PREFIX}{registry}");
+        let password = self.unseal(aad.as_bytes(), &login.nonce, &login.sealed).ok_or_else(undecryptable)?;
+        let password = String::from_utf8(password.to_vec()).map_err(|_| undecryptable())?;
+        Ok(Some(RegistryCredentials { username: login.username, password: Zeroizing::new(password) }))
     }
 }
 
@@ -414,6 +530,29 @@ mod tests {
         v.set(&names[1], b"2").await.unwrap();
         assert_ne!(secrets_digest(store.as_ref(), &names).await.unwrap(), first, "a new set rolls even the same value");
         assert_eq!(secrets_digest(store.as_ref(), &[]).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn registry_logins_keep_the_password_sealed() {
+        let store = Arc::new(MemoryStore::new());
+        let v = vault(&store);
+        let host = RegistryHost::parse_field("registry", "127.0.0.1:5000").unwrap();
+        assert!(v.credentials(&host).await.unwrap().is_none());
+        let info = v.login(&host, "ci", "pa55-word-xyz").await.unwrap();
+        assert_eq!((info.registry.as_str(), info.username.as_str()), ("127.0.0.1:5000", "ci"));
+        let raw = store.doc_get(&login_key(&host).unwrap()).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&raw.value).contains("pa55"), "sealed at rest");
+        let creds = v.credentials(&host).await.unwrap().unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("ci", "pa55-word-xyz"));
+        assert!(!format!("{creds:?}").contains("pa55"));
+        assert_eq!(v.logins().await.unwrap(), vec![info]);
+        let other = SecretVault::new(Arc::clone(&store) as Arc<dyn Store>, SecretKey::generate().unwrap());
+        assert!(matches!(other.credentials(&host).await.unwrap_err(), SecretError::UndecryptableLogin(_)));
+        let err = v.login(&host, "ci", "").await.unwrap_err();
+        assert!(matches!(&err, SecretError::Invalid(e) if e.field == "password"), "{err}");
+        v.logout(&host).await.unwrap();
+        assert!(matches!(v.logout(&host).await.unwrap_err(), SecretError::NoLogin(_)));
+        assert!(v.logins().await.unwrap().is_empty());
     }
 
     #[test]

@@ -102,6 +102,53 @@ impl ImageRef {
     }
 }
 
+/// A registry's address as image references name it: `host[:port]`
+/// (`registry.example.com`, `127.0.0.1:5000`), at most 255 characters.
+/// Credentials are kept per registry under this name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegistryHost(String);
+
+impl RegistryHost {
+    /// Validates `value`, reporting errors against `field`.
+    pub fn parse_field(field: &str, value: &str) -> Result<Self, ValidationError> {
+        if value.len() <= 255 && is_registry(value) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                field,
+                format!(
+                    "must be a registry host with an optional port, like registry.example.com or 127.0.0.1:5000 (got {})",
+                    super::validation::shown(value)
+                ),
+            ))
+        }
+    }
+    /// The host and port.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RegistryHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for RegistryHost {
+    type Error = ValidationError;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        Self::parse_field("registry", &v)
+    }
+}
+
+impl From<RegistryHost> for String {
+    fn from(v: RegistryHost) -> String {
+        v.0
+    }
+}
+
 fn is_registry(host_port: &str) -> bool {
     let (host, port) = match host_port.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),

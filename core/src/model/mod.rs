@@ -15,7 +15,7 @@ mod trigger;
 mod validation;
 
 pub use env::{EnvVars, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS};
-pub use image::ImageRef;
+pub use image::{ImageRef, RegistryHost};
 pub use instance::{Endpoint, Instance, InstanceId, InstanceState};
 pub use invocation::{
     CallbackDelivery, CallbackHosts, CallbackState, CallbackUrl, Invocation, InvocationAttempt, InvocationId,

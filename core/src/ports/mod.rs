@@ -23,10 +23,10 @@ pub use queue::{
 };
 pub use router::{Router, RouterError};
 pub use runtime::{
-    ExitReason, InstanceStats, LogLine, LogOptions, LogSource, LogStream, Runtime, RuntimeError, RuntimeEvent,
-    RuntimeEvents,
+    ExitReason, InstanceStats, LayerProgress, LogLine, LogOptions, LogSource, LogStream, PullProgress, Runtime,
+    RuntimeError, RuntimeEvent, RuntimeEvents,
 };
-pub use secrets::{SecretError, SecretSource, SecretValue};
+pub use secrets::{RegistryAuth, RegistryCredentials, SecretError, SecretSource, SecretValue};
 pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
 
 #[cfg(any(test, feature = "mocks"))]
@@ -42,7 +42,7 @@ pub use router::MockRouter;
 #[cfg(any(test, feature = "mocks"))]
 pub use runtime::MockRuntime;
 #[cfg(any(test, feature = "mocks"))]
-pub use secrets::MockSecretSource;
+pub use secrets::{MockRegistryAuth, MockSecretSource};
 #[cfg(any(test, feature = "mocks"))]
 pub use store::MockStore;
 

@@ -92,6 +92,64 @@ pub enum RuntimeEvent {
 /// A stream of runtime events.
 pub type RuntimeEvents = BoxStream<'static, RuntimeEvent>;
 
+/// One layer of an image pull, as the engine reports it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerProgress {
+    /// The layer's short id.
+    pub id: String,
+    /// What the engine says of it (`Downloading`, `Extracting`, `Pull complete`, `Already exists`).
+    pub status: String,
+    /// Bytes done of the current step.
+    pub current_bytes: u64,
+    /// Bytes of the current step in all, when known.
+    pub total_bytes: u64,
+}
+
+/// An image pull, in progress or the last one finished, layer by layer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// The image.
+    pub image: String,
+    /// Each layer, in the order the engine first named it.
+    pub layers: Vec<LayerProgress>,
+    /// Whether it ended (well or not).
+    pub done: bool,
+    /// When it began and (if done) ended, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// See `started_ms`.
+    pub finished_ms: Option<u64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl PullProgress {
+    /// Bytes done and in all, over the layers whose size is known.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.layers.iter().fold((0, 0), |(c, t), l| (c + l.current_bytes, t + l.total_bytes))
+    }
+
+    /// One line for people: `3/5 layers, 12.3/40.1 MB`.
+    pub fn summary(&self) -> String {
+        let finished = |s: &str| {
+            let s = s.to_ascii_lowercase();
+            s.contains("complete") || s.contains("already exists")
+        };
+        let complete = self.layers.iter().filter(|l| finished(&l.status)).count();
+        let (current, total) = self.bytes();
+        let mb = |b: u64| b as f64 / 1_000_000.0;
+        let verb = if self.done { "pulled" } else { "pulling" };
+        format!(
+            "{verb} {}: {complete}/{} layers, {:.1}/{:.1} MB",
+            self.image,
+            self.layers.len(),
+            mb(current),
+            mb(total)
+        )
+    }
+}
+
 /// Runs instances of functions (containers, processes).
 ///
 /// Contract (checked by `testkit::runtime`):
@@ -144,6 +202,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn logs(&self, id: &InstanceId, options: LogOptions) -> Result<LogStream, RuntimeError>;
     /// An instance's resource use.
     async fn stats(&self, id: &InstanceId) -> Result<InstanceStats, RuntimeError>;
+    /// The pull of `image` under way, or the last one finished, if this
+    /// runtime pulls images and pulled this one (for progress in a status).
+    fn pull_progress(&self, image: &str) -> Option<PullProgress> {
+        let _ = image;
+        None
+    }
     /// Exits and other events the controller did not cause. Each call returns
     /// a new stream. A runtime whose event source can fail reconnects by
     /// itself and then sends [`RuntimeEvent::Resync`]; so does a stream whose

@@ -228,6 +228,14 @@ impl Platform {
         Ok(all)
     }
 
+    /// The pull of the function's image under way, or the last one, as the
+    /// runtime in this process saw it (`None` with no runtime here, or for
+    /// an executable, or an image that was present already).
+    pub fn pull_progress(&self, spec: &FunctionSpec) -> Option<crate::ports::PullProgress> {
+        let crate::model::Source::Image(image) = spec.source() else { return None };
+        self.inner.runtime.as_ref()?.pull_progress(&image.to_string())
+    }
+
     /// Whether what was observed of `record` is older than two periods: the
     /// workers could not look at it lately (an engine outage, a stopped node).
     pub fn is_stale(&self, record: &FunctionRecord) -> bool {
