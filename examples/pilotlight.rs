@@ -25,6 +25,7 @@ const USAGE: &str = "pilotlight: deploy and manage functions on a pilotlight ser
 
 Usage:
   pilotlight deploy NAME (--image IMAGE | --exec PROGRAM [--arg ARG]...) --port PORT [options]
+  pilotlight deploy NAME (--build DIR | --image-archive FILE) --port PORT [options]
   pilotlight deploy --file SPEC.json
   pilotlight ls
   pilotlight get NAME [--json]
@@ -49,6 +50,10 @@ registry: a login kept encrypted like a secret; pulls of that registry's images 
 
 invoke: a POST to the function's URL through the edge, its answer on stdout; with
   --async it is kept and retried by the platform (--wait shows the outcome).
+
+deploy --build DIR: DIR (with a Dockerfile, less what .dockerignore names) is sent to the
+  server, built by its engine (the log shows as it runs), then deployed. --image-archive FILE:
+  a `docker save` tar is loaded by the server's engine and its first image deployed.
 
 deploy options:
   --env KEY=VALUE           (repeatable)
@@ -315,8 +320,22 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
             serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
         }
         None => {
-            let mut input = FunctionSpecInput { name, ..FunctionSpecInput::default() };
+            let mut input = FunctionSpecInput { name: name.clone(), ..FunctionSpecInput::default() };
             input.image = args.take("image");
+            let (build_dir, archive) = (args.take("build"), args.take("image-archive"));
+            if build_dir.is_some() && archive.is_some() {
+                return Err("give --build or --image-archive, not both".into());
+            }
+            if (build_dir.is_some() || archive.is_some())
+                && (input.image.is_some() || args.flags.iter().any(|(n, _)| n == "exec"))
+            {
+                return Err("--image and --exec cannot go with --build or --image-archive".into());
+            }
+            if let Some(dir) = build_dir {
+                input.image = Some(build(client, name.as_deref(), &dir).await?);
+            } else if let Some(file) = archive {
+                input.image = Some(load(client, &file).await?);
+            }
             let args_list = args.take_all("arg");
             if let Some(program) = args.take("exec") {
                 input.exec = Some(ExecInput { program, args: args_list });
@@ -413,6 +432,118 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
             _ => {}
         }
     }
+}
+
+/// `--build DIR`: packs DIR (less .dockerignore's matches), has the server
+/// build it and shows the build's output; the image reference built.
+async fn build(client: &Client, name: Option<&str>, dir: &str) -> Result<String, Error> {
+    let name = name.ok_or("`pilotlight deploy --build DIR` needs a function name")?;
+    let root = std::path::Path::new(dir);
+    if !root.join("Dockerfile").is_file() {
+        return Err(format!("--build {dir}: no Dockerfile there").into());
+    }
+    let context = pack(root).map_err(|e| format!("--build {dir}: {e}"))?;
+    // The tag follows the content, so a changed directory is a new image (and a rolling update).
+    let hash = pilotlight::core::support::stable_hash(&context);
+    let tag = format!("localhost/pilotlight-build/{name}:{hash:016x}");
+    println!("building {tag} from {dir} ({:.1} MB sent)", context.len() as f64 / 1_000_000.0);
+    let mut lines = client.build_image(&tag, context).await?;
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        if let Some(l) = line.log {
+            println!("  build  {l}");
+        }
+        if let Some(e) = line.error {
+            for l in line.last_lines {
+                eprintln!("  | {l}");
+            }
+            return Err(e.into());
+        }
+        if let Some(image) = line.image {
+            return Ok(image);
+        }
+    }
+    Err("the server ended the build without saying how it went".into())
+}
+
+/// `--image-archive FILE`: has the server load a `docker save` archive; its first image.
+async fn load(client: &Client, file: &str) -> Result<String, Error> {
+    let archive = std::fs::read(file).map_err(|e| format!("--image-archive {file}: {e}"))?;
+    println!("loading {file} ({:.1} MB)", archive.len() as f64 / 1_000_000.0);
+    let loaded = client.load_images(archive).await?;
+    println!("loaded {}", loaded.images.join(", "));
+    loaded
+        .images
+        .into_iter()
+        .find(|i| !i.starts_with("sha256:"))
+        .ok_or_else(|| format!("--image-archive {file}: its images have no name (save them with a tag)").into())
+}
+
+/// A tar of `root`, leaving out what its `.dockerignore` names (the
+/// engine's rules: `*` and `?` within a path segment, `**` across them, `!`
+/// to take back; the last match wins; a directory takes what is under it).
+fn pack(root: &std::path::Path) -> Result<Vec<u8>, Error> {
+    let mut patterns: Vec<(bool, globset::GlobMatcher)> = Vec::new();
+    let ignore_file = root.join(".dockerignore");
+    let text = match std::fs::read_to_string(&ignore_file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", ignore_file.display()).into()),
+    };
+    for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (exclude, pattern) = match line.strip_prefix('!') {
+            Some(p) => (false, p.trim()),
+            None => (true, line),
+        };
+        let pattern = pattern.trim_start_matches("./").trim_matches('/');
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!(".dockerignore line {n}: {e}"))?;
+        patterns.push((exclude, glob.compile_matcher()));
+    }
+    let ignored = |rel: &str| {
+        let mut out = false;
+        for (exclude, glob) in &patterns {
+            let mut prefix = String::new();
+            for part in rel.split('/') {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(part);
+                if glob.is_match(&prefix) {
+                    out = *exclude;
+                    break;
+                }
+            }
+        }
+        // The engine needs these two whatever the file says.
+        out && rel != "Dockerfile" && rel != ".dockerignore"
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            if ignored(&rel) {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                tar.append_dir(&rel, &path)?;
+                stack.push(path);
+            } else {
+                tar.append_path_with_name(&path, &rel)?;
+            }
+        }
+    }
+    Ok(tar.into_inner()?)
 }
 
 /// Prints the progress of the function's image pull (one begun since the

@@ -281,6 +281,26 @@ impl Client {
         self.send(Method::DELETE, &format!("/v1/registries/{}", path_segment(registry)), None).await.map(|_| ())
     }
 
+    /// `POST /v1/images/build?tag=`: builds `context` (a tar) as `tag`; the
+    /// build's output line by line, the last line saying how it ended.
+    pub async fn build_image(
+        &self,
+        tag: &str,
+        context: Vec<u8>,
+    ) -> Result<BoxStream<'static, Result<crate::views::BuildLine, ClientError>>, ClientError> {
+        let path = format!("/v1/images/build?tag={}", query_value(tag));
+        let response = self.send_typed(Method::POST, &path, Some(context), Some("application/x-tar")).await?;
+        Ok(lines(response.into_body())
+            .filter(|l| futures::future::ready(!matches!(l, Ok(t) if t.is_empty())))
+            .map(|l| l.and_then(|t| serde_json::from_str(&t).map_err(|e| ClientError::Decode(e.to_string()))))
+            .boxed())
+    }
+
+    /// `POST /v1/images/load`: loads a `docker save` archive.
+    pub async fn load_images(&self, archive: Vec<u8>) -> Result<crate::views::LoadedImages, ClientError> {
+        self.json_typed(Method::POST, "/v1/images/load", Some(archive), Some("application/x-tar")).await
+    }
+
     /// `DELETE /v1/functions/{name}`.
     pub async fn delete(&self, name: &str) -> Result<Receipt, ClientError> {
         self.json(Method::DELETE, &format!("/v1/functions/{}", path_segment(name)), None).await

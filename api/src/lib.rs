@@ -24,6 +24,7 @@
 mod body;
 pub mod client;
 mod error;
+mod image_routes;
 mod openapi;
 mod routes;
 mod secret_routes;

@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::token::ApiToken;
-use crate::{routes, secret_routes, ui};
+use crate::{image_routes, routes, secret_routes, ui};
 
 /// Renders the metrics of the process (e.g. a Prometheus recorder's handle).
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -49,6 +49,10 @@ pub struct ApiConfig {
     pub intake: Option<Arc<dyn pilotlight_core::ports::InvocationIntake>>,
     /// Where `/v1/secrets` keeps secrets; `None` answers 503 there.
     pub secrets: Option<pilotlight_core::controller::SecretVault>,
+    /// What builds and loads images sent to `/v1/images` (the Docker runtime); `None` answers 503 there.
+    pub images: Option<Arc<dyn pilotlight_core::ports::Images>>,
+    /// The largest build context or image archive `/v1/images` takes (default 512 MiB).
+    pub max_image_bytes: usize,
 }
 
 impl ApiConfig {
@@ -65,6 +69,8 @@ impl ApiConfig {
             shutdown_grace: Duration::from_secs(10),
             intake: None,
             secrets: None,
+            images: None,
+            max_image_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -116,6 +122,8 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/secrets/{name}", axum::routing::put(secret_routes::set).delete(secret_routes::remove))
         .route("/v1/registries", get(secret_routes::registries))
         .route("/v1/registries/{registry}", axum::routing::put(secret_routes::login).delete(secret_routes::logout))
+        .route("/v1/images/build", post(image_routes::build))
+        .route("/v1/images/load", post(image_routes::load))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
         .route("/v1/openapi.json", get(openapi))

@@ -438,3 +438,28 @@ impl std::fmt::Debug for RegistryLogin {
         write!(f, "RegistryLogin({}, password hidden)", self.username)
     }
 }
+
+/// One line of `POST /v1/images/build`'s answer: a line of the build's
+/// output, or, last, the image built or the error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BuildLine {
+    /// A line the build printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Last line, on success: the image reference built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Last line, on failure: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// On failure: the build's last lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_lines: Vec<String>,
+}
+
+/// The images a `docker save` archive held, now loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LoadedImages {
+    /// Their references (or ids, for untagged ones).
+    pub images: Vec<String>,
+}

@@ -493,3 +493,88 @@ async fn secrets_are_set_listed_and_removed_and_never_shown() {
     }
     api.shutdown().await;
 }
+
+/// Builds that print three lines, then succeed, or fail for a tag with `bad`
+/// in it; loads that take anything starting with `tar`.
+struct FakeImages;
+
+#[async_trait::async_trait]
+impl pilotlight_core::ports::Images for FakeImages {
+    async fn build(
+        &self,
+        tag: &str,
+        context: Vec<u8>,
+        log: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), pilotlight_core::ports::RuntimeError> {
+        for n in 1..=3 {
+            log.send(format!("step {n} of {} bytes", context.len())).await.unwrap();
+        }
+        if tag.contains("bad") {
+            return Err(pilotlight_core::ports::RuntimeError::NotReady {
+                message: format!("building `{tag}` failed: step 3 went wrong"),
+                logs: vec!["step 3".into()],
+            });
+        }
+        Ok(())
+    }
+
+    async fn load(&self, archive: Vec<u8>) -> Result<Vec<String>, pilotlight_core::ports::RuntimeError> {
+        if archive.starts_with(b"tar") {
+            Ok(vec!["localhost/loaded:1".into()])
+        } else {
+            Err(pilotlight_core::ports::RuntimeError::InvalidInput {
+                field: "archive".into(),
+                message: "not a tar".into(),
+            })
+        }
+    }
+}
+
+/// `/v1/images`: the build's output streams line by line and ends saying
+/// how it went; bad tags, empty and oversized bodies are refused naming the
+/// rule; a server without an engine says so.
+#[tokio::test]
+async fn images_are_built_and_loaded_with_their_output_and_clear_refusals() {
+    let platform =
+        Platform::builder().queue(Arc::new(MemoryQueue::new())).store(Arc::new(MemoryStore::new())).build().unwrap();
+    let mut config = ApiConfig::new(ApiToken::new(TOKEN).unwrap());
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.images = Some(Arc::new(FakeImages));
+    config.max_image_bytes = 1024;
+    let api = ApiServer::start(platform.clone(), config).await.unwrap();
+    let h = Harness { client: Client::new(&format!("http://{}", api.addr()), TOKEN).unwrap(), api, platform };
+
+    let lines: Vec<_> = h.client.build_image("localhost/app:1", b"tar".to_vec()).await.unwrap().collect().await;
+    let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0].log.as_deref(), Some("step 1 of 3 bytes"));
+    assert_eq!(lines[3].image.as_deref(), Some("localhost/app:1"));
+    let failed: Vec<_> = h.client.build_image("localhost/bad:1", b"tar".to_vec()).await.unwrap().collect().await;
+    let last = failed.last().unwrap().as_ref().unwrap();
+    assert!(last.error.as_deref().unwrap().contains("step 3 went wrong") && last.image.is_none(), "{last:?}");
+    assert_eq!(last.last_lines, ["step 3"]);
+
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/build?tag=Not%20A%20Tag", Some(TOKEN), b"tar").await;
+    assert_eq!((s, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some("tag")));
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/build", Some(TOKEN), b"tar").await;
+    assert_eq!((s, error_of(&body).code.as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/build?tag=a:1", Some(TOKEN), b"").await;
+    assert_eq!((s, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some("body")));
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/load", Some(TOKEN), &[b't'; 1025]).await;
+    assert_eq!((s, error_of(&body).code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/load", Some(TOKEN), b"zip").await;
+    let e = error_of(&body);
+    assert_eq!((s, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("archive")), "{e:?}");
+    assert_eq!(h.client.load_images(b"tar!".to_vec()).await.unwrap().images, ["localhost/loaded:1"]);
+    h.shutdown().await;
+
+    let h = harness().await;
+    match h.client.load_images(b"tar".to_vec()).await {
+        Err(ClientError::Api { status, detail }) => {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(detail.message.contains("Docker"), "{detail:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}

@@ -97,6 +97,7 @@ impl Server {
         let late_vault = Arc::new(secrets::LateVault::default());
         let secret_files = secrets::files(&config.platform_id, &config.data_dir, &late_vault);
         // The runtime first: without an engine nothing is written to the data directory.
+        let mut images: Option<Arc<dyn pilotlight_core::ports::Images>> = None;
         let runtime: Arc<dyn Runtime> = match config.runtime.as_str() {
             "process" => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
                 platform_id: config.platform_id.clone(),
@@ -120,6 +121,7 @@ impl Server {
                     )),
                     e => start_error("runtime")(e.to_string()),
                 })?;
+                images = Some(Arc::new(docker.clone()));
                 Arc::new(docker)
             }
         };
@@ -284,6 +286,7 @@ impl Server {
         api.queue = config.queue.split("://").next().unwrap_or("memory").to_owned();
         api.intake = Some(Arc::new(invoker.intake()));
         api.secrets = Some(vault);
+        api.images = images;
         let api = match ApiServer::start(platform.clone(), api).await {
             Ok(a) => a,
             Err(e) => {

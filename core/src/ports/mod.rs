@@ -7,6 +7,7 @@
 //! backoff) or dead-letter at once.
 
 mod activator;
+mod images;
 mod invocations;
 mod load;
 mod queue;
@@ -16,6 +17,7 @@ mod secrets;
 mod store;
 
 pub use activator::{Activation, ActivationError, Activator};
+pub use images::Images;
 pub use invocations::{CallbackSender, Dispatch, DispatchError, Dispatched, IntakeError, InvocationIntake};
 pub use load::{FunctionLoad, LoadSource};
 pub use queue::{
@@ -31,6 +33,8 @@ pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use activator::MockActivator;
+#[cfg(any(test, feature = "mocks"))]
+pub use images::MockImages;
 #[cfg(any(test, feature = "mocks"))]
 pub use invocations::{MockCallbackSender, MockDispatch, MockInvocationIntake};
 #[cfg(any(test, feature = "mocks"))]
