@@ -13,26 +13,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use common::ServerProc;
+use common::{ServerProc, docker_or_skip};
 use futures::StreamExt;
 use pilotlight::api::client::Client;
 use pilotlight::core::testkit::fixtures::hello_image_context;
 use pilotlight::docker::build_image_from_dir;
-
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-async fn docker() -> Option<Docker> {
-    match Docker::connect_with_defaults() {
-        Ok(d) if d.ping().await.is_ok() => Some(d),
-        other => {
-            assert!(!ci(), "Docker is required under CI: {:?}", other.err());
-            eprintln!("SKIPPED: no Docker engine");
-            None
-        }
-    }
-}
 
 async fn image_ids(d: &Docker) -> Vec<String> {
     let options = bollard::query_parameters::ListImagesOptions { all: true, ..Default::default() };
@@ -57,7 +42,7 @@ async fn gone(c: &Client, name: &str) {
 
 #[tokio::test]
 async fn a_directory_is_built_by_the_server_and_deployed_and_a_failing_build_shows_its_last_lines() {
-    let Some(d) = docker().await else { return };
+    let Some(d) = docker_or_skip().await else { return };
     let server = ServerProc::start("docker", &[]);
     let c = server.client();
 
@@ -120,7 +105,7 @@ async fn a_directory_is_built_by_the_server_and_deployed_and_a_failing_build_sho
 
 #[tokio::test]
 async fn a_docker_save_archive_is_loaded_and_deployed_and_a_corrupt_one_leaves_nothing() {
-    let Some(d) = docker().await else { return };
+    let Some(d) = docker_or_skip().await else { return };
     let tag = format!("localhost/pilotlight-test/archived:{}", std::process::id());
     let context = hello_image_context();
     build_image_from_dir(&d, &tag, context.path()).await.unwrap();

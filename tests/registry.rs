@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use common::ServerProc;
+use common::{ServerProc, ci};
 use futures::StreamExt;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -28,10 +28,6 @@ use pilotlight::core::testkit::fixtures::hello_image_context;
 use pilotlight::core::testkit::free_port;
 use pilotlight::docker::build_image_from_dir;
 use serde_json::json;
-
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
 
 /// `docker-registry` with htpasswd auth on 127.0.0.1:`port`, storing in `dir`.
 struct Registry {

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::ServerProc;
+use common::{ServerProc, docker_or_skip};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,10 +24,6 @@ use pilotlight::core::testkit::fixtures::{hello_binary, hello_image_context};
 use pilotlight::core::testkit::http;
 use pilotlight::docker::{LABEL_PLATFORM, build_image_from_dir};
 use serde_json::{Value, json};
-
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
 
 async fn wait_ready(c: &Client, name: &str, generation: u64) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -52,20 +48,9 @@ fn getrandom_fill(out: &mut [u8]) {
     std::fs::File::open("/dev/urandom").unwrap().read_exact(out).unwrap();
 }
 
-async fn docker() -> Option<Docker> {
-    match Docker::connect_with_defaults() {
-        Ok(d) if d.ping().await.is_ok() => Some(d),
-        other => {
-            assert!(!ci(), "Docker is required under CI: {:?}", other.err());
-            eprintln!("SKIPPED: no Docker engine");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn docker_secrets_are_files_never_values_anywhere_and_rotate_without_a_failed_request() {
-    let Some(d) = docker().await else { return };
+    let Some(d) = docker_or_skip().await else { return };
     let image = "pilotlight/hello:secrets";
     build_image_from_dir(&d, image, hello_image_context().path()).await.unwrap();
     let server = ServerProc::start("docker", &[]);

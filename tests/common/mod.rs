@@ -305,3 +305,20 @@ impl Drop for ServerProc {
         }
     }
 }
+
+/// Whether this runs under CI, where a missing service fails the test.
+pub fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// The Docker engine; under CI its absence fails the test, elsewhere it is skipped with the reason.
+pub async fn docker_or_skip() -> Option<bollard::Docker> {
+    match bollard::Docker::connect_with_defaults() {
+        Ok(d) if d.ping().await.is_ok() => Some(d),
+        other => {
+            assert!(!ci(), "Docker is required under CI: {:?}", other.err());
+            eprintln!("SKIPPED: no Docker engine");
+            None
+        }
+    }
+}

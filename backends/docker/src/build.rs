@@ -12,31 +12,7 @@ use crate::DockerRuntime;
 
 /// Builds `tag` from a build context given as a tar archive (with a `Dockerfile` at its root).
 pub async fn build_image_from_tar(docker: &Docker, tag: &str, context_tar: Vec<u8>) -> Result<(), RuntimeError> {
-    let options = BuildImageOptions {
-        dockerfile: "Dockerfile".into(),
-        t: Some(tag.to_owned()),
-        rm: true,
-        forcerm: true,
-        ..Default::default()
-    };
-    let mut progress = docker.build_image(options, None, Some(bollard::body_full(context_tar.into())));
-    let mut last_lines = Vec::new();
-    while let Some(item) = progress.next().await {
-        let info = item
-            .map_err(|e| RuntimeError::Unpreparable { what: tag.to_owned(), message: format!("build failed: {e}") })?;
-        if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-            return Err(RuntimeError::Unpreparable {
-                what: tag.to_owned(),
-                message: format!("build failed: {detail}"),
-            });
-        }
-        if let Some(line) = info.stream.map(|s| s.trim_end().to_owned()).filter(|s| !s.is_empty()) {
-            tracing::debug!(tag, "{line}");
-            last_lines.push(line);
-        }
-    }
-    tracing::info!(tag, steps = last_lines.len(), "image built");
-    Ok(())
+    build(docker, tag, context_tar, None).await
 }
 
 /// Builds `tag` from a directory that holds a `Dockerfile` and what it copies.
@@ -60,49 +36,63 @@ pub async fn build_image_from_dir(docker: &Docker, tag: &str, dir: &Path) -> Res
 /// How many of a failed build's last output lines its error carries.
 const LAST_LINES: usize = 20;
 
-#[async_trait::async_trait]
-impl Images for DockerRuntime {
-    async fn build(&self, tag: &str, context: Vec<u8>, log: mpsc::Sender<String>) -> Result<(), RuntimeError> {
-        let options = BuildImageOptions {
-            dockerfile: "Dockerfile".into(),
-            t: Some(tag.to_owned()),
-            rm: true,
-            forcerm: true,
-            ..Default::default()
-        };
-        let mut progress = self.docker().build_image(options, None, Some(bollard::body_full(context.into())));
-        let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-        let failed = |last: &std::collections::VecDeque<String>, why: String| RuntimeError::NotReady {
-            message: format!("building `{tag}` failed: {why}"),
-            logs: last.iter().cloned().collect(),
-        };
-        while let Some(item) = progress.next().await {
-            let info = match item {
-                Ok(info) => info,
-                Err(bollard::errors::Error::DockerStreamError { error }) => return Err(failed(&last, error)),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
-                    return Err(if status_code >= 500 {
-                        failed(&last, message)
-                    } else {
-                        RuntimeError::InvalidInput { field: "context".into(), message }
-                    });
-                }
-                Err(e) => return Err(RuntimeError::Unavailable(format!("the engine's build stopped: {e}"))),
-            };
-            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(failed(&last, detail));
+/// The engine's build of `tag` from `context`, each output line sent to
+/// `log` when given; a failure carries the last lines.
+async fn build(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+    log: Option<&mpsc::Sender<String>>,
+) -> Result<(), RuntimeError> {
+    let options = BuildImageOptions {
+        dockerfile: "Dockerfile".into(),
+        t: Some(tag.to_owned()),
+        rm: true,
+        forcerm: true,
+        ..Default::default()
+    };
+    let mut progress = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let failed = |last: &std::collections::VecDeque<String>, why: String| RuntimeError::NotReady {
+        message: format!("building `{tag}` failed: {why}"),
+        logs: last.iter().cloned().collect(),
+    };
+    while let Some(item) = progress.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerStreamError { error }) => return Err(failed(&last, error)),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
+                return Err(if status_code >= 500 {
+                    failed(&last, message)
+                } else {
+                    RuntimeError::InvalidInput { field: "context".into(), message }
+                });
             }
-            for line in info.stream.iter().flat_map(|s| s.lines()).map(str::trim_end).filter(|l| !l.is_empty()) {
-                if last.len() == LAST_LINES {
-                    last.pop_front();
-                }
-                last.push_back(line.to_owned());
-                // A caller that stopped listening does not stop the build.
+            Err(e) => return Err(RuntimeError::Unavailable(format!("the engine's build stopped: {e}"))),
+        };
+        if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+            return Err(failed(&last, detail));
+        }
+        for line in info.stream.iter().flat_map(|s| s.lines()).map(str::trim_end).filter(|l| !l.is_empty()) {
+            if last.len() == LAST_LINES {
+                last.pop_front();
+            }
+            last.push_back(line.to_owned());
+            tracing::debug!(tag, "{line}");
+            // A caller that stopped listening does not stop the build.
+            if let Some(log) = log {
                 let _ = log.send(line.to_owned()).await;
             }
         }
-        tracing::info!(tag, "image built from a context sent to the API");
-        Ok(())
+    }
+    tracing::info!(tag, "image built");
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Images for DockerRuntime {
+    async fn build(&self, tag: &str, context: Vec<u8>, log: mpsc::Sender<String>) -> Result<(), RuntimeError> {
+        build(self.docker(), tag, context, Some(&log)).await
     }
 
     async fn load(&self, archive: Vec<u8>) -> Result<Vec<String>, RuntimeError> {
