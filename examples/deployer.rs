@@ -14,35 +14,45 @@ use pilotlight::Platform;
 use pilotlight::process::{ProcessRuntime, ProcessRuntimeConfig};
 use pilotlight::redb::RedbStore;
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "common/signal.rs"]
+mod signal;
 
-const USAGE: &str = "deployer: the runtime worker, alone
-  --queue URL        the shared queue: kafka://host:port[,...]/?prefix=... or amqp://host:5672 (required)
-  --data DIR         where its own store lives (default ./pilotlight-deployer)
-  --platform-id ID   the label on the processes it starts (default pilotlight)
-  --domain D         functions are served at <name>.<D> (default localhost)";
+/// deployer: the runtime worker, alone (pair it with `router`).
+#[derive(clap::Parser)]
+#[command(after_help = "Example:\n  deployer --queue kafka://127.0.0.1:9092 --data ./deployer-data")]
+struct Args {
+    /// The shared queue: kafka://host:port[,...]/?prefix=... or amqp://host:5672.
+    #[arg(long, env = "PILOTLIGHT_QUEUE", value_name = "URL", hide_env_values = true)]
+    queue: pilotlight::connect::QueueUrl,
+    /// Where its own store lives.
+    #[arg(long, env = "PILOTLIGHT_DATA_DIR", value_name = "DIR", default_value = "pilotlight-deployer")]
+    data: std::path::PathBuf,
+    /// The label on the processes it starts.
+    #[arg(long, env = "PILOTLIGHT_PLATFORM_ID", value_name = "ID", default_value = "pilotlight")]
+    platform_id: String,
+    /// Functions are served at <name>.<domain>.
+    #[arg(long, env = "PILOTLIGHT_DOMAIN", default_value = "localhost")]
+    domain: String,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
-    let a = args::parse(USAGE, &["queue", "data", "platform-id", "domain"])?;
-    let url = a.get("queue").ok_or(format!("--queue is required\n\n{USAGE}"))?;
-    let data = std::path::PathBuf::from(a.get("data").map_or("pilotlight-deployer", String::as_str));
-    std::fs::create_dir_all(&data)?;
-    let id = a.get("platform-id").map_or("pilotlight", String::as_str);
-    let queue = pilotlight::connect::queue(url).await?;
+    let a = <Args as clap::Parser>::parse();
+    let (url, data, id) = (&a.queue, &a.data, a.platform_id.as_str());
+    std::fs::create_dir_all(data)?;
+    let queue = pilotlight::connect::queue(url.as_str()).await?;
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig { platform_id: id.into(), ..Default::default() }));
     let platform = Platform::builder()
         .queue(queue)
         .store(Arc::new(RedbStore::open(data.join("store.redb"))?))
         .runtime(runtime)
-        .domain(a.get("domain").map_or("localhost", String::as_str))?
+        .domain(&a.domain)?
         .status_group(&format!("status-deployer-{id}"))?
         .build()?;
     platform.start().await?;
     println!("deployer ready: queue {url}, store {}", data.join("store.redb").display());
-    args::stop_signal().await;
+    signal::stop_signal().await;
     println!("deployer stopping");
     tokio::time::timeout(Duration::from_secs(30), platform.shutdown()).await?;
     Ok(())

@@ -12,67 +12,305 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 use pilotlight::FunctionSpecInput;
 use pilotlight::api::client::{Client, ClientSettings};
 use pilotlight::api::views::FunctionView;
 use pilotlight::core::model::{ExecInput, InstanceState, LimitsInput, Phase, ScalingInput};
 
-const USAGE: &str = "pilotlight: deploy and manage functions on a pilotlight server
+/// pilotlight: deploy and manage functions on a pilotlight server.
+#[derive(Debug, Parser)]
+#[command(name = "pilotlight", version, after_help = EXAMPLES)]
+struct Cli {
+    /// The server's API [default: http://127.0.0.1:8090, or ~/.config/pilotlight/client.json].
+    #[arg(long, global = true, env = "PILOTLIGHT_URL", value_name = "URL", display_order = 100)]
+    url: Option<String>,
+    /// The API token [default: PILOTLIGHT_TOKEN_FILE, or ./pilotlight-data/api-token].
+    #[arg(
+        long,
+        global = true,
+        env = "PILOTLIGHT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        display_order = 101
+    )]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
 
-Usage:
-  pilotlight deploy NAME (--image IMAGE | --exec PROGRAM [--arg ARG]...) --port PORT [options]
-  pilotlight deploy NAME (--build DIR | --image-archive FILE) --port PORT [options]
-  pilotlight deploy --file SPEC.json
+const EXAMPLES: &str = "Examples:
+  pilotlight deploy hello --image pilotlight/hello:latest --port 8080
+  pilotlight deploy hello --build ./hello --port 8080 --secret db-password
   pilotlight ls
-  pilotlight get NAME [--json]
-  pilotlight rm NAME [--wait]
-  pilotlight logs NAME [-f] [--tail N]
-  pilotlight open NAME
-  pilotlight invoke NAME [--path /p] [--data TEXT | --data-file FILE] [--content-type T]
-                         [--async [--callback URL] [--wait]]
-  pilotlight invocations NAME [--state queued|running|succeeded|failed|dead] [--limit N]
-  pilotlight dead-letters NAME [--retry | --retry-id ID]
-  pilotlight publish TOPIC [--key K] [--data TEXT | --data-file FILE] [--content-type T]
-  pilotlight secret set NAME [--from-file FILE]   (else the value is read from stdin)
-  pilotlight secret ls
-  pilotlight secret rm NAME
-  pilotlight registry login HOST[:PORT] --username U   (the password is read from stdin)
-  pilotlight registry ls
-  pilotlight registry logout HOST[:PORT]
+  pilotlight logs hello -f
+  pilotlight invoke hello --data 'hi' --async --wait
+  printf %s \"$PASSWORD\" | pilotlight secret set db-password
+  pilotlight completions bash > /etc/bash_completion.d/pilotlight
 
-secret: a value a function reads as the file /run/secrets/NAME (deploy --secret NAME).
-  It is kept encrypted and never shown again; setting it rolls the functions that use it.
-registry: a login kept encrypted like a secret; pulls of that registry's images present it.
+The server and the token come from --url and --token, PILOTLIGHT_URL, PILOTLIGHT_TOKEN or
+PILOTLIGHT_TOKEN_FILE, or ~/.config/pilotlight/client.json ({\"url\":..., \"token\":... or \"token_file\":...}).";
 
-invoke: a POST to the function's URL through the edge, its answer on stdout; with
-  --async it is kept and retried by the platform (--wait shows the outcome).
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Deploy a function (or a new version of it) and show its progress until it is ready.
+    #[command(after_help = DEPLOY_EXAMPLES)]
+    Deploy(Box<DeployArgs>),
+    /// List the functions.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show one function: its spec, status and instances.
+    Get {
+        /// The function.
+        name: String,
+        /// The API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a function and its instances.
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// The function.
+        name: String,
+        /// Wait until it is gone.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a function's logs.
+    Logs {
+        /// The function.
+        name: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines from the end to start with.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        tail: usize,
+    },
+    /// Print a function's URL and open it in $BROWSER (else xdg-open).
+    Open {
+        /// The function.
+        name: String,
+    },
+    /// POST to a function through the edge; its answer goes to stdout.
+    Invoke(InvokeArgs),
+    /// List a function's asynchronous invocations, newest first.
+    Invocations {
+        /// The function.
+        name: String,
+        /// Only those in this state.
+        #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "dead"])]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+    },
+    /// List a function's dead letters, or queue them again.
+    DeadLetters {
+        /// The function.
+        name: String,
+        /// Queue all of them again.
+        #[arg(long, conflicts_with = "retry_id")]
+        retry: bool,
+        /// Queue this one again.
+        #[arg(long, value_name = "ID")]
+        retry_id: Option<String>,
+    },
+    /// Publish a message to a topic (topic triggers call their functions with it).
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The message key [default: the time, in hex].
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        body: BodyArgs,
+    },
+    /// Secrets: values a function reads as the file /run/secrets/NAME (deploy --secret NAME).
+    ///
+    /// A value is kept encrypted and never shown again; setting it rolls the functions that use it.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Registry logins, kept encrypted like secrets; pulls of that registry's images present them.
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+    /// Print shell completions: `pilotlight completions bash > /etc/bash_completion.d/pilotlight`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
 
-deploy --build DIR: DIR (with a Dockerfile, less what .dockerignore names) is sent to the
-  server, built by its engine (the log shows as it runs), then deployed. --image-archive FILE:
-  a `docker save` tar is loaded by the server's engine and its first image deployed.
+const DEPLOY_EXAMPLES: &str = "Examples:
+  pilotlight deploy hello --image pilotlight/hello:latest --port 8080 --min 1 --env GREETING=hi
+  pilotlight deploy hello --build ./hello --port 8080      (DIR has a Dockerfile; .dockerignore is honoured)
+  pilotlight deploy hello --image-archive hello.tar --port 8080      (a `docker save` tar)
+  pilotlight deploy echo --exec /usr/bin/python3 --arg -m --arg http.server --port 8000   (runtime process)
+  pilotlight deploy --file hello.json";
 
-deploy options:
-  --env KEY=VALUE           (repeatable)
-  --secret NAME             a secret the function reads at /run/secrets/NAME (repeatable)
-  --region R  --timeout-s S  --health-path /healthz
-  --memory-mb N  --cpu-millis N  --pids N
-  --min N  --max N  --prewarm N  --precreate N  --target-concurrency N  --idle-timeout-s S
-  --no-wait                 return once the server accepted the spec
-  --wait-timeout S          how long to show progress [120]
+/// Where the image comes from, and the rest of the spec.
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// The function's name (a DNS label); not with --file.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    name: Option<String>,
+    /// A whole spec as JSON (the API's body).
+    #[arg(long, value_name = "SPEC.json")]
+    file: Option<PathBuf>,
+    /// An image reference.
+    #[arg(long, group = "source")]
+    image: Option<String>,
+    /// A program to run (process runtime).
+    #[arg(long, group = "source", value_name = "PROGRAM")]
+    exec: Option<String>,
+    /// An argument of --exec (repeatable).
+    #[arg(long = "arg", value_name = "ARG", requires = "exec", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// Build DIR (its Dockerfile, less what .dockerignore names) on the server, then deploy it.
+    #[arg(long, group = "source", value_name = "DIR")]
+    build: Option<PathBuf>,
+    /// Load a `docker save` tar on the server and deploy its first image.
+    #[arg(long, group = "source", value_name = "FILE")]
+    image_archive: Option<PathBuf>,
+    /// The port the function serves HTTP on.
+    #[arg(long)]
+    port: Option<i64>,
+    /// KEY=VALUE in the function's environment (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// A secret the function reads at /run/secrets/NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    secret: Vec<String>,
+    /// The region that runs it.
+    #[arg(long)]
+    region: Option<String>,
+    /// A request's time limit, in seconds.
+    #[arg(long, value_name = "S")]
+    timeout_s: Option<i64>,
+    /// The readiness check's path.
+    #[arg(long, value_name = "/PATH")]
+    health_path: Option<String>,
+    /// Memory limit per instance, MiB.
+    #[arg(long, value_name = "MIB")]
+    memory_mb: Option<i64>,
+    /// CPU per instance, thousandths of a core.
+    #[arg(long, value_name = "N")]
+    cpu_millis: Option<i64>,
+    /// Process limit per instance.
+    #[arg(long, value_name = "N")]
+    pids: Option<i64>,
+    /// Fewest running instances (0: scale to zero).
+    #[arg(long, value_name = "N")]
+    min: Option<i64>,
+    /// Most instances.
+    #[arg(long, value_name = "N")]
+    max: Option<i64>,
+    /// Paused instances kept ready.
+    #[arg(long, value_name = "N")]
+    prewarm: Option<i64>,
+    /// Created (not started) instances kept ready.
+    #[arg(long, value_name = "N")]
+    precreate: Option<i64>,
+    /// Requests in flight per instance the autoscaler aims at.
+    #[arg(long, value_name = "N")]
+    target_concurrency: Option<i64>,
+    /// Idle time before scaling down to min, in seconds.
+    #[arg(long, value_name = "S")]
+    idle_timeout_s: Option<i64>,
+    /// Return once the server accepted the spec.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to show progress, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    wait_timeout: u64,
+}
 
-Server and token: PILOTLIGHT_URL [http://127.0.0.1:8090], PILOTLIGHT_TOKEN or
-PILOTLIGHT_TOKEN_FILE [./pilotlight-data/api-token], or ~/.config/pilotlight/client.json
-({\"url\":..., \"token\":... or \"token_file\":...}); --url and --token override them.";
+/// A request body: text, a file, or stdin.
+#[derive(Debug, Args)]
+struct BodyArgs {
+    /// The body, as text.
+    #[arg(long, conflicts_with = "data_file")]
+    data: Option<String>,
+    /// The body, from a file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    data_file: Option<PathBuf>,
+    /// The body's Content-Type.
+    #[arg(long, value_name = "TYPE", default_value = "application/octet-stream")]
+    content_type: String,
+}
+
+#[derive(Debug, Args)]
+struct InvokeArgs {
+    /// The function.
+    name: String,
+    /// The path to call.
+    #[arg(long, default_value = "/")]
+    path: String,
+    #[command(flatten)]
+    body: BodyArgs,
+    /// Have the platform keep it and call the function later, with retries.
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// Call this URL with the outcome (with --async).
+    #[arg(long, requires = "asynchronous", value_name = "URL")]
+    callback: Option<String>,
+    /// Wait for the outcome and show it (with --async).
+    #[arg(long, requires = "asynchronous")]
+    wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCmd {
+    /// Set a secret from stdin or --from-file.
+    Set {
+        /// The secret's name.
+        name: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// List the secrets: names, sizes and users, never values.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove a secret (refused while a function uses it).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// The secret's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCmd {
+    /// Keep a login for HOST[:PORT]; the password is read from stdin.
+    Login {
+        /// The registry, as images name it (127.0.0.1:5000, ghcr.io).
+        host: String,
+        /// The user name.
+        #[arg(long)]
+        username: String,
+    },
+    /// List the logins (user names only).
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove the login for HOST[:PORT].
+    Logout {
+        /// The registry.
+        host: String,
+    },
+}
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()).await {
+    let cli = Cli::parse();
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -81,94 +319,27 @@ async fn main() -> ExitCode {
     }
 }
 
-/// A command line split into words and `--flag value` pairs (`-f` and boolean flags take no value).
-struct Args {
-    words: Vec<String>,
-    flags: Vec<(String, String)>,
-}
-
-const BOOLEAN: &[&str] = &["json", "wait", "no-wait", "f", "follow", "help", "async", "retry"];
-
-impl Args {
-    fn parse(raw: Vec<String>) -> Result<Self, Error> {
-        let (mut words, mut flags) = (Vec::new(), Vec::new());
-        let mut it = raw.into_iter();
-        while let Some(a) = it.next() {
-            let name = a.strip_prefix("--").or_else(|| a.strip_prefix('-').filter(|n| n.len() == 1));
-            match name {
-                Some(n) => {
-                    let (n, inline) = match n.split_once('=') {
-                        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
-                        None => (n.to_owned(), None),
-                    };
-                    let value = if BOOLEAN.contains(&n.as_str()) {
-                        inline.unwrap_or_else(|| "true".into())
-                    } else {
-                        inline.or_else(|| it.next()).ok_or_else(|| format!("--{n} needs a value"))?
-                    };
-                    flags.push((n, value));
-                }
-                None => words.push(a),
-            }
-        }
-        Ok(Self { words, flags })
-    }
-    fn take(&mut self, name: &str) -> Option<String> {
-        let i = self.flags.iter().position(|(n, _)| n == name)?;
-        Some(self.flags.remove(i).1)
-    }
-    fn take_all(&mut self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(v) = self.take(name) {
-            out.push(v);
-        }
-        out
-    }
-    fn has(&mut self, name: &str) -> bool {
-        self.take(name).is_some_and(|v| v != "false")
-    }
-    fn number(&mut self, name: &str) -> Result<Option<i64>, Error> {
-        self.take(name)
-            .map(|v| v.parse::<i64>().map_err(|_| format!("--{name} must be a number (got {v:?})").into()))
-            .transpose()
-    }
-    fn done(&self) -> Result<(), Error> {
-        match self.flags.first() {
-            Some((n, _)) => Err(format!("unknown flag --{n} for this command; see --help").into()),
-            None => Ok(()),
-        }
-    }
-}
-
-async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
-    let mut args = Args::parse(raw)?;
-    if args.has("help") || args.words.is_empty() {
-        println!("{USAGE}");
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Cmd::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "pilotlight", &mut std::io::stdout());
         return Ok(ExitCode::SUCCESS);
     }
     let mut settings = ClientSettings::discover()?;
-    if let Some(u) = args.take("url") {
+    if let Some(u) = cli.url {
         settings.url = Some(u);
     }
-    if let Some(t) = args.take("token") {
+    if let Some(t) = cli.token {
         settings.token = Some(t);
     }
     let client = settings.client()?;
-    let command = args.words.remove(0);
-    let name = args.words.first().cloned();
-    let need_name = || name.clone().ok_or_else(|| format!("`pilotlight {command}` needs a function name"));
-    match command.as_str() {
-        "deploy" => deploy(&client, name, &mut args).await,
-        "ls" | "list" => {
-            args.done()?;
+    match cli.command {
+        Cmd::Deploy(args) => deploy(&client, *args).await,
+        Cmd::Ls => {
             let functions = client.list().await?;
             print_table(&functions);
             Ok(ExitCode::SUCCESS)
         }
-        "get" => {
-            let name = need_name()?;
-            let json = args.has("json");
-            args.done()?;
+        Cmd::Get { name, json } => {
             let f = client.get(&name).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&f)?);
@@ -177,10 +348,7 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "rm" | "delete" => {
-            let name = need_name()?;
-            let wait = args.has("wait");
-            args.done()?;
+        Cmd::Rm { name, wait } => {
             let mut events = if wait { Some(client.events().await?) } else { None };
             let r = client.delete(&name).await?;
             println!("deleting {} (generation {})", r.name, r.generation);
@@ -195,12 +363,7 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "logs" => {
-            let name = need_name()?;
-            let follow = args.has("f") || args.has("follow");
-            let tail = args.number("tail")?.unwrap_or(100);
-            args.done()?;
-            let tail = usize::try_from(tail).map_err(|_| "--tail must not be negative")?;
+        Cmd::Logs { name, follow, tail } => {
             let mut lines = client.logs(&name, follow, tail).await?;
             let mut out = std::io::stdout().lock();
             while let Some(line) = lines.next().await {
@@ -211,9 +374,7 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "open" => {
-            let name = need_name()?;
-            args.done()?;
+        Cmd::Open { name } => {
             let f = client.get(&name).await?;
             let url = f.url.ok_or("the function has no URL yet")?;
             println!("{url}");
@@ -225,26 +386,17 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "invoke" => invoke(&client, &need_name()?, &mut args).await,
-        "invocations" => {
-            let name = need_name()?;
-            let state = args.take("state");
-            let limit =
-                usize::try_from(args.number("limit")?.unwrap_or(50)).map_err(|_| "--limit must not be negative")?;
-            args.done()?;
+        Cmd::Invoke(args) => invoke(&client, args).await,
+        Cmd::Invocations { name, state, limit } => {
             let page = client.invocations(&name, state.as_deref(), None, limit).await?;
             print_invocations(&page.invocations, "no invocations kept");
             Ok(ExitCode::SUCCESS)
         }
-        "dead-letters" => {
-            let name = need_name()?;
-            let retry_all = args.has("retry");
-            let retry_one = args.take("retry-id");
-            args.done()?;
-            if let Some(id) = retry_one {
+        Cmd::DeadLetters { name, retry, retry_id } => {
+            if let Some(id) = retry_id {
                 let r = client.retry_dead_letter(&id).await?;
                 println!("queued {} again; its outcome: {}", r.id, r.status_url);
-            } else if retry_all {
+            } else if retry {
                 let r = client.retry_dead_letters(&name).await?;
                 println!("{} dead letter(s) of {name} queued again", r.requeued);
             } else {
@@ -253,44 +405,33 @@ async fn run(raw: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "publish" => {
-            let topic = need_name()?;
-            let key = args.take("key");
-            let body = body_of(&mut args)?;
-            let content_type = args.take("content-type").unwrap_or_else(|| "application/octet-stream".into());
-            args.done()?;
+        Cmd::Publish { topic, key, body } => {
+            let data = body_of(&body)?;
             let key = key.unwrap_or_else(|| format!("{:x}", now_ms()));
-            let r = client.publish(&topic, &key, body, &content_type).await?;
+            let r = client.publish(&topic, &key, data, &body.content_type).await?;
             println!("published {} to {} (key {})", r.message_id, r.topic, r.key);
             Ok(ExitCode::SUCCESS)
         }
-        "secret" => secret(&client, &mut args).await,
-        "registry" => registry(&client, &mut args).await,
-        other => Err(format!("unknown command `{other}`; see --help").into()),
+        Cmd::Secret(cmd) => secret(&client, cmd).await,
+        Cmd::Registry(cmd) => registry(&client, cmd).await,
+        Cmd::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 
 /// `pilotlight secret set|ls|rm`: a value goes in from a file or stdin, and is never printed.
-async fn secret(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
-    let action = args.words.first().cloned().unwrap_or_default();
-    let name = || args.words.get(1).cloned().ok_or_else(|| format!("`pilotlight secret {action}` needs a secret name"));
-    match action.as_str() {
-        "set" => {
-            let name = name()?;
-            let from = args.take("from-file");
-            args.done()?;
-            let value = match from {
-                Some(path) => std::fs::read(&path).map_err(|e| format!("--from-file {path}: {e}"))?,
+async fn secret(client: &Client, cmd: SecretCmd) -> Result<ExitCode, Error> {
+    match cmd {
+        SecretCmd::Set { name, from_file } => {
+            let value = match from_file {
+                Some(path) => std::fs::read(&path).map_err(|e| format!("--from-file {}: {e}", path.display()))?,
                 None => read_stdin(&format!("the value of {name}"))?,
             };
             let s = client.set_secret(&name, value).await?;
             let rolling =
                 if s.used_by.is_empty() { String::new() } else { format!("; rolling {}", s.used_by.join(", ")) };
             println!("secret {} set ({} bytes){rolling}", s.name, s.size);
-            Ok(ExitCode::SUCCESS)
         }
-        "ls" | "list" => {
-            args.done()?;
+        SecretCmd::Ls => {
             let secrets = client.secrets().await?;
             if secrets.is_empty() {
                 println!("no secrets");
@@ -299,74 +440,60 @@ async fn secret(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
                 let used = if s.used_by.is_empty() { "-".to_owned() } else { s.used_by.join(",") };
                 println!("{:<32} {:>7} bytes  updated {} ago  used by {used}", s.name, s.size, ago(s.updated_ms));
             }
-            Ok(ExitCode::SUCCESS)
         }
-        "rm" | "delete" => {
-            let name = name()?;
-            args.done()?;
+        SecretCmd::Rm { name } => {
             client.remove_secret(&name).await?;
             println!("secret {name} removed");
-            Ok(ExitCode::SUCCESS)
         }
-        "" => Err("`pilotlight secret` needs set, ls or rm; see --help".into()),
-        other => Err(format!("unknown `pilotlight secret {other}`: use set, ls or rm").into()),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Result<ExitCode, Error> {
-    let spec: serde_json::Value = match args.take("file") {
+async fn deploy(client: &Client, args: DeployArgs) -> Result<ExitCode, Error> {
+    let spec: serde_json::Value = match &args.file {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-            serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => {
+            let name = args.name.clone();
             let mut input = FunctionSpecInput { name: name.clone(), ..FunctionSpecInput::default() };
-            input.image = args.take("image");
-            let (build_dir, archive) = (args.take("build"), args.take("image-archive"));
-            if build_dir.is_some() && archive.is_some() {
-                return Err("give --build or --image-archive, not both".into());
+            input.image = args.image;
+            if let Some(dir) = &args.build {
+                input.image = Some(build(client, name.as_deref(), dir).await?);
+            } else if let Some(file) = &args.image_archive {
+                input.image = Some(load(client, file).await?);
             }
-            if (build_dir.is_some() || archive.is_some())
-                && (input.image.is_some() || args.flags.iter().any(|(n, _)| n == "exec"))
-            {
-                return Err("--image and --exec cannot go with --build or --image-archive".into());
+            if let Some(program) = args.exec {
+                input.exec = Some(ExecInput { program, args: args.args });
             }
-            if let Some(dir) = build_dir {
-                input.image = Some(build(client, name.as_deref(), &dir).await?);
-            } else if let Some(file) = archive {
-                input.image = Some(load(client, &file).await?);
-            }
-            let args_list = args.take_all("arg");
-            if let Some(program) = args.take("exec") {
-                input.exec = Some(ExecInput { program, args: args_list });
-            }
-            input.port = args.number("port")?;
-            input.region = args.take("region");
-            input.timeout_s = args.number("timeout-s")?;
-            input.health_path = args.take("health-path");
+            input.port = args.port;
+            input.region = args.region;
+            input.timeout_s = args.timeout_s;
+            input.health_path = args.health_path;
             let mut env = BTreeMap::new();
-            for kv in args.take_all("env") {
+            for kv in &args.env {
                 let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env wants KEY=VALUE (got {kv:?})"))?;
                 env.insert(k.to_owned(), v.to_owned());
             }
             input.env = env;
-            input.secrets = args.take_all("secret");
+            input.secrets = args.secret;
             let limits = LimitsInput {
-                memory_mb: args.number("memory-mb")?,
-                cpu_millis: args.number("cpu-millis")?,
-                pids: args.number("pids")?,
+                memory_mb: args.memory_mb,
+                cpu_millis: args.cpu_millis,
+                pids: args.pids,
                 read_only_rootfs: None,
             };
             if limits != LimitsInput::default() {
                 input.limits = Some(limits);
             }
             let scaling = ScalingInput {
-                min: args.number("min")?,
-                max: args.number("max")?,
-                prewarm: args.number("prewarm")?,
-                precreate: args.number("precreate")?,
-                target_concurrency: args.number("target-concurrency")?,
-                idle_timeout_s: args.number("idle-timeout-s")?,
+                min: args.min,
+                max: args.max,
+                prewarm: args.prewarm,
+                precreate: args.precreate,
+                target_concurrency: args.target_concurrency,
+                idle_timeout_s: args.idle_timeout_s,
             };
             if scaling != ScalingInput::default() {
                 input.scaling = Some(scaling);
@@ -374,9 +501,8 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
             serde_json::to_value(&input)?
         }
     };
-    let no_wait = args.has("no-wait");
-    let wait = Duration::from_secs(args.number("wait-timeout")?.unwrap_or(120).max(1).unsigned_abs());
-    args.done()?;
+    let no_wait = args.no_wait;
+    let wait = Duration::from_secs(args.wait_timeout);
     // Listen before deploying, so no change is missed.
     let mut events = if no_wait { None } else { Some(client.events().await?) };
     let receipt_ms = now_ms();
@@ -436,9 +562,9 @@ async fn deploy(client: &Client, name: Option<String>, args: &mut Args) -> Resul
 
 /// `--build DIR`: packs DIR (less .dockerignore's matches), has the server
 /// build it and shows the build's output; the image reference built.
-async fn build(client: &Client, name: Option<&str>, dir: &str) -> Result<String, Error> {
+async fn build(client: &Client, name: Option<&str>, root: &Path) -> Result<String, Error> {
     let name = name.ok_or("`pilotlight deploy --build DIR` needs a function name")?;
-    let root = std::path::Path::new(dir);
+    let dir = root.display();
     if !root.join("Dockerfile").is_file() {
         return Err(format!("--build {dir}: no Dockerfile there").into());
     }
@@ -467,8 +593,9 @@ async fn build(client: &Client, name: Option<&str>, dir: &str) -> Result<String,
 }
 
 /// `--image-archive FILE`: has the server load a `docker save` archive; its first image.
-async fn load(client: &Client, file: &str) -> Result<String, Error> {
-    let archive = std::fs::read(file).map_err(|e| format!("--image-archive {file}: {e}"))?;
+async fn load(client: &Client, path: &Path) -> Result<String, Error> {
+    let file = path.display();
+    let archive = std::fs::read(path).map_err(|e| format!("--image-archive {file}: {e}"))?;
     println!("loading {file} ({:.1} MB)", archive.len() as f64 / 1_000_000.0);
     let loaded = client.load_images(archive).await?;
     println!("loaded {}", loaded.images.join(", "));
@@ -570,32 +697,24 @@ async fn show_pull(
 }
 
 /// `--data TEXT` or `--data-file FILE` (`-` for stdin); empty without either.
-fn body_of(args: &mut Args) -> Result<Vec<u8>, Error> {
-    match (args.take("data"), args.take("data-file")) {
-        (Some(_), Some(_)) => Err("give --data or --data-file, not both".into()),
-        (Some(d), None) => Ok(d.into_bytes()),
-        (None, Some(f)) if f == "-" => {
+fn body_of(args: &BodyArgs) -> Result<Vec<u8>, Error> {
+    match (&args.data, &args.data_file) {
+        (Some(d), _) => Ok(d.clone().into_bytes()),
+        (None, Some(f)) if f.as_os_str() == "-" => {
             let mut buf = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
             Ok(buf)
         }
-        (None, Some(f)) => std::fs::read(&f).map_err(|e| format!("--data-file {f}: {e}").into()),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| format!("--data-file {}: {e}", f.display()).into()),
         (None, None) => Ok(Vec::new()),
     }
 }
 
-async fn invoke(client: &Client, name: &str, args: &mut Args) -> Result<ExitCode, Error> {
-    let path = args.take("path").unwrap_or_else(|| "/".into());
-    let body = body_of(args)?;
-    let content_type = args.take("content-type").unwrap_or_else(|| "application/octet-stream".into());
-    let asynchronous = args.has("async");
-    let callback = args.take("callback");
-    let wait = args.has("wait");
-    args.done()?;
+async fn invoke(client: &Client, args: InvokeArgs) -> Result<ExitCode, Error> {
+    let InvokeArgs { name, path, body, asynchronous, callback, wait } = args;
+    let (name, content_type) = (name.as_str(), body.content_type.clone());
+    let body = body_of(&body)?;
     if !asynchronous {
-        if callback.is_some() || wait {
-            return Err("--callback and --wait go with --async".into());
-        }
         let f = client.get(name).await?;
         let url = f.url.ok_or("the function has no URL yet")?;
         let (status, answer) = call_url(&url, &path, &body, &content_type).await?;
@@ -725,14 +844,9 @@ fn read_stdin(what: &str) -> Result<Vec<u8>, Error> {
 }
 
 /// `pilotlight registry login|ls|logout`: the password goes in from stdin and is never printed.
-async fn registry(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
-    let action = args.words.first().cloned().unwrap_or_default();
-    let host = || args.words.get(1).cloned().ok_or_else(|| format!("`pilotlight registry {action}` needs HOST[:PORT]"));
-    match action.as_str() {
-        "login" => {
-            let host = host()?;
-            let username = args.take("username").ok_or("--username is required")?;
-            args.done()?;
+async fn registry(client: &Client, cmd: RegistryCmd) -> Result<ExitCode, Error> {
+    match cmd {
+        RegistryCmd::Login { host, username } => {
             let password = read_stdin("the password")?;
             let password = String::from_utf8(password).map_err(|_| "the password is not UTF-8")?;
             // One trailing line break (from `echo`, or a file) is not part of it.
@@ -741,8 +855,7 @@ async fn registry(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
             println!("login for {} kept (user {})", r.registry, r.username);
             Ok(ExitCode::SUCCESS)
         }
-        "ls" | "list" => {
-            args.done()?;
+        RegistryCmd::Ls => {
             let logins = client.registries().await?;
             if logins.is_empty() {
                 println!("no registry logins");
@@ -752,15 +865,11 @@ async fn registry(client: &Client, args: &mut Args) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "logout" => {
-            let host = host()?;
-            args.done()?;
+        RegistryCmd::Logout { host } => {
             client.registry_logout(&host).await?;
             println!("login for {host} removed");
             Ok(ExitCode::SUCCESS)
         }
-        "" => Err("`pilotlight registry` needs login, ls or logout; see --help".into()),
-        other => Err(format!("unknown `pilotlight registry {other}`: use login, ls or logout").into()),
     }
 }
 

@@ -12,9 +12,8 @@
 
 use pilotlight::server::{Command, Server, ServerConfig};
 
-#[path = "common/args.rs"]
-#[allow(dead_code)]
-mod args;
+#[path = "common/signal.rs"]
+mod signal;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -49,7 +48,7 @@ async fn main() -> std::process::ExitCode {
         println!("\nAPI token (shown once; it stays in the token file above):\n  {}\n", server.token().reveal());
     }
     println!("Stop with Ctrl-C.");
-    args::stop_signal().await;
+    signal::stop_signal().await;
     println!("stopping: finishing requests in flight");
     server.shutdown().await;
     println!("stopped; the functions' instances keep running and the next start adopts them");

@@ -1,5 +1,7 @@
 //! Choosing backends from strings (URLs, flags, config files): logic every
 //! assembling program needs, so it lives here rather than in each binary.
+//! [`QueueUrl`] is a queue setting checked as it is read, which hides its
+//! password when shown.
 
 use std::sync::Arc;
 
@@ -32,6 +34,106 @@ pub async fn queue(url: &str) -> Result<Arc<dyn Queue>, QueueError> {
             "unknown queue `{scheme}`: use `memory`, `kafka://host:port` or `amqp://host:5672` (got {url:?})"
         ),
     })
+}
+
+/// The queue: `memory`, `kafka://host:port[,host:port]` or `amqp[s]://user:pass@host:5672/%2f`.
+///
+/// Checked when it is read; its `Display` hides a password.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "server",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "String", into = "String")
+)]
+pub struct QueueUrl(String);
+
+/// The kind of queue a [`QueueUrl`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueKind {
+    /// In this process only.
+    Memory,
+    /// Kafka brokers.
+    Kafka,
+    /// A RabbitMQ broker.
+    Amqp,
+}
+
+impl QueueUrl {
+    /// The in-process queue.
+    pub fn memory() -> Self {
+        Self("memory".into())
+    }
+    /// The URL as given, password included: for connecting only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Which queue it names.
+    pub fn kind(&self) -> QueueKind {
+        if self.0 == "memory" {
+            QueueKind::Memory
+        } else if self.0.starts_with("kafka://") {
+            QueueKind::Kafka
+        } else {
+            QueueKind::Amqp
+        }
+    }
+}
+
+impl std::str::FromStr for QueueUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = s == "memory"
+            || ["kafka://", "amqp://", "amqps://"]
+                .iter()
+                .any(|p| s.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+        if !ok || s.chars().any(char::is_control) {
+            return Err(format!(
+                "must be `memory`, `kafka://host:port[,host:port]` or `amqp://user:pass@host:5672/%2f` (got {:?})",
+                redact(s)
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for QueueUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<QueueUrl> for String {
+    fn from(q: QueueUrl) -> Self {
+        q.0
+    }
+}
+
+impl std::fmt::Display for QueueUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl std::fmt::Debug for QueueUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueueUrl({:?})", redact(&self.0))
+    }
+}
+
+/// A URL with the password of its user info replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]

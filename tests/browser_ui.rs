@@ -113,7 +113,7 @@ async fn sign_in_create_hello_open_it_and_delete_it_in_chromium() {
         api_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "off".into(),
-        runtime: "docker".into(),
+        runtime: pilotlight::server::RuntimeKind::Docker,
         platform_id,
         docker_network: "pilotlight-test".into(),
         ..ServerConfig::default()

@@ -456,8 +456,8 @@ async fn dropped_route_is_restored(kind: Kind) {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "off".into(),
         runtime: match kind {
-            Kind::Process => "process".into(),
-            Kind::Docker => "docker".into(),
+            Kind::Process => pilotlight::server::RuntimeKind::Process,
+            Kind::Docker => pilotlight::server::RuntimeKind::Docker,
         },
         platform_id: lab.id.clone(),
         resync_period_s: PERIOD_S,

@@ -1,5 +1,6 @@
-//! Runs the README's quickstart, line by line, as written: builds the hello
-//! image, starts the server on its default ports, deploys with the CLI, calls
+//! Runs the README's quickstart, line by line, as written: writes the hello
+//! build context, starts the server on its default ports, deploys it with the
+//! CLI's `--build` (the server's engine builds the image), calls
 //! the function with curl, lists, deletes, stops the server.
 //!
 //! Needs Docker and free ports 8080, 8090 and 8443: under CI a missing one
@@ -184,6 +185,10 @@ fn the_readme_quickstart_works_as_written() {
         }
         if line.contains(" deploy ") {
             assert!(out.contains("ready: http://hello.localhost:8080/"), "{out}");
+        }
+        if line.contains(" deploy ") && line.contains(" --build ") {
+            // The build's own output is shown as it runs, then the image deployed is the one built.
+            assert!(out.contains("building localhost/pilotlight-build/hello:") && out.contains("  build  "), "{out}");
         }
         if line.ends_with(" ls") {
             assert!(out.contains("hello") && out.contains("ready"), "{out}");

@@ -21,7 +21,7 @@ fn config(data: &std::path::Path) -> ServerConfig {
         api_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "127.0.0.1:0".into(),
-        runtime: "process".into(),
+        runtime: pilotlight::server::RuntimeKind::Process,
         platform_id: unique("server"),
         ..ServerConfig::default()
     }
@@ -121,7 +121,7 @@ async fn nginx_server_behind_nginx_with_the_gateway_as_activator() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.edge = "nginx".into();
+    cfg.edge = pilotlight::server::EdgeKind::Nginx;
     cfg.https_addr = "off".into();
     cfg.http_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     cfg.nginx_status_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -148,7 +148,7 @@ async fn without_a_docker_engine_the_error_suggests_the_process_runtime_and_writ
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut cfg = config(&data);
-    cfg.runtime = "docker".into();
+    cfg.runtime = pilotlight::server::RuntimeKind::Docker;
     cfg.docker_host = Some("unix:///nonexistent/docker.sock".into());
     let Err(e) = Server::start(cfg).await else { panic!("started without an engine") };
     let text = e.to_string();

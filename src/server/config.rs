@@ -1,10 +1,20 @@
-//! The server's settings: defaults, then a TOML file, then `--flags`, each
-//! flag named like its key (`api_addr` is `--api-addr`).
+//! The server's settings: defaults, then a TOML file, then `PILOTLIGHT_*`
+//! environment variables and `--flags`, each named like its key (`api_addr`
+//! is `--api-addr` and `PILOTLIGHT_API_ADDR`).
+//!
+//! The command line is clap's, derived from [`ServerArgs`]; every flag is an
+//! `Option`, so what it leaves out keeps the file's value. A test checks that
+//! every key of [`ServerConfig`] has its flag and its variable.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clap::{CommandFactory, FromArgMatches};
 use serde::{Deserialize, Serialize};
+
+use crate::connect::redact;
+pub use crate::connect::{QueueKind, QueueUrl};
 
 /// Every setting of [`super::Server`]. Unknown keys are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,13 +33,13 @@ pub struct ServerConfig {
     /// The region this node serves.
     pub region: String,
     /// `memory`, `kafka://host:port[,host:port]` or `amqp://user:pass@host:5672/%2f`.
-    pub queue: String,
-    /// `docker` or `process`.
-    pub runtime: String,
-    /// `gateway` or `nginx`.
-    pub edge: String,
-    /// `redb`: one file in the data directory.
-    pub store: String,
+    pub queue: QueueUrl,
+    /// What runs instances.
+    pub runtime: RuntimeKind,
+    /// What serves `<name>.<domain>`.
+    pub edge: EdgeKind,
+    /// Where state is kept.
+    pub store: StoreKind,
     /// A certificate chain (PEM) for HTTPS; without it the gateway makes a development CA.
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
@@ -59,9 +69,8 @@ pub struct ServerConfig {
     pub max_header_bytes: u64,
     /// The gateway answers 431 to one header line longer than this many bytes.
     pub max_header_line_bytes: u64,
-    /// How the gateway reaches Docker containers: `auto`, `namespace` or `published`.
-    /// `auto` is `namespace` with the gateway edge and `published` with NGINX.
-    pub docker_endpoint: String,
+    /// How the gateway reaches Docker containers.
+    pub docker_endpoint: DockerEndpoint,
     /// Hosts asynchronous invocations may be called back at, comma-separated
     /// (`hooks.example.com`, `*.example.com`, `127.0.0.1`); empty allows any.
     pub callback_hosts: String,
@@ -82,10 +91,10 @@ impl Default for ServerConfig {
             https_addr: "127.0.0.1:8443".into(),
             domain: "localhost".into(),
             region: "local".into(),
-            queue: "memory".into(),
-            runtime: "docker".into(),
-            edge: "gateway".into(),
-            store: "redb".into(),
+            queue: QueueUrl::memory(),
+            runtime: RuntimeKind::Docker,
+            edge: EdgeKind::Gateway,
+            store: StoreKind::Redb,
             tls_cert: None,
             tls_key: None,
             platform_id: "pilotlight".into(),
@@ -99,7 +108,7 @@ impl Default for ServerConfig {
             docker_host: None,
             max_header_bytes: 64 * 1024,
             max_header_line_bytes: 16 * 1024,
-            docker_endpoint: "auto".into(),
+            docker_endpoint: DockerEndpoint::Auto,
             callback_hosts: String::new(),
             async_max_attempts: 5,
             callback_max_attempts: 10,
@@ -108,57 +117,185 @@ impl Default for ServerConfig {
     }
 }
 
-/// One key: its name and what `--help` says about it.
-struct Key {
-    name: &'static str,
-    help: &'static str,
+/// The runtime that runs instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RuntimeKind {
+    /// Containers on the Docker engine.
+    Docker,
+    /// Local processes (`exec` functions; no container isolation).
+    Process,
 }
 
-const KEYS: &[Key] = &[
-    Key { name: "data_dir", help: "data directory: store, api-token, TLS, NGINX files [pilotlight-data]" },
-    Key { name: "api_addr", help: "REST API and web UI address [127.0.0.1:8090]" },
-    Key { name: "http_addr", help: "edge HTTP address [127.0.0.1:8080]" },
-    Key { name: "https_addr", help: "edge HTTPS address, or `off` [127.0.0.1:8443]" },
-    Key { name: "domain", help: "functions answer at <name>.<domain> [localhost]" },
-    Key { name: "region", help: "the region this node serves [local]" },
-    Key { name: "queue", help: "memory | kafka://host:port | amqp://user:pass@host:5672/%2f [memory]" },
-    Key { name: "runtime", help: "docker | process [docker]" },
-    Key { name: "edge", help: "gateway | nginx [gateway]" },
-    Key { name: "store", help: "redb [redb]" },
-    Key { name: "tls_cert", help: "HTTPS certificate chain, PEM [a development CA for the gateway]" },
-    Key { name: "tls_key", help: "HTTPS private key, PEM" },
-    Key { name: "platform_id", help: "label of this platform's containers and processes [pilotlight]" },
-    Key { name: "docker_network", help: "Docker network of the instances [pilotlight]" },
-    Key { name: "nginx_status_addr", help: "NGINX status listener for reload checks [127.0.0.1:8079]" },
-    Key { name: "memory_budget_mb", help: "sum of instances' memory limits allowed; 0 = 80% of host memory [0]" },
-    Key { name: "autoscale_tick_ms", help: "how often the autoscaler looks at in-flight counts [1000]" },
-    Key { name: "scale_down_window_s", help: "a lower count must hold this long to scale down [30]" },
-    Key { name: "resync_period_s", help: "every function is reconciled at least this often, in seconds [30]" },
-    Key { name: "backoff_max_s", help: "longest wait between tries of a failing function, in seconds [300]" },
-    Key { name: "docker_host", help: "Docker engine socket, unix:///path [$DOCKER_HOST or /var/run/docker.sock]" },
-    Key { name: "max_header_bytes", help: "the gateway answers 431 to a larger request head [65536]" },
-    Key { name: "max_header_line_bytes", help: "the gateway answers 431 to a longer header line [16384]" },
-    Key {
-        name: "docker_endpoint",
-        help: "auto | namespace | published: reach containers inside their network namespace or on a published port [auto: namespace with the gateway, published with nginx]",
-    },
-    Key {
-        name: "callback_hosts",
-        help: "hosts X-Callback-Url may name, comma-separated: hooks.example.com, *.example.com, 127.0.0.1 [any]",
-    },
-    Key { name: "async_max_attempts", help: "attempts of an asynchronous invocation before it is a dead letter [5]" },
-    Key { name: "callback_max_attempts", help: "attempts to deliver a callback before it is recorded as failed [10]" },
-    Key {
-        name: "async_retry_any_5xx",
-        help: "true: retry asynchronous invocations on any 5xx, not only 502, 503 and 504 [false]",
-    },
-];
+/// The edge that serves `<name>.<domain>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EdgeKind {
+    /// The built-in gateway.
+    Gateway,
+    /// NGINX, managed by the platform (the gateway stays as the activator).
+    Nginx,
+}
+
+/// Where the platform's desired and observed state is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// One redb file in the data directory (`store.redb`): survives restarts.
+    Redb,
+    /// In memory: nothing survives a restart. For trying things out and tests.
+    Memory,
+}
+
+/// How the gateway reaches Docker containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum DockerEndpoint {
+    /// `namespace` with the gateway edge, `published` with NGINX.
+    Auto,
+    /// Inside the container's network namespace (no docker-proxy; gateway only).
+    Namespace,
+    /// A port published on 127.0.0.1.
+    Published,
+}
+
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let v = clap::ValueEnum::to_possible_value(self).ok_or(fmt::Error)?;
+                f.write_str(v.get_name())
+            }
+        }
+    )*};
+}
+display_as_serde!(RuntimeKind, EdgeKind, StoreKind, DockerEndpoint);
+
+const EXAMPLES: &str = "Examples:
+  server                                   Docker, the gateway, the memory queue, redb in ./pilotlight-data
+  server --runtime process                 no Docker: functions are local processes
+  server --config /etc/pilotlight.toml     the same keys in a TOML file (api_addr = \"0.0.0.0:8090\")
+  PILOTLIGHT_QUEUE=kafka://10.0.0.5:9092 server --edge nginx --domain fn.example.com
+
+Settings come from defaults, then the --config file, then PILOTLIGHT_* variables and flags.";
+
+/// The server's command line: a TOML file and one flag per key of [`ServerConfig`].
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "server",
+    version,
+    about = "pilotlight server: the whole platform in one process",
+    after_help = EXAMPLES
+)]
+pub struct ServerArgs {
+    /// A TOML file of these settings (each key is a flag's name with `_` for `-`).
+    #[arg(long, env = "PILOTLIGHT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The settings given on the command line or in the environment.
+    #[command(flatten)]
+    pub set: Settings,
+}
+
+/// One optional value per key of [`ServerConfig`]; what is left out keeps
+/// the file's (or the default) value. Serialized, it is the TOML table of
+/// the keys given (`None`s are left out).
+#[derive(Debug, Default, Clone, Serialize, clap::Args)]
+pub struct Settings {
+    /// Data directory: the store, the API token, the secret key, TLS and NGINX files.
+    #[arg(long, env = "PILOTLIGHT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The REST API and web UI address.
+    #[arg(long, env = "PILOTLIGHT_API_ADDR", value_name = "ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// The edge's HTTP address.
+    #[arg(long, env = "PILOTLIGHT_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// The edge's HTTPS address, or `off`.
+    #[arg(long, env = "PILOTLIGHT_HTTPS_ADDR", value_name = "ADDR|off")]
+    pub https_addr: Option<String>,
+    /// Functions answer at <name>.<domain>.
+    #[arg(long, env = "PILOTLIGHT_DOMAIN")]
+    pub domain: Option<String>,
+    /// The region this node serves.
+    #[arg(long, env = "PILOTLIGHT_REGION")]
+    pub region: Option<String>,
+    /// memory | kafka://host:port[,host:port] | amqp://user:pass@host:5672/%2f.
+    #[arg(long, env = "PILOTLIGHT_QUEUE", value_name = "URL", hide_env_values = true)]
+    pub queue: Option<QueueUrl>,
+    /// What runs instances.
+    #[arg(long, env = "PILOTLIGHT_RUNTIME")]
+    pub runtime: Option<RuntimeKind>,
+    /// What serves <name>.<domain>.
+    #[arg(long, env = "PILOTLIGHT_EDGE")]
+    pub edge: Option<EdgeKind>,
+    /// Where state is kept: redb (a file in the data directory) or memory (lost on restart).
+    #[arg(long, env = "PILOTLIGHT_STORE")]
+    pub store: Option<StoreKind>,
+    /// HTTPS certificate chain, PEM (without it the gateway makes a development CA).
+    #[arg(long, env = "PILOTLIGHT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS private key, PEM.
+    #[arg(long, env = "PILOTLIGHT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Label of this platform's containers and processes; two platforms on one host need different ids.
+    #[arg(long, env = "PILOTLIGHT_PLATFORM_ID", value_name = "ID")]
+    pub platform_id: Option<String>,
+    /// The Docker network instances join.
+    #[arg(long, env = "PILOTLIGHT_DOCKER_NETWORK", value_name = "NAME")]
+    pub docker_network: Option<String>,
+    /// NGINX's status listener, which confirms reloads (edge nginx only).
+    #[arg(long, env = "PILOTLIGHT_NGINX_STATUS_ADDR", value_name = "ADDR")]
+    pub nginx_status_addr: Option<SocketAddr>,
+    /// Sum of instances' memory limits allowed, MiB; 0 = 80% of the host's memory.
+    #[arg(long, env = "PILOTLIGHT_MEMORY_BUDGET_MB", value_name = "MIB")]
+    pub memory_budget_mb: Option<u64>,
+    /// How often the autoscaler looks at in-flight counts, ms (50 to 60000).
+    #[arg(long, env = "PILOTLIGHT_AUTOSCALE_TICK_MS", value_name = "MS")]
+    pub autoscale_tick_ms: Option<u64>,
+    /// A lower count must hold this long to scale down, s (at most 86400).
+    #[arg(long, env = "PILOTLIGHT_SCALE_DOWN_WINDOW_S", value_name = "S")]
+    pub scale_down_window_s: Option<u64>,
+    /// Every function is reconciled at least this often, s (1 to 3600).
+    #[arg(long, env = "PILOTLIGHT_RESYNC_PERIOD_S", value_name = "S")]
+    pub resync_period_s: Option<u64>,
+    /// Longest wait between tries of a failing function, s (1 to 86400).
+    #[arg(long, env = "PILOTLIGHT_BACKOFF_MAX_S", value_name = "S")]
+    pub backoff_max_s: Option<u64>,
+    /// Docker engine socket, unix:///path [default: $DOCKER_HOST or /var/run/docker.sock].
+    #[arg(long, env = "PILOTLIGHT_DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+    /// The gateway answers 431 to a larger request head, bytes (8192 to 1048576).
+    #[arg(long, env = "PILOTLIGHT_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<u64>,
+    /// The gateway answers 431 to a longer header line, bytes (1024 to max_header_bytes).
+    #[arg(long, env = "PILOTLIGHT_MAX_HEADER_LINE_BYTES", value_name = "BYTES")]
+    pub max_header_line_bytes: Option<u64>,
+    /// Reach containers in their network namespace or on a published port.
+    #[arg(long, env = "PILOTLIGHT_DOCKER_ENDPOINT")]
+    pub docker_endpoint: Option<DockerEndpoint>,
+    /// Hosts X-Callback-Url may name, comma-separated: hooks.example.com, *.example.com, 127.0.0.1 [empty: any].
+    #[arg(long, env = "PILOTLIGHT_CALLBACK_HOSTS", value_name = "HOSTS")]
+    pub callback_hosts: Option<String>,
+    /// Attempts of an asynchronous invocation before it is a dead letter (1 to 100).
+    #[arg(long, env = "PILOTLIGHT_ASYNC_MAX_ATTEMPTS", value_name = "N")]
+    pub async_max_attempts: Option<u64>,
+    /// Attempts to deliver a callback before it is recorded as failed (1 to 100).
+    #[arg(long, env = "PILOTLIGHT_CALLBACK_MAX_ATTEMPTS", value_name = "N")]
+    pub callback_max_attempts: Option<u64>,
+    /// Retry asynchronous invocations on any 5xx, not only 502, 503 and 504.
+    #[arg(long, env = "PILOTLIGHT_ASYNC_RETRY_ANY_5XX", value_name = "BOOL")]
+    pub async_retry_any_5xx: Option<bool>,
+}
 
 /// A bad setting: which key, and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: `{key}` {message}")]
 pub struct ConfigError {
-    /// Where it came from: a file, or `flag --x`.
+    /// Where it came from: a file, `command line`, or `configuration`.
     pub origin: String,
     /// The key.
     pub key: String,
@@ -172,151 +309,78 @@ pub struct ConfigError {
 pub enum Command {
     /// Run with this configuration.
     Run(Box<ServerConfig>),
-    /// Print this help and exit.
+    /// Print this text (`--help`, `--version`) and exit.
     Help(String),
+}
+
+impl ServerArgs {
+    /// The command, its `--help` showing each key's default.
+    pub fn command_with_defaults() -> clap::Command {
+        let defaults = toml::Table::try_from(ServerConfig::default()).unwrap_or_default();
+        Self::command().mut_args(|arg| {
+            let id = arg.get_id().as_str().to_owned();
+            match defaults.get(&id) {
+                Some(v) => {
+                    let shown = match v {
+                        toml::Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{help} [default: {shown}]"))
+                }
+                None => arg,
+            }
+        })
+    }
 }
 
 impl ServerConfig {
     /// The `--help` text.
     pub fn usage(program: &str) -> String {
-        let mut out = format!(
-            "pilotlight server: the whole platform in one process.\n\nUsage: {program} [--config FILE] [--KEY VALUE]...\n\n\
-             Settings are read from defaults, then the TOML file given by --config (or $PILOTLIGHT_CONFIG),\n\
-             then flags. Each flag is a key of that file with `_` written `-`.\n\n  --config FILE{:17}a TOML file of these keys\n",
-            ""
-        );
-        for k in KEYS {
-            let flag = format!("--{} VALUE", k.name.replace('_', "-"));
-            out.push_str(&format!("  {flag:<30}{}\n", k.help));
-        }
-        out
+        ServerArgs::command_with_defaults().name(program.to_owned()).render_help().to_string()
     }
 
     /// Reads a TOML file of these keys.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: origin.clone(),
+        Self::merge(Some(path), &Settings::default())
+    }
+
+    /// The file's keys (or the defaults), then those of `over`, checked as one table.
+    fn merge(file: Option<&Path>, over: &Settings) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        let origin = file.map_or_else(|| "command line".to_owned(), |p| p.display().to_string());
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                origin: origin.clone(),
+                key: "config".into(),
+                message: format!("cannot be read: {e}"),
+            })?;
+            table = toml::from_str(&text).map_err(|e| toml_error(&origin, &e))?;
+        }
+        let given = toml::Table::try_from(over).map_err(|e| ConfigError {
+            origin: "command line".into(),
             key: "config".into(),
-            message: format!("cannot be read: {e}"),
+            message: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| {
-            let message = e.message().to_owned();
-            // toml names an unknown key in backticks; otherwise point at the line.
-            let key = message.split('`').nth(1).unwrap_or("config").to_owned();
-            let at = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
-            ConfigError { origin, key, message: format!("is invalid: {message}{at}") }
-        })
+        table.extend(given);
+        table.try_into().map_err(|e: toml::de::Error| toml_error(&origin, &e))
     }
 
-    /// Sets one key from a string (a flag's value).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let bad = |message: String| ConfigError {
-            origin: format!("flag --{}", key.replace('_', "-")),
-            key: key.into(),
-            message,
-        };
-        let addr = |v: &str| {
-            v.parse::<SocketAddr>().map_err(|_| bad(format!("must be an address such as 127.0.0.1:8080 (got {v:?})")))
-        };
-        match key {
-            "data_dir" => self.data_dir = PathBuf::from(value),
-            "api_addr" => self.api_addr = addr(value)?,
-            "http_addr" => self.http_addr = addr(value)?,
-            "https_addr" => self.https_addr = value.into(),
-            "domain" => self.domain = value.into(),
-            "region" => self.region = value.into(),
-            "queue" => self.queue = value.into(),
-            "runtime" => self.runtime = value.into(),
-            "edge" => self.edge = value.into(),
-            "store" => self.store = value.into(),
-            "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
-            "tls_key" => self.tls_key = Some(PathBuf::from(value)),
-            "platform_id" => self.platform_id = value.into(),
-            "docker_network" => self.docker_network = value.into(),
-            "nginx_status_addr" => self.nginx_status_addr = addr(value)?,
-            "docker_host" => self.docker_host = Some(value.into()),
-            "docker_endpoint" => self.docker_endpoint = value.into(),
-            "callback_hosts" => self.callback_hosts = value.into(),
-            "async_retry_any_5xx" => {
-                self.async_retry_any_5xx = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(bad(format!("must be true or false (got {value:?})"))),
-                }
-            }
-            "memory_budget_mb"
-            | "autoscale_tick_ms"
-            | "scale_down_window_s"
-            | "resync_period_s"
-            | "backoff_max_s"
-            | "max_header_bytes"
-            | "async_max_attempts"
-            | "callback_max_attempts"
-            | "max_header_line_bytes" => {
-                let n: u64 = value.parse().map_err(|_| bad(format!("must be a whole number (got {value:?})")))?;
-                match key {
-                    "max_header_bytes" => self.max_header_bytes = n,
-                    "max_header_line_bytes" => self.max_header_line_bytes = n,
-                    "memory_budget_mb" => self.memory_budget_mb = n,
-                    "autoscale_tick_ms" => self.autoscale_tick_ms = n,
-                    "resync_period_s" => self.resync_period_s = n,
-                    "backoff_max_s" => self.backoff_max_s = n,
-                    "async_max_attempts" => self.async_max_attempts = n,
-                    "callback_max_attempts" => self.callback_max_attempts = n,
-                    _ => self.scale_down_window_s = n,
-                }
-            }
-            _ => {
-                return Err(ConfigError {
-                    origin: format!("flag --{}", key.replace('_', "-")),
-                    key: key.into(),
-                    message: "is not a setting; --help lists them".into(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Parses a command line (without the program name): `--config`, `--help`, `--key value`.
+    /// Parses a command line (without the program name) and the `PILOTLIGHT_*`
+    /// environment: `--config`, `--help`, `--version`, `--key value`.
     pub fn from_args<I: IntoIterator<Item = String>>(program: &str, args: I) -> Result<Command, ConfigError> {
-        let mut pairs = Vec::new();
-        let mut file = std::env::var_os("PILOTLIGHT_CONFIG").map(PathBuf::from);
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            if arg == "--help" || arg == "-h" {
-                return Ok(Command::Help(Self::usage(program)));
+        let argv = std::iter::once(program.to_owned()).chain(args);
+        let matches = match ServerArgs::command_with_defaults().name(program.to_owned()).try_get_matches_from(argv) {
+            Ok(m) => m,
+            Err(e)
+                if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) =>
+            {
+                return Ok(Command::Help(e.render().to_string()));
             }
-            let Some(flag) = arg.strip_prefix("--") else {
-                return Err(ConfigError {
-                    origin: "command line".into(),
-                    key: arg,
-                    message: "is not a flag; --help lists them".into(),
-                });
-            };
-            let (key, inline) = match flag.split_once('=') {
-                Some((k, v)) => (k.replace('-', "_"), Some(v.to_owned())),
-                None => (flag.replace('-', "_"), None),
-            };
-            let value = match inline.or_else(|| args.next()) {
-                Some(v) => v,
-                None => {
-                    return Err(ConfigError { origin: format!("flag --{flag}"), key, message: "needs a value".into() });
-                }
-            };
-            if key == "config" {
-                file = Some(PathBuf::from(value));
-            } else {
-                pairs.push((key, value));
-            }
-        }
-        let mut config = match &file {
-            Some(f) => Self::from_file(f)?,
-            None => Self::default(),
+            Err(e) => return Err(clap_error(&e)),
         };
-        for (k, v) in pairs {
-            config.set(&k, &v)?;
-        }
+        let args = ServerArgs::from_arg_matches(&matches).map_err(|e| clap_error(&e))?;
+        let config = Self::merge(args.config.as_deref(), &args.set)?;
         config.check()?;
         Ok(Command::Run(Box::new(config)))
     }
@@ -349,35 +413,18 @@ impl ServerConfig {
     /// NGINX cannot, so it is given a published port.
     pub fn docker_endpoint_mode(&self) -> pilotlight_docker::EndpointMode {
         use pilotlight_docker::EndpointMode;
-        match (self.docker_endpoint.as_str(), self.edge.as_str()) {
-            ("published", _) | ("auto", "nginx") => EndpointMode::PublishedPort,
+        match (self.docker_endpoint, self.edge) {
+            (DockerEndpoint::Published, _) | (DockerEndpoint::Auto, EdgeKind::Nginx) => EndpointMode::PublishedPort,
             _ => EndpointMode::Namespace,
         }
     }
 
     /// Checks the choices and their combinations, naming the key of the first bad one.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let one_of = |key: &str, value: &str, allowed: &[&str]| {
-            if allowed.contains(&value) {
-                Ok(())
-            } else {
-                Err(self.error(key, format!("must be one of {} (got {value:?})", allowed.join(", "))))
-            }
-        };
-        one_of("runtime", &self.runtime, &["docker", "process"])?;
-        one_of("edge", &self.edge, &["gateway", "nginx"])?;
-        one_of("store", &self.store, &["redb"])?;
-        one_of("docker_endpoint", &self.docker_endpoint, &["auto", "namespace", "published"])?;
-        if self.docker_endpoint == "namespace" && self.edge == "nginx" {
+        if self.docker_endpoint == DockerEndpoint::Namespace && self.edge == EdgeKind::Nginx {
             return Err(self.error(
                 "docker_endpoint",
                 "`namespace` needs edge `gateway`: NGINX cannot enter a container's network namespace; use `auto` or `published`".into(),
-            ));
-        }
-        if !(self.queue == "memory" || ["kafka://", "amqp://", "amqps://"].iter().any(|p| self.queue.starts_with(p))) {
-            return Err(self.error(
-                "queue",
-                format!("must be `memory`, `kafka://host:port` or `amqp://host:5672` (got {:?})", self.queue),
             ));
         }
         pilotlight_core::model::Domain::new(self.domain.clone()).map_err(|e| self.error("domain", e.message))?;
@@ -438,7 +485,7 @@ impl ServerConfig {
         if let Some(h) = https {
             addrs.push(("https_addr", h));
         }
-        if self.edge == "nginx" {
+        if self.edge == EdgeKind::Nginx {
             addrs.push(("nginx_status_addr", self.nginx_status_addr));
         }
         for (i, (k, a)) in addrs.iter().enumerate() {
@@ -448,6 +495,41 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// A TOML error, naming the key where toml does (in backticks), with where it is.
+fn toml_error(origin: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().to_owned();
+    let key = message.split('`').nth(1).unwrap_or("config").to_owned();
+    let at = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
+    ConfigError { origin: origin.to_owned(), key, message: format!("is invalid: {message}{at}") }
+}
+
+/// A command-line error, naming the flag as its key (`--api-addr` is `api_addr`).
+fn clap_error(e: &clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(v)) => v.first().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let flag = arg.split([' ', '=']).next().unwrap_or_default();
+    let key = flag.trim_start_matches('-').replace('-', "_");
+    // The rule and the choices, without the usage line clap adds.
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ");
+    // clap repeats the value; a URL's password must not be.
+    let message = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if !v.is_empty() => message.replace(v.as_str(), &redact(v)),
+        _ => message,
+    };
+    ConfigError { origin: "command line".into(), key: if key.is_empty() { "arguments".into() } else { key }, message }
 }
 
 #[cfg(test)]
@@ -469,8 +551,8 @@ mod tests {
     fn defaults_are_the_embedded_platform() {
         let c = run(&[]).unwrap();
         assert_eq!(
-            (c.queue.as_str(), c.runtime.as_str(), c.edge.as_str(), c.store.as_str()),
-            ("memory", "docker", "gateway", "redb")
+            (c.queue.kind(), c.runtime, c.edge, c.store),
+            (QueueKind::Memory, RuntimeKind::Docker, EdgeKind::Gateway, StoreKind::Redb)
         );
         assert_eq!(c.http_addr.port(), 8080);
         assert_eq!(c.https().unwrap().map(|a| a.port()), Some(8443));
@@ -484,15 +566,17 @@ mod tests {
         let file = dir.path().join("pilotlight.toml");
         std::fs::write(
             &file,
-            "runtime = \"process\"\nedge = \"nginx\"\ndomain = \"fn.example.com\"\napi_addr = \"127.0.0.1:9000\"\n",
+            "runtime = \"process\"\nedge = \"nginx\"\ndomain = \"fn.example.com\"\napi_addr = \"127.0.0.1:9000\"\nstore = \"memory\"\n",
         )
         .unwrap();
         let c = run(&["--config", file.to_str().unwrap(), "--domain", "other.example", "--https-addr=off"]).unwrap();
-        assert_eq!(c.runtime, "process");
-        assert_eq!(c.edge, "nginx");
+        assert_eq!(c.runtime, RuntimeKind::Process);
+        assert_eq!(c.edge, EdgeKind::Nginx);
+        assert_eq!(c.store, StoreKind::Memory);
         assert_eq!(c.domain, "other.example");
         assert_eq!(c.api_addr.port(), 9000);
         assert_eq!(c.https().unwrap(), None);
+        assert_eq!(ServerConfig::from_file(&file).unwrap().domain, "fn.example.com");
     }
 
     #[test]
@@ -504,6 +588,7 @@ mod tests {
             (&["--docker-endpoint", "namespace", "--edge", "nginx"], "docker_endpoint"),
             (&["--store", "postgres"], "store"),
             (&["--queue", "nats://x"], "queue"),
+            (&["--queue", "kafka://"], "queue"),
             (&["--domain", "bad domain"], "domain"),
             (&["--api-addr", "localhost"], "api_addr"),
             (&["--https-addr", "nowhere"], "https_addr"),
@@ -517,6 +602,7 @@ mod tests {
             (&["--docker-host", "tcp://1.2.3.4:2375"], "docker_host"),
             (&["--max-header-bytes", "100"], "max_header_bytes"),
             (&["--max-header-line-bytes", "99999999"], "max_header_line_bytes"),
+            (&["--async-retry-any-5xx", "maybe"], "async_retry_any_5xx"),
             (&["--domain"], "domain"),
             (&["stray"], "stray"),
         ];
@@ -524,52 +610,87 @@ mod tests {
             let e = run(a).unwrap_err();
             assert_eq!(e.key, *key, "{a:?}: {e}");
         }
+        // The rule is in the message: the choices of an enum, the form of an address.
+        let e = run(&["--runtime", "kubernetes"]).unwrap_err();
+        assert!(e.message.contains("docker") && e.message.contains("process"), "{e}");
+        // A password in a bad queue URL is not repeated.
+        let e = run(&["--queue", "nats://u:hunter2@x"]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "runtime = \"process\"\ncolour = \"red\"\n").unwrap();
         let e = run(&["--config", file.to_str().unwrap()]).unwrap_err();
         assert_eq!(e.key, "colour", "{e}");
         assert!(e.to_string().contains("bad.toml"), "{e}");
+        std::fs::write(&file, "runtime = \"kubernetes\"\n").unwrap();
+        let e = run(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("bad.toml") && e.message.contains("kubernetes"), "{e}");
     }
 
     #[test]
-    fn help_lists_every_key_as_a_flag() {
+    fn every_key_is_a_flag_and_a_variable_and_help_shows_its_default() {
         let Command::Help(text) = ServerConfig::from_args("server", args(&["--help"])).unwrap() else { panic!() };
-        for k in KEYS {
-            assert!(text.contains(&format!("--{}", k.name.replace('_', "-"))), "{}", k.name);
-        }
-        // Every key of the struct has a help line, and every help line is a key.
-        let toml = toml::to_string(&ServerConfig {
+        let keys: Vec<String> = toml::Table::try_from(ServerConfig {
             tls_cert: Some("a".into()),
             tls_key: Some("b".into()),
             docker_host: Some("unix:///x".into()),
             ..Default::default()
         })
-        .unwrap();
-        let keys: Vec<&str> = toml.lines().filter_map(|l| l.split(" = ").next()).collect();
-        assert_eq!(keys.len(), KEYS.len(), "{keys:?}");
-        for k in keys {
-            assert!(KEYS.iter().any(|x| x.name == k), "{k} has no help line");
-            let mut c = ServerConfig::default();
-            assert!(
-                c.set(k, "x").map_or_else(|e| e.message != "is not a setting; --help lists them", |_| true),
-                "{k} cannot be set by flag"
-            );
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+        let command = ServerArgs::command_with_defaults();
+        let flags: Vec<&clap::Arg> = command.get_arguments().filter(|a| a.get_id() != "config").collect();
+        assert_eq!(keys.len(), flags.len(), "{keys:?}");
+        for key in &keys {
+            let arg = flags.iter().find(|a| a.get_id() == key.as_str()).unwrap_or_else(|| panic!("{key}: no flag"));
+            assert_eq!(arg.get_long(), Some(key.replace('_', "-").as_str()));
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert_eq!(env, format!("PILOTLIGHT_{}", key.to_uppercase()));
+            assert!(text.contains(&format!("--{}", key.replace('_', "-"))), "{key} not in help");
         }
+        assert!(text.contains("[default: 127.0.0.1:8090]") && text.contains("[default: docker]"), "{text}");
+        assert!(text.contains("Examples:"), "{text}");
+        // Every enum lists its choices.
+        assert!(text.contains("- docker:") && text.contains("- process:"), "{text}");
+    }
+
+    #[test]
+    fn the_environment_sets_keys_and_flags_win() {
+        // A fresh clap command with a fake environment would need process-wide env
+        // changes; the matches are built from an explicit list instead.
+        let command = ServerArgs::command_with_defaults();
+        let m =
+            command.try_get_matches_from(["server", "--runtime", "process", "--async-retry-any-5xx", "true"]).unwrap();
+        let a = ServerArgs::from_arg_matches(&m).unwrap();
+        assert_eq!(a.set.runtime, Some(RuntimeKind::Process));
+        assert_eq!(a.set.async_retry_any_5xx, Some(true));
+        let table = toml::Table::try_from(&a.set).unwrap();
+        assert_eq!(table.len(), 2, "only what was given: {table:?}");
+    }
+
+    #[test]
+    fn queue_urls_hide_their_password() {
+        let q: QueueUrl = "amqp://guest:secret@127.0.0.1:5672/%2f".parse().unwrap();
+        assert_eq!(q.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert!(!format!("{q:?}").contains("secret"));
+        assert_eq!(q.as_str(), "amqp://guest:secret@127.0.0.1:5672/%2f");
+        assert_eq!(q.kind(), QueueKind::Amqp);
+        assert_eq!(redact("memory"), "memory");
     }
 
     #[test]
     fn the_gateway_reaches_containers_in_their_namespace_and_nginx_on_a_published_port() {
         use pilotlight_docker::EndpointMode;
-        let mode = |edge: &str, endpoint: &str| {
-            ServerConfig { edge: edge.into(), docker_endpoint: endpoint.into(), ..Default::default() }
-                .docker_endpoint_mode()
+        let mode = |edge: EdgeKind, docker_endpoint: DockerEndpoint| {
+            ServerConfig { edge, docker_endpoint, ..Default::default() }.docker_endpoint_mode()
         };
         assert_eq!(ServerConfig::default().docker_endpoint_mode(), EndpointMode::Namespace);
-        assert_eq!(mode("gateway", "auto"), EndpointMode::Namespace);
-        assert_eq!(mode("nginx", "auto"), EndpointMode::PublishedPort);
-        assert_eq!(mode("gateway", "published"), EndpointMode::PublishedPort);
-        assert_eq!(mode("nginx", "published"), EndpointMode::PublishedPort);
-        assert_eq!(mode("gateway", "namespace"), EndpointMode::Namespace);
+        assert_eq!(mode(EdgeKind::Gateway, DockerEndpoint::Auto), EndpointMode::Namespace);
+        assert_eq!(mode(EdgeKind::Nginx, DockerEndpoint::Auto), EndpointMode::PublishedPort);
+        assert_eq!(mode(EdgeKind::Gateway, DockerEndpoint::Published), EndpointMode::PublishedPort);
+        assert_eq!(mode(EdgeKind::Nginx, DockerEndpoint::Published), EndpointMode::PublishedPort);
+        assert_eq!(mode(EdgeKind::Gateway, DockerEndpoint::Namespace), EndpointMode::Namespace);
     }
 }

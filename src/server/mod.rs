@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use config::{Command, ConfigError, ServerConfig};
+pub use config::{
+    Command, ConfigError, DockerEndpoint, EdgeKind, QueueKind, QueueUrl, RuntimeKind, ServerArgs, ServerConfig,
+    Settings, StoreKind,
+};
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
 use pilotlight_core::controller::{
     AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, KeySource, SECRET_KEY_ENV, SecretKey,
@@ -98,13 +101,13 @@ impl Server {
         let secret_files = secrets::files(&config.platform_id, &config.data_dir, &late_vault);
         // The runtime first: without an engine nothing is written to the data directory.
         let mut images: Option<Arc<dyn pilotlight_core::ports::Images>> = None;
-        let runtime: Arc<dyn Runtime> = match config.runtime.as_str() {
-            "process" => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+        let runtime: Arc<dyn Runtime> = match config.runtime {
+            RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
                 platform_id: config.platform_id.clone(),
                 secrets: Some(secret_files.clone()),
                 ..Default::default()
             })),
-            _ => {
+            RuntimeKind::Docker => {
                 let docker = DockerRuntime::connect(DockerRuntimeConfig {
                     host: config.docker_host.clone(),
                     platform_id: config.platform_id.clone(),
@@ -131,10 +134,14 @@ impl Server {
         })?;
         let (token, token_created) =
             ApiToken::load_or_create(&config.data_dir).map_err(|e| start_error("api")(e.to_string()))?;
-        let queue = crate::connect::queue(&config.queue).await.map_err(|e| start_error("queue")(e.to_string()))?;
-        let store: Arc<dyn pilotlight_core::Store> = Arc::new(
-            RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?,
-        );
+        let queue =
+            crate::connect::queue(config.queue.as_str()).await.map_err(|e| start_error("queue")(e.to_string()))?;
+        let store: Arc<dyn pilotlight_core::Store> = match config.store {
+            StoreKind::Memory => Arc::new(pilotlight_core::memory::MemoryStore::new()),
+            StoreKind::Redb => Arc::new(
+                RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?,
+            ),
+        };
         let (secret_key, key_source) = SecretKey::load_or_create(&config.data_dir.join(SECRET_KEY_FILE))
             .map_err(|e| start_error("secrets")(e.to_string()))?;
         let vault = SecretVault::new(Arc::clone(&store), secret_key);
@@ -157,7 +164,7 @@ impl Server {
         };
         let edge_error = start_error("edge");
         let (gateway, nginx, router): (Arc<Gateway>, Option<Arc<NginxRouter>>, Arc<dyn Router>) =
-            if config.edge == "nginx" {
+            if config.edge == EdgeKind::Nginx {
                 // NGINX serves; the gateway, on a private port, is the activator for functions with no instance.
                 let mut gw = GatewayConfig::new(domain.clone(), &config.data_dir).ephemeral();
                 gw.tls = TlsSource::Disabled;
@@ -281,9 +288,14 @@ impl Server {
             let h = h.clone();
             Arc::new(move || h.render()) as pilotlight_api::MetricsRender
         });
-        api.runtime = config.runtime.clone();
-        api.edge = config.edge.clone();
-        api.queue = config.queue.split("://").next().unwrap_or("memory").to_owned();
+        api.runtime = config.runtime.to_string();
+        api.edge = config.edge.to_string();
+        api.queue = match config.queue.kind() {
+            QueueKind::Memory => "memory",
+            QueueKind::Kafka => "kafka",
+            QueueKind::Amqp => "amqp",
+        }
+        .to_owned();
         api.intake = Some(Arc::new(invoker.intake()));
         api.secrets = Some(vault);
         api.images = images;
@@ -344,8 +356,11 @@ impl Server {
         let c = &self.config;
         let mut out = vec![
             format!("data      {}", c.data_dir.display()),
-            format!("store     redb at {}", c.data_dir.join("store.redb").display()),
-            format!("queue     {}", redact(&c.queue)),
+            match c.store {
+                StoreKind::Redb => format!("store     redb at {}", c.data_dir.join("store.redb").display()),
+                StoreKind::Memory => "store     memory: nothing is kept across a restart".to_owned(),
+            },
+            format!("queue     {}", c.queue),
             format!("runtime   {}", c.runtime),
         ];
         match &self.nginx {
@@ -414,27 +429,4 @@ fn host_memory_mb() -> Option<u64> {
     let kib: u64 =
         text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024)
-}
-
-/// A URL without its password, for printing.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_not_printed() {
-        assert_eq!(super::redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
-        assert_eq!(super::redact("memory"), "memory");
-    }
 }

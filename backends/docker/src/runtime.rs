@@ -396,7 +396,7 @@ impl DockerRuntime {
                         }
                     };
                     heard = heard.max(event.time.unwrap_or(heard));
-                    handle_event(&inner, event, &mut oom);
+                    handle_event(&inner, &docker, event, &mut oom).await;
                 }
                 since = Some(heard);
             }
@@ -1109,11 +1109,17 @@ fn pull_failed(image: String, registry: Option<&str>, message: String) -> Runtim
 }
 
 /// Records one `die` or `oom` event of this platform's containers.
-fn handle_event(inner: &Inner, event: bollard::models::EventMessage, oom: &mut HashSet<String>) {
+///
+/// The engine may send a cgroup OOM kill's `oom` event after its `die`
+/// (seen in CI), so a `die` with exit code 137 and no `oom` heard yet asks
+/// the container's state, which says whether the kernel's OOM killer did it.
+async fn handle_event(inner: &Inner, docker: &Docker, event: bollard::models::EventMessage, oom: &mut HashSet<String>) {
     let Some(actor) = event.actor else { return };
     let (Some(id), Some(attrs)) = (actor.id, actor.attributes) else { return };
     match event.action.as_deref() {
-        Some("oom") => {
+        // After its `die` (see above) it is told by the container's state;
+        // keeping it would only grow the set.
+        Some("oom") if !inner.dead.lock().contains(&id) => {
             oom.insert(id);
         }
         Some("die") => {
@@ -1130,11 +1136,18 @@ fn handle_event(inner: &Inner, event: bollard::models::EventMessage, oom: &mut H
             ) else {
                 return;
             };
-            let reason = if was_oom {
-                ExitReason::OutOfMemory
-            } else {
-                attrs.get("exitCode").and_then(|c| c.parse().ok()).map_or(ExitReason::Unknown, ExitReason::Code)
-            };
+            let code: Option<i32> = attrs.get("exitCode").and_then(|c| c.parse().ok());
+            let oom_killed = was_oom
+                || (code == Some(137)
+                    && docker
+                        .inspect_container(&id, None)
+                        .await
+                        .ok()
+                        .and_then(|c| c.state)
+                        .and_then(|s| s.oom_killed)
+                        .unwrap_or(false));
+            let reason =
+                if oom_killed { ExitReason::OutOfMemory } else { code.map_or(ExitReason::Unknown, ExitReason::Code) };
             tracing::warn!(%function, container = %id, ?reason, "container died");
             let _ = inner.events.send(RuntimeEvent::Exited { id: InstanceId::new(id), function, generation, reason });
         }
