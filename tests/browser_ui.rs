@@ -1,6 +1,7 @@
 //! The web UI in headless Chromium (Debian's chromium and chromium-driver),
 //! driven over WebDriver: sign in, create hello from the form on the Docker
-//! runtime, watch it become ready, open its URL, delete it. Screenshots of
+//! runtime, watch it become ready, open its URL, see its logs, dead letters
+//! and the charts of the requests made to it, delete it. Screenshots of
 //! each step are saved in `target/test-artifacts/ui/`.
 //!
 //! Under CI a missing browser, driver or Docker engine fails the test; on a
@@ -41,6 +42,16 @@ fn artifacts() -> PathBuf {
     let dir = target.join("test-artifacts").join("ui");
     std::fs::create_dir_all(&dir).expect("artifact directory");
     dir
+}
+
+/// One HTTP/1.1 GET through the edge; its status.
+async fn get(edge: std::net::SocketAddr, host: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).split(' ').nth(1).unwrap().parse().unwrap()
 }
 
 async fn shot(browser: &Client, name: &str) {
@@ -226,6 +237,53 @@ async fn sign_in_create_hello_open_it_and_delete_it_in_chromium() {
     wait_css(&browser, "#dead-empty:not([hidden])", false, Duration::from_secs(10)).await;
     let state = invocations.get(&id).await.unwrap().unwrap().state;
     assert_ne!(state, pilotlight::core::model::InvocationState::Dead, "queued again from the UI");
+
+    // Charts: traffic made here shows in the last hour's charts.
+    let edge = server.http_addr();
+    let (ok, failed) = (40, 10);
+    for i in 0..ok + failed {
+        let path = if i < ok { "/" } else { "/status?code=500" };
+        let status = get(edge, "hello.localhost", path).await;
+        assert_eq!(status, if i < ok { 200 } else { 500 }, "{path}");
+    }
+    // The instance count is sampled every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    click(&browser, "tr[data-name='hello'] button.charts").await;
+    wait_css(&browser, "#chart-requests g.requests path", false, Duration::from_secs(10)).await;
+    wait_css(&browser, "#chart-instances g.running path", false, Duration::from_secs(10)).await;
+    let read = |js: &'static str| {
+        let browser = browser.clone();
+        async move { browser.execute(js, vec![]).await.unwrap() }
+    };
+    let shown = read("return document.querySelector('#charts-state').textContent").await;
+    let total: u64 = shown.as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(total >= ok + failed, "the charts count {total} requests, {} were made: {shown}", ok + failed);
+    let peak = |series: &'static str| {
+        let js = match series {
+            "requests" => "return document.querySelector('#chart-requests g.requests').dataset.peak",
+            "p50" => "return document.querySelector('#chart-latency g.p50').dataset.last",
+            "p99" => "return document.querySelector('#chart-latency g.p99').dataset.last",
+            "errors" => "return document.querySelector('#chart-errors g.errors').dataset.peak",
+            _ => "return document.querySelector('#chart-instances g.running').dataset.last",
+        };
+        async move { read(js).await.as_str().unwrap().parse::<f64>().unwrap() }
+    };
+    assert!(peak("requests").await > 0.0, "requests/s drawn");
+    let (p50, p99) = (peak("p50").await, peak("p99").await);
+    assert!(p50 > 0.0 && p99 >= p50, "latency drawn: p50 {p50} ms, p99 {p99} ms");
+    let errors = peak("errors").await;
+    assert!(errors > 0.0 && errors <= 100.0, "the 500s show as an error rate: {errors}%");
+    assert!(peak("running").await >= 1.0, "the running instance is drawn");
+    let api = pilotlight::api::client::Client::new(&format!("http://{}", server.api_addr()), server.token().reveal())
+        .unwrap()
+        .history("hello")
+        .await
+        .unwrap();
+    let failed_seen: f64 = api.points.iter().filter_map(|p| p.error_rate.map(|r| r * p.requests as f64)).sum();
+    assert!(failed_seen.round() as u64 >= failed, "the API counts the 500s: {failed_seen}");
+    shot(&browser, "5c-charts").await;
+    click(&browser, "#charts-close").await;
+
     click(&browser, "tr[data-name='hello'] button.delete").await;
     wait_css(&browser, "tr[data-name='hello'] button.delete.armed", false, Duration::from_secs(5)).await;
     click(&browser, "tr[data-name='hello'] button.delete.armed").await;

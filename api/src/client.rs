@@ -164,6 +164,11 @@ impl Client {
         self.json(Method::GET, &format!("/v1/functions/{}", path_segment(name)), None).await
     }
 
+    /// `GET /v1/functions/{name}/history`: the last hour of its traffic.
+    pub async fn history(&self, name: &str) -> Result<crate::views::HistoryView, ClientError> {
+        self.json(Method::GET, &format!("/v1/functions/{}/history", path_segment(name)), None).await
+    }
+
     /// `GET /v1/invocations/{id}`: an asynchronous invocation.
     pub async fn invocation(&self, id: &str) -> Result<crate::views::InvocationView, ClientError> {
         self.json(Method::GET, &format!("/v1/invocations/{}", path_segment(id)), None).await

@@ -22,8 +22,8 @@ use crate::body::{parse_spec, read_capped};
 use crate::error::{ApiError, ErrorBody};
 use crate::server::Shared;
 use crate::views::{
-    FunctionList, FunctionView, Health, InfoView, InstanceView, InvocationList, InvocationReceipt, InvocationView,
-    LogLineView, PublishReceipt, Receipt, RedriveCount, StatusEvent,
+    FunctionList, FunctionView, Health, HistoryView, InfoView, InstanceView, InvocationList, InvocationReceipt,
+    InvocationView, LogLineView, PublishReceipt, Receipt, RedriveCount, StatusEvent,
 };
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -93,6 +93,35 @@ pub async fn get(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
     let record =
         shared.platform.get(&name).await?.ok_or_else(|| ApiError::not_found(format!("function `{name}` not found")))?;
     Ok(Json(view(&shared, record)))
+}
+
+/// The last hour of a function's traffic, one point per 30 s: requests/s,
+/// p50 and p99 latency, error rate, instances running and paused, cold
+/// starts by tier. Kept in the server's memory (a restart starts it afresh).
+#[utoipa::path(
+    get, path = "/v1/functions/{name}/history", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn history(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Json<HistoryView>> {
+    let name = function_name(&name)?;
+    let history = shared.config.history.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unsupported",
+            "this server keeps no history (no metrics recorder of its own)",
+        )
+    })?;
+    if shared.platform.get(&name).await?.is_none() {
+        return Err(ApiError::not_found(format!("function `{name}` not found")));
+    }
+    let points = history.points(name.as_str());
+    Ok(Json(HistoryView {
+        function: name.to_string(),
+        bucket_s: pilotlight_core::support::history::BUCKET_SECS,
+        points,
+    }))
 }
 
 /// Delete a function: its instances stop and its route goes.

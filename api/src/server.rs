@@ -53,6 +53,10 @@ pub struct ApiConfig {
     pub images: Option<Arc<dyn pilotlight_core::ports::Images>>,
     /// The largest build context or image archive `/v1/images` takes (default 512 MiB).
     pub max_image_bytes: usize,
+    /// The last hour of each function's traffic (the recorder the server
+    /// installs), for `/v1/functions/{name}/history` and the UI's charts;
+    /// `None` answers 503 there.
+    pub history: Option<pilotlight_core::support::History>,
 }
 
 impl ApiConfig {
@@ -71,6 +75,7 @@ impl ApiConfig {
             secrets: None,
             images: None,
             max_image_bytes: 512 * 1024 * 1024,
+            history: None,
         }
     }
 }
@@ -112,6 +117,7 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/functions", get(routes::list).post(routes::deploy))
         .route("/v1/functions/{name}", get(routes::get).delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(routes::logs))
+        .route("/v1/functions/{name}/history", get(routes::history))
         .route("/v1/functions/{name}/invocations", get(routes::invocations).post(routes::invoke))
         .route("/v1/functions/{name}/dead-letters", get(routes::dead_letters))
         .route("/v1/functions/{name}/dead-letters/retry", post(routes::retry_dead_letters))

@@ -463,3 +463,18 @@ pub struct LoadedImages {
     /// Their references (or ids, for untagged ones).
     pub images: Vec<String>,
 }
+
+/// The last hour of a function's traffic (`GET /v1/functions/{name}/history`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryView {
+    /// The function.
+    pub function: String,
+    /// Seconds per point.
+    pub bucket_s: u64,
+    /// Oldest first, one per bucket, empty ones included.
+    #[schema(value_type = Vec<pilotlight_core::support::HistoryPoint>)]
+    pub points: Vec<HistoryPointView>,
+}
+
+/// One bucket of a function's history.
+pub type HistoryPointView = pilotlight_core::support::HistoryPoint;

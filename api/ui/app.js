@@ -20,6 +20,7 @@ const state = {
   logs: null,           // AbortController of the log stream
   armed: null,          // { name, until }: a delete waiting for its confirming click
   dead: null,           // the function whose dead letters are shown
+  charts: null,         // { name, timer }: the function whose charts are shown
 };
 
 class ApiError extends Error {
@@ -187,6 +188,9 @@ function render() {
     const logs = el("button", "small logs", "Logs");
     logs.type = "button";
     logs.addEventListener("click", () => followLogs(name));
+    const charts = el("button", "small charts", "Charts");
+    charts.type = "button";
+    charts.addEventListener("click", () => showCharts(name));
     const dead = el("button", "small dead-letters", "Dead letters");
     dead.type = "button";
     dead.addEventListener("click", () => showDeadLetters(name));
@@ -195,7 +199,7 @@ function render() {
     del.type = "button";
     del.disabled = f.phase === "deleting";
     del.addEventListener("click", () => armDelete(name));
-    actions.append(logs, " ", dead, " ", del);
+    actions.append(charts, " ", logs, " ", dead, " ", del);
 
     tr.append(nameCell, phaseCell, instCell, urlCell, actions);
     rows.push(tr);
@@ -285,6 +289,143 @@ async function followLogs(name) {
   } catch (e) {
     if (!ctl.signal.aborted) status.textContent = `stopped: ${e.message}`;
   }
+}
+
+// ---- charts: the last hour, drawn as plain SVG ----
+
+const SVG = "http://www.w3.org/2000/svg";
+const svg = (tag, attrs) => {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  return e;
+};
+
+// A round upper bound for an axis: 1, 2 or 5 times a power of ten.
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+  return 10 * p;
+}
+
+const fmt = (v, unit) => {
+  if (v === null || v === undefined) return "–";
+  if (Number.isInteger(v)) return `${v}${unit}`;
+  const n = Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
+  return `${n}${unit}`;
+};
+
+// One chart: `series` is [{ label, cls, values, bars? }]; null values leave gaps.
+function chart(id, title, unit, points, series) {
+  const W = 360, H = 150, L = 44, R = 8, T = 10, B = 22;
+  const all = series.flatMap((s) => s.bars ? points.map((_, i) => series.filter((x) => x.bars).reduce((a, x) => a + (x.values[i] || 0), 0)) : s.values).filter((v) => v !== null);
+  const max = niceMax(Math.max(0, ...all));
+  const x = (i) => L + (i * (W - L - R)) / Math.max(1, points.length - 1);
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const box = el("figure", "chart");
+  box.id = `chart-${id}`;
+  const head = el("figcaption");
+  head.append(el("span", "chart-title", title));
+  const now = el("span", "chart-now");
+  head.append(now);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title, "data-max": max });
+  for (const f of [0, 0.5, 1]) {
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), class: "grid" }));
+    const t = svg("text", { x: L - 4, y: y(max * f) + 4, class: "axis", "text-anchor": "end" });
+    t.textContent = fmt(max * f, "");
+    root.append(t);
+  }
+  for (const [i, label] of [[0, "−60 min"], [points.length - 1, "now"]]) {
+    const t = svg("text", { x: x(i), y: H - 6, class: "axis", "text-anchor": i ? "end" : "start" });
+    t.textContent = label;
+    root.append(t);
+  }
+  const base = new Array(points.length).fill(0);
+  const bw = Math.max(1, (W - L - R) / points.length - 0.5);
+  const latest = [];
+  for (const s of series) {
+    const g = svg("g", { class: `series ${s.cls}`, "data-series": s.cls });
+    if (s.bars) {
+      s.values.forEach((v, i) => {
+        if (!v) return;
+        g.append(svg("rect", { x: x(i) - bw / 2, y: y(base[i] + v), width: bw, height: y(base[i]) - y(base[i] + v), "data-value": v }));
+        base[i] += v;
+      });
+      latest.push(`${s.label} ${s.values.reduce((a, v) => a + (v || 0), 0)}`);
+    } else {
+      let d = "";
+      let pen = false;
+      s.values.forEach((v, i) => {
+        if (v === null || v === undefined) { pen = false; return; }
+        d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+        pen = true;
+      });
+      if (d) g.append(svg("path", { d }));
+      // A dot on the newest point: a series of one point is otherwise invisible.
+      const at = s.values.findLastIndex((v) => v !== null && v !== undefined);
+      if (at >= 0) g.append(svg("circle", { cx: x(at), cy: y(s.values[at]), r: 2.5 }));
+      const last = at >= 0 ? s.values[at] : undefined;
+      g.setAttribute("data-last", last === undefined ? "" : last);
+      g.setAttribute("data-peak", Math.max(0, ...s.values.filter((v) => v !== null)));
+      latest.push(`${s.label} ${fmt(last === undefined ? null : last, unit)}`);
+    }
+    root.append(g);
+  }
+  now.textContent = latest.join(" · ");
+  box.append(head, root);
+  return box;
+}
+
+async function drawCharts(name) {
+  const error = $("#charts-error");
+  let h;
+  try {
+    const res = await api("GET", `/v1/functions/${encodeURIComponent(name)}/history`);
+    h = await res.json();
+    error.hidden = true;
+  } catch (e) {
+    error.textContent = e.message; error.hidden = false;
+    return;
+  }
+  if (!state.charts || state.charts.name !== name) return;
+  const p = h.points;
+  const col = (k, scale) => p.map((x) => (x[k] === null || x[k] === undefined ? null : x[k] * (scale || 1)));
+  const tiers = [...new Set(p.flatMap((x) => Object.keys(x.cold_starts)))].sort();
+  const boxes = [
+    chart("requests", "Requests", "/s", p, [{ label: "req/s", cls: "requests", values: col("requests_per_s") }]),
+    chart("latency", "Latency", " ms", p, [
+      { label: "p50", cls: "p50", values: col("p50_ms") },
+      { label: "p99", cls: "p99", values: col("p99_ms") },
+    ]),
+    chart("errors", "Error rate", "%", p, [{ label: "errors", cls: "errors", values: col("error_rate", 100) }]),
+    chart("instances", "Instances", "", p, [
+      { label: "running", cls: "running", values: col("running") },
+      { label: "paused", cls: "paused", values: col("paused") },
+    ]),
+    chart("cold", "Cold starts", "", p, tiers.length
+      ? tiers.map((t, i) => ({ label: t, cls: `tier tier-${i}`, bars: true, values: p.map((x) => x.cold_starts[t] || 0) }))
+      : [{ label: "none", cls: "tier", bars: true, values: p.map(() => 0) }]),
+  ];
+  const first = !$("#charts").children.length;
+  $("#charts").replaceChildren(...boxes);
+  if (first) $("#charts-view").scrollIntoView({ block: "start" });
+  const total = p.reduce((a, x) => a + x.requests, 0);
+  $("#charts-state").textContent = `${total} requests in the last hour · updated ${new Date().toLocaleTimeString()}`;
+}
+
+function showCharts(name) {
+  if (state.charts) clearInterval(state.charts.timer);
+  state.charts = { name, timer: setInterval(() => drawCharts(name), 10000) };
+  $("#charts-view").hidden = false;
+  $("#charts-name").textContent = name;
+  $("#charts").replaceChildren();
+  return drawCharts(name);
+}
+
+function closeCharts() {
+  if (state.charts) clearInterval(state.charts.timer);
+  state.charts = null;
+  $("#charts-view").hidden = true;
 }
 
 // ---- dead letters ----
@@ -406,6 +547,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("#logs-view").hidden = true;
   });
   $("#dead-close").addEventListener("click", () => { state.dead = null; $("#dead-view").hidden = true; });
+  $("#charts-close").addEventListener("click", closeCharts);
   $("#dead-retry-all").addEventListener("click", () => {
     const name = state.dead;
     if (!name) return;

@@ -22,14 +22,16 @@ use pilotlight_core::controller::{
     AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, KeySource, SECRET_KEY_ENV, SecretKey,
     SecretVault, StoreActivator, TopicConfig, TopicTriggers,
 };
+use pilotlight_core::model::InstanceState;
 use pilotlight_core::ports::RuntimeError;
-use pilotlight_core::support::FanoutRouter;
+use pilotlight_core::support::{FanoutRouter, History};
 use pilotlight_core::{Platform, Router, Runtime};
 use pilotlight_docker::{DockerRuntime, DockerRuntimeConfig};
 use pilotlight_gateway::{Gateway, GatewayConfig, TlsSource};
 use pilotlight_nginx::{NginxConfig, NginxRouter};
 use pilotlight_process::{ProcessRuntime, ProcessRuntimeConfig};
 use pilotlight_redb::RedbStore;
+use tokio_util::sync::CancellationToken;
 
 /// The file in the data directory that holds the key secrets are sealed
 /// with (mode 0600), unless `PILOTLIGHT_SECRET_KEY` gives it.
@@ -73,18 +75,58 @@ pub struct Server {
     secrets: (KeySource, PathBuf),
 }
 
-/// The one Prometheus recorder of this process (a recorder is process-wide).
-fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
-    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will not show the platform's");
-                None
+/// The one recorder of this process (a recorder is process-wide): Prometheus
+/// for `/metrics` and the in-process [`History`] the UI charts, side by side.
+/// Installed before anything registers a handle, or those handles go nowhere.
+fn recorder() -> Option<&'static (metrics_exporter_prometheus::PrometheusHandle, History)> {
+    static RECORDER: OnceLock<Option<(metrics_exporter_prometheus::PrometheusHandle, History)>> = OnceLock::new();
+    RECORDER
+        .get_or_init(|| {
+            let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = prometheus.handle();
+            let history = History::new();
+            let both = metrics_util::layers::FanoutBuilder::default()
+                .add_recorder(prometheus)
+                .add_recorder(history.clone())
+                .build();
+            match metrics::set_global_recorder(both) {
+                Ok(()) => Some((handle, history)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "another metrics recorder is installed; /metrics and the UI's charts will not show the platform's");
+                    None
+                }
             }
         })
         .as_ref()
+}
+
+/// Every `every`, how many instances of each function run and how many are
+/// paused, as the Store last observed them, into the charts' history.
+async fn sample_instances(platform: Platform, history: History, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(records) = platform.list().await else { continue };
+        let mut live = std::collections::HashSet::new();
+        for r in records {
+            let count = |state| r.status.instances.iter().filter(|i| i.state == state).count();
+            let (running, paused) = (count(InstanceState::Running), count(InstanceState::Paused));
+            let name = r.spec.name().to_string();
+            history.sample_instances(
+                &name,
+                u32::try_from(running).unwrap_or(u32::MAX),
+                u32::try_from(paused).unwrap_or(u32::MAX),
+            );
+            live.insert(name);
+        }
+        for gone in history.functions().into_iter().filter(|f| !live.contains(f)) {
+            history.forget(&gone);
+        }
+    }
 }
 
 impl Server {
@@ -92,6 +134,7 @@ impl Server {
     /// fails, the parts already started are stopped again.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
+        let recorder = recorder();
         let callback_hosts = config.callback_hosts()?;
         let callbacks = pilotlight_gateway::HttpCallbacks::new()
             .map_err(|e| start_error("callbacks")(format!("the system's TLS roots cannot be read: {e}")))?;
@@ -284,10 +327,19 @@ impl Server {
         tokio::spawn(topic_triggers.run(invoker_stop.clone()));
         let mut api = ApiConfig::new(token.clone());
         api.addr = config.api_addr;
-        api.metrics = prometheus().map(|h| {
+        api.metrics = recorder.map(|(h, _)| {
             let h = h.clone();
             Arc::new(move || h.render()) as pilotlight_api::MetricsRender
         });
+        if let Some((_, history)) = recorder {
+            api.history = Some(history.clone());
+            tokio::spawn(sample_instances(
+                platform.clone(),
+                history.clone(),
+                Duration::from_secs(5),
+                invoker_stop.clone(),
+            ));
+        }
         api.runtime = config.runtime.to_string();
         api.edge = config.edge.to_string();
         api.queue = match config.queue.kind() {

@@ -16,6 +16,8 @@ pub(crate) enum ErrorKind {
     Timeout,
     Upstream,
     NoInstance,
+    /// The function answered, with a 5xx.
+    Status5xx,
 }
 
 pub(crate) struct FunctionCounters {
@@ -27,7 +29,7 @@ pub(crate) struct FunctionCounters {
     last_activation: Mutex<Option<Instant>>,
     last_unreachable: Mutex<Option<Instant>>,
     requests: Counter,
-    errors: [Counter; 3],
+    errors: [Counter; 4],
     in_flight_gauge: Gauge,
     latency: Histogram,
 }
@@ -43,7 +45,7 @@ impl FunctionCounters {
             last_activation: Mutex::new(None),
             last_unreachable: Mutex::new(None),
             requests: metrics::counter!("pilotlight_gateway_requests_total", "function" => f.clone()),
-            errors: [error("timeout"), error("upstream"), error("no_instance")],
+            errors: [error("timeout"), error("upstream"), error("no_instance"), error("status_5xx")],
             in_flight_gauge: metrics::gauge!("pilotlight_gateway_in_flight", "function" => f.clone()),
             latency: metrics::histogram!("pilotlight_gateway_request_duration_seconds", "function" => f),
         }

@@ -289,6 +289,9 @@ async fn forward(
             Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
         }
         Ok((resp, endpoint_guard)) => {
+            if resp.status().is_server_error() {
+                route.counters.error(ErrorKind::Status5xx);
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(

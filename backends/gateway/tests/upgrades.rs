@@ -141,6 +141,7 @@ async fn a_websocket_to_a_function_at_zero_is_held_until_it_starts() {
     let activator = Arc::new(StartsWsecho { gw: gw.clone(), rt: rt.clone(), calls: AtomicUsize::new(0) });
     gw.set_activator(activator.clone());
     gw.apply(&table(vec![route("sleepyws", &[], 5000)])).await.unwrap();
+    let started = std::time::Instant::now();
     let opens = (0..5).map(|_| async {
         let tcp = tokio::net::TcpStream::connect(gw.http_addr()).await.unwrap();
         let mut ws = open(tcp, "sleepyws.localhost").await;
@@ -149,7 +150,11 @@ async fn a_websocket_to_a_function_at_zero_is_held_until_it_starts() {
     for answer in futures::future::join_all(opens).await {
         assert_eq!(answer, "woke:first");
     }
-    assert_eq!(activator.calls.load(Ordering::SeqCst), 1, "one activation for the five upgrades");
+    // One activation for the five upgrades; the gateway asks again only once
+    // a second while they wait (a start slower than that, on a loaded machine).
+    let calls = activator.calls.load(Ordering::SeqCst);
+    let bound = 1 + usize::try_from(started.elapsed().as_secs()).unwrap();
+    assert!((1..=bound).contains(&calls), "{calls} activations in {:?} for the five upgrades", started.elapsed());
     gw.shutdown().await;
     rt.stop_all().await.unwrap();
 }

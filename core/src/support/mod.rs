@@ -1,7 +1,9 @@
 //! Pieces that several backends need: a log buffer with follow, readiness probes,
-//! settling for locally retrying queues, time helpers.
+//! settling for locally retrying queues, time helpers, the last hour of each
+//! function's traffic.
 
 mod fanout;
+pub mod history;
 mod key_gate;
 mod local_ack;
 mod logs;
@@ -11,6 +13,7 @@ mod secret_files;
 mod task_subscription;
 
 pub use fanout::FanoutRouter;
+pub use history::{History, HistoryPoint};
 pub use key_gate::{Held, KeyGate};
 pub use local_ack::{DeadLetters, LocalAcker, RetryPolicy, Settled, deliver, retry_after};
 pub use logs::LogBuffer;
