@@ -9,6 +9,7 @@
 # socat: the self-healing test cuts the Docker engine API off through a relay socket.
 # docker-registry, apache2-utils (htpasswd): the private-registry test runs its own
 # registry with htpasswd auth on a loopback port (the package's own service is not used).
+# python3 (with venv): schemathesis, below.
 set -euo pipefail
 
 packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver socat docker-registry apache2-utils)
@@ -39,5 +40,15 @@ for _ in $(seq 1 90); do
   sleep 1
 done
 timeout 60 rabbitmqctl -q await_startup
+
+# schemathesis, from PyPI, in a virtualenv of the project's (the OpenAPI
+# fuzz test, tests/openapi_fuzz.rs, runs it against a live server). Pinned:
+# a new version may add checks.
+venv=target/schemathesis-venv
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "4.32.5"; then
+  echo "installing schemathesis 4.32.5 into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+fi
 
 echo "test dependencies ready"

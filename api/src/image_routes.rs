@@ -55,6 +55,7 @@ fn runtime_error(e: RuntimeError) -> ApiError {
 /// What `POST /v1/images/build` takes.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BuildQuery {
     /// The reference to tag the image with, e.g. `localhost/app:1`.
     pub tag: String,

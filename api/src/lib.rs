@@ -34,7 +34,7 @@ mod ui;
 pub mod views;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, document as openapi_document};
 pub use routes::LogQuery;
 pub use server::{ApiConfig, ApiServer, ApiServerError, MetricsRender, app};
 pub use token::{ApiToken, TOKEN_FILE, TokenError};

@@ -84,7 +84,7 @@ pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<FunctionList
 /// One function: its spec, phase, URL, instances and last error.
 #[utoipa::path(
     get, path = "/v1/functions/{name}", tag = "functions",
-    params(("name" = String, Path, description = "The function's name")),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
     responses((status = 200, body = FunctionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -100,7 +100,7 @@ pub async fn get(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
 /// starts by tier. Kept in the server's memory (a restart starts it afresh).
 #[utoipa::path(
     get, path = "/v1/functions/{name}/history", tag = "functions",
-    params(("name" = String, Path, description = "The function's name")),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
     responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -127,7 +127,7 @@ pub async fn history(State(shared): State<Arc<Shared>>, Path(name): Path<String>
 /// Delete a function: its instances stop and its route goes.
 #[utoipa::path(
     delete, path = "/v1/functions/{name}", tag = "functions",
-    params(("name" = String, Path, description = "The function's name")),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
     responses((status = 202, body = Receipt), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -191,13 +191,17 @@ fn queued_answer(id: &pilotlight_core::model::InvocationId) -> Response {
 /// What `POST /v1/functions/{name}/invocations` accepts.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InvokeQuery {
     /// The path and query the function receives (default `/`); the request is a POST with this call's body.
     #[param(pattern = "^/[!-~]*$", max_length = 8192)]
     pub path: Option<String>,
     /// Where the outcome is POSTed when it is final (as `X-Callback-Url` at the edge): an `http` or `https` URL
     /// whose host this platform's callback allow-list allows.
-    #[param(pattern = "^https?://[!-~]+$", max_length = 2048)]
+    #[param(
+        pattern = "^https?://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?([/?][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
+        max_length = 2048
+    )]
     pub callback_url: Option<String>,
 }
 
@@ -207,8 +211,8 @@ pub struct InvokeQuery {
 /// with `Prefer: respond-async` at the function's own URL.
 #[utoipa::path(
     post, path = "/v1/functions/{name}/invocations", tag = "invocations",
-    params(("name" = String, Path, description = "The function's name"), InvokeQuery),
-    request_body(content = Vec<u8>, description = "The body the function receives", content_type = "application/octet-stream"),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63), InvokeQuery),
+    request_body(content = Option<Vec<u8>>, description = "The body the function receives (may be empty)", content_type = "application/octet-stream"),
     responses(
         (status = 202, description = "Kept; it runs in the background", body = InvocationReceipt),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -264,11 +268,13 @@ pub async fn invoke(
 /// What the invocation lists accept.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InvocationQuery {
     /// Only invocations in this state.
     #[param(pattern = "^(queued|running|succeeded|failed|dead)$")]
     pub state: Option<String>,
     /// Only those after this id (the `next_after` of the previous page).
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.[0-9a-f]{28}$")]
     pub after: Option<String>,
     /// At most this many (1 to 500; default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -310,7 +316,7 @@ fn state_filter(raw: Option<&str>) -> Result<Option<pilotlight_core::model::Invo
 /// A function's recent invocations, oldest first, with paging.
 #[utoipa::path(
     get, path = "/v1/functions/{name}/invocations", tag = "invocations",
-    params(("name" = String, Path, description = "The function's name"), InvocationQuery),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63), InvocationQuery),
     responses((status = 200, body = InvocationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -327,25 +333,37 @@ pub async fn invocations(
 /// A function's dead letters: invocations whose every attempt failed.
 #[utoipa::path(
     get, path = "/v1/functions/{name}/dead-letters", tag = "invocations",
-    params(("name" = String, Path, description = "The function's name"), InvocationQuery),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63), DeadLetterQuery),
     responses((status = 200, body = InvocationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn dead_letters(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    query: std::result::Result<Query<InvocationQuery>, QueryRejection>,
+    query: std::result::Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<InvocationList>> {
-    let Query(query) = query.map_err(|e| query_error(&e))?;
-    if query.state.is_some() {
-        return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "state", "dead letters are all `dead`"));
-    }
+    let Query(DeadLetterQuery { after, limit }) = query.map_err(|e| query_error(&e))?;
+    let query = InvocationQuery { state: None, after, limit };
     list_invocations(&shared, &name, Some(pilotlight_core::model::InvocationState::Dead), query).await
+}
+
+/// Paging through dead letters (all of them `dead`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// Only those after this id (the `next_after` of the previous page).
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.[0-9a-f]{28}$")]
+    pub after: Option<String>,
+    /// At most this many (1 to 500; default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
 }
 
 /// What `POST /v1/topics/{topic}/messages` accepts.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PublishQuery {
     /// The message key: messages with one key reach each triggered function in publish order (default: a new
     /// random key, so no order with other messages).
@@ -360,7 +378,7 @@ pub struct PublishQuery {
 #[utoipa::path(
     post, path = "/v1/topics/{topic}/messages", tag = "topics",
     params(("topic" = String, Path, description = "The topic: 1 to 200 of a-z 0-9 . _ -, not a reserved one", pattern = "^[a-z0-9._-]{1,200}$"), PublishQuery),
-    request_body(content = Vec<u8>, description = "The message", content_type = "application/octet-stream"),
+    request_body(content = Option<Vec<u8>>, description = "The message (may be empty)", content_type = "application/octet-stream"),
     responses(
         (status = 202, description = "Published (durably, on Kafka or RabbitMQ)", body = PublishReceipt),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -406,7 +424,7 @@ pub async fn publish(
 /// Queue a dead letter again, with its attempt count reset.
 #[utoipa::path(
     post, path = "/v1/dead-letters/{id}/retry", tag = "invocations",
-    params(("id" = String, Path, description = "The invocation's id")),
+    params(("id" = String, Path, description = "The invocation's id: `<function>.<28 lowercase hex digits>`", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.[0-9a-f]{28}$")),
     responses((status = 202, body = InvocationReceipt), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "It is not a dead letter", body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -431,7 +449,7 @@ pub async fn retry_dead_letter(State(shared): State<Arc<Shared>>, Path(id): Path
 /// Queue every dead letter of a function again.
 #[utoipa::path(
     post, path = "/v1/functions/{name}/dead-letters/retry", tag = "invocations",
-    params(("name" = String, Path, description = "The function's name")),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
     responses((status = 202, body = RedriveCount), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -464,18 +482,20 @@ pub async fn retry_dead_letters(State(shared): State<Arc<Shared>>, Path(name): P
 /// What `GET /v1/functions/{name}/logs` accepts.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Keep the response open and send new lines as they are written.
     #[serde(default)]
     pub follow: bool,
     /// Only the last N lines of each instance (0 to 10000; default 100).
+    #[param(minimum = 0, maximum = 10000)]
     pub tail: Option<usize>,
 }
 
 /// Logs of the function's instances, one JSON object per line (`application/x-ndjson`).
 #[utoipa::path(
     get, path = "/v1/functions/{name}/logs", tag = "functions",
-    params(("name" = String, Path, description = "The function's name"), LogQuery),
+    params(("name" = String, Path, description = "The function's name: a DNS label", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63), LogQuery),
     responses(
         (status = 200, description = "One LogLineView per line", body = LogLineView, content_type = "application/x-ndjson"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),

@@ -47,7 +47,7 @@ impl From<SecretError> for ApiError {
 
 /// List the secrets: names, sizes, update times and users, never values.
 #[utoipa::path(
-    get, path = "/v1/secrets", tag = "secrets",
+    get, path = "/v1/secrets", tag = "secrets", operation_id = "list_secrets",
     responses((status = 200, body = SecretList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -128,7 +128,7 @@ pub async fn registries(State(shared): State<Arc<Shared>>) -> Result<Json<Regist
 /// Keep a login for a registry; pulls of its images present it.
 #[utoipa::path(
     put, path = "/v1/registries/{registry}", tag = "secrets",
-    params(("registry" = String, Path, description = "`host[:port]`, as image references name it")),
+    params(("registry" = String, Path, description = "`host[:port]`, as image references name it", pattern = "^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$", max_length = 255)),
     request_body(content = RegistryLogin),
     responses(
         (status = 200, body = RegistryView),
@@ -145,7 +145,8 @@ pub async fn login(
     let vault = vault(&shared)?;
     let registry = registry_host(&registry)?;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let bytes = zeroize::Zeroizing::new(read_capped(body, declared, 16 * 1024).await?.to_vec());
+    // 4096 characters of up to 4 bytes each, twice, and the JSON around them.
+    let bytes = zeroize::Zeroizing::new(read_capped(body, declared, 64 * 1024).await?.to_vec());
     // serde's message could quote the input, and with it the password: say only what is expected.
     let login: RegistryLogin = serde_json::from_slice(&bytes).map_err(|_| {
         ApiError::new(
@@ -162,7 +163,7 @@ pub async fn login(
 /// Forget the login for a registry.
 #[utoipa::path(
     delete, path = "/v1/registries/{registry}", tag = "secrets",
-    params(("registry" = String, Path, description = "`host[:port]`")),
+    params(("registry" = String, Path, description = "`host[:port]`", pattern = "^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$", max_length = 255)),
     responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]

@@ -13,10 +13,8 @@ use http::StatusCode;
 use pilotlight_core::Platform;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi;
 
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
 use crate::token::ApiToken;
 use crate::{image_routes, routes, secret_routes, ui};
 
@@ -197,7 +195,7 @@ async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next
 }
 
 async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+    axum::Json(crate::openapi::document())
 }
 
 async fn not_found(uri: http::Uri) -> ApiError {

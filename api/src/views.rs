@@ -425,11 +425,11 @@ pub struct RegistryList {
 #[derive(Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryLogin {
-    /// The user name.
-    #[schema(min_length = 1, max_length = 4096)]
+    /// The user name: 1 to 4096 characters, no control characters.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub username: String,
-    /// The password or token; kept sealed, never shown again.
-    #[schema(min_length = 1, max_length = 4096)]
+    /// The password or token: 1 to 4096 characters, no control characters; kept sealed, never shown again.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub password: String,
 }
 

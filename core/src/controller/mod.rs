@@ -43,7 +43,7 @@ pub use platform::{DeployReceipt, InstanceLogLine, Platform, PlatformBuilder, St
 pub use router_worker::RouterWorker;
 pub use runtime_worker::{FastResume, PassReport, RuntimeWorker, RuntimeWorkerConfig};
 pub use secrets::{
-    KeySource, LoginInfo, MAX_LOGIN_BYTES, MAX_SECRET_BYTES, MAX_SECRETS_STORED, SECRET_KEY_ENV, SecretInfo, SecretKey,
+    KeySource, LoginInfo, MAX_LOGIN_CHARS, MAX_SECRET_BYTES, MAX_SECRETS_STORED, SECRET_KEY_ENV, SecretInfo, SecretKey,
     SecretVault,
 };
 pub use status_worker::StatusWorker;

@@ -42,8 +42,8 @@ const KIND: &str = "secrets";
 const AAD_PREFIX: &str = "pilotlight-secret:";
 const LOGIN_KIND: &str = "registry-logins";
 const LOGIN_AAD_PREFIX: &str = "pilotlight-registry:";
-/// The longest registry user name, and password or token, accepted.
-pub const MAX_LOGIN_BYTES: usize = 4096;
+/// The longest registry user name, and password or token, accepted, in characters.
+pub const MAX_LOGIN_CHARS: usize = 4096;
 
 /// The 256-bit key that seals secrets. Its `Debug` does not show it.
 #[derive(Clone)]
@@ -311,18 +311,20 @@ impl SecretVault {
         username: &str,
         password: &str,
     ) -> Result<LoginInfo, SecretError> {
-        let printable = |v: &str| !v.is_empty() && v.len() <= MAX_LOGIN_BYTES && !v.chars().any(char::is_control);
+        // Characters, not bytes: the rule the API's schema states (`maxLength`).
+        let printable =
+            |v: &str| !v.is_empty() && v.chars().count() <= MAX_LOGIN_CHARS && !v.chars().any(char::is_control);
         if !printable(username) {
             return Err(ValidationError::new(
                 "username",
-                format!("must be 1 to {MAX_LOGIN_BYTES} bytes without control characters"),
+                format!("must be 1 to {MAX_LOGIN_CHARS} characters without control characters"),
             )
             .into());
         }
         if !printable(password) {
             return Err(ValidationError::new(
                 "password",
-                format!("must be 1 to {MAX_LOGIN_BYTES} bytes without control characters"),
+                format!("must be 1 to {MAX_LOGIN_CHARS} characters without control characters"),
             )
             .into());
         }

@@ -219,6 +219,9 @@ impl CallbackUrl {
                 format!("printable ASCII without spaces, at most {MAX_CALLBACK_URL_BYTES} bytes"),
             ));
         }
+        if !matches_callback_grammar(value) {
+            return Err(ValidationError::new(field, format!("must match {CALLBACK_URL_PATTERN}")));
+        }
         let uri: http::Uri = value.parse().map_err(|e| ValidationError::new(field, format!("not a URL: {e}")))?;
         match uri.scheme_str() {
             Some("http" | "https") => {}
@@ -243,6 +246,52 @@ impl CallbackUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The grammar a callback URL must follow, as the API's schema states it:
+/// `http` or `https`, a host name or a bracketed IPv6 address, a port up to
+/// 65535, then a path and query of RFC 3986 characters (no fragment).
+pub const CALLBACK_URL_PATTERN: &str = "^https?://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?([/?][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$";
+
+/// [`CALLBACK_URL_PATTERN`], checked by hand (no regex engine in the core).
+fn matches_callback_grammar(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")) else {
+        return false;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((inner, after)) => {
+                let ok = !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                if !ok {
+                    return false;
+                }
+                match after {
+                    "" => ("[]", None),
+                    p => match p.strip_prefix(':') {
+                        Some(p) => ("[]", Some(p)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let host_ok =
+        host == "[]" || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+    // 0 to 65535, with leading zeros only in forms of at most 4 digits (as the pattern's alternatives).
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p.len() < 5 || (!p.starts_with('0') && p.parse::<u32>().is_ok_and(|n| n <= 65_535)))
+    });
+    let tail_ok = tail.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~!$&'()*+,;=:@%/?-".contains(&b));
+    host_ok && port_ok && tail_ok
 }
 
 impl<'de> Deserialize<'de> for CallbackUrl {
@@ -549,6 +598,35 @@ mod tests {
         for bad in ["ftp://x/y", "file:///etc/passwd", "/relative", "http://", "http://user:pw@host/", "http://a b/"] {
             let e = CallbackUrl::new(bad).unwrap_err();
             assert_eq!(e.field, "callback_url", "{bad}");
+        }
+        // The grammar the API's schema states, at its edges; whatever it lets
+        // through, the URL parser takes too.
+        for ok in [
+            "http://a",
+            "http://[::1]:8080/x",
+            "http://[.]",
+            "https://h:0",
+            "https://h:0065",
+            "https://h:65535/",
+            "http://h?q=1/%zz",
+            "http://-./a:b@c;d=e,f*+()!$&'~",
+        ] {
+            assert!(CallbackUrl::new(ok).is_ok(), "{ok}");
+            assert!(ok.parse::<http::Uri>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://h:65536",
+            "https://h:00080",
+            "http://h#frag",
+            "http://h/<x>",
+            "http://h/{x}",
+            "http://h_x/",
+            "HTTP://h/",
+            "http://[]/",
+            "http://[::1]x/",
+            "http://h:/",
+        ] {
+            assert!(CallbackUrl::new(bad).is_err(), "{bad}");
         }
     }
 

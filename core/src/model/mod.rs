@@ -18,9 +18,9 @@ pub use env::{EnvVars, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VALUE_BY
 pub use image::{ImageRef, RegistryHost};
 pub use instance::{Endpoint, Instance, InstanceId, InstanceState};
 pub use invocation::{
-    CallbackDelivery, CallbackHosts, CallbackState, CallbackUrl, Invocation, InvocationAttempt, InvocationId,
-    InvocationRequest, InvocationResponse, InvocationState, MAX_CALLBACK_URL_BYTES, MAX_INVOCATION_HEADER_BYTES,
-    MAX_INVOCATION_HEADERS, MAX_INVOCATION_PATH_BYTES,
+    CALLBACK_URL_PATTERN, CallbackDelivery, CallbackHosts, CallbackState, CallbackUrl, Invocation, InvocationAttempt,
+    InvocationId, InvocationRequest, InvocationResponse, InvocationState, MAX_CALLBACK_URL_BYTES,
+    MAX_INVOCATION_HEADER_BYTES, MAX_INVOCATION_HEADERS, MAX_INVOCATION_PATH_BYTES,
 };
 pub use names::{Domain, FunctionName, Region, SecretName};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};

@@ -384,11 +384,14 @@ pub struct ExecInput {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsInput {
-    /// Memory in MiB; default 128.
+    /// Memory in MiB, 6 to 65536; default 128.
+    #[cfg_attr(feature = "openapi", schema(minimum = 6, maximum = 65536))]
     pub memory_mb: Option<i64>,
-    /// CPU in thousandths of a core; default 1000.
+    /// CPU in thousandths of a core, 10 to 64000; default 1000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 64000))]
     pub cpu_millis: Option<i64>,
-    /// Processes and threads; default 256.
+    /// Processes and threads, 8 to 32768; default 256.
+    #[cfg_attr(feature = "openapi", schema(minimum = 8, maximum = 32768))]
     pub pids: Option<i64>,
     /// Read-only root filesystem; default false.
     pub read_only_rootfs: Option<bool>,
@@ -399,18 +402,24 @@ pub struct LimitsInput {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScalingInput {
-    /// Default 0.
+    /// Fewest running instances, 0 to 100, at most `max`; default 0.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub min: Option<i64>,
-    /// Default 4.
+    /// Most instances, 1 to 100; default 4 (or `min` if that is more).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max: Option<i64>,
-    /// Default 1.
+    /// Paused instances kept ready, 0 to 100, at most `max`; default 1.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub prewarm: Option<i64>,
-    /// Default 0.
+    /// Created instances kept ready, 0 to 100, at most `max`; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub precreate: Option<i64>,
-    /// Default 10.
+    /// Requests in flight per instance the autoscaler aims at, 1 to 10000; default 10.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub target_concurrency: Option<i64>,
-    /// Default 60.
+    /// Idle seconds before scaling down, 1 to 86400; default 60.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
     pub idle_timeout_s: Option<i64>,
 }
 
@@ -464,20 +473,30 @@ fn validate_async(a: AsyncInput) -> Result<AsyncPolicy, ValidationError> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpecInput {
-    /// A DNS label.
+    /// A DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, nullable = false, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)
+    )]
     pub name: Option<String>,
-    /// A container image reference (for the Docker runtime).
+    /// A container image reference (for the Docker runtime):
+    /// `[registry[:port]/]repository[:tag][@sha256:<64 hex>]`, the name at most 255 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub image: Option<String>,
     /// An executable (for the process runtime).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecInput>,
     /// The port the function serves HTTP on.
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false, minimum = 1, maximum = 65535))]
     pub port: Option<i64>,
-    /// The region; default: the platform's.
+    /// The region (a DNS label); default: the platform's.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63))]
     pub region: Option<String>,
-    /// Environment variables.
+    /// Environment variables: at most 128, names `[A-Za-z_][A-Za-z0-9_]*` (not `PORT`
+    /// or `PILOTLIGHT_*`), values at most 4096 bytes without control characters but tab,
+    /// 64 KiB in all.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Resource limits.
@@ -488,17 +507,21 @@ pub struct FunctionSpecInput {
     pub scaling: Option<ScalingInput>,
     /// Per-request timeout in seconds, 1 to 3600; default 30.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
     pub timeout_s: Option<i64>,
     /// Readiness path such as `/healthz`; default none (a TCP connect suffices).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^/[A-Za-z0-9/._~?=&%-]{0,255}$", max_length = 256))]
     pub health_path: Option<String>,
     /// `bridge` (default: egress allowed) or `none` (loopback only: no
     /// egress, the fastest start; needs the gateway's namespace path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(bridge|none)$"))]
     pub network: Option<String>,
     /// Cron schedules (`{"cron": "*/5 * * * *", "path": "/tick"}`) and topics
     /// (`{"topic": "orders", "path": "/order"}`) that call the function; at most 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub triggers: Vec<TriggerInput>,
     /// Asynchronous invocations of this function: body cap, concurrency, `Authorization`.
     #[serde(rename = "async", default, skip_serializing_if = "Option::is_none")]
