@@ -48,6 +48,10 @@ pub fn parse_spec(bytes: &[u8]) -> Result<FunctionSpec, ApiError> {
             ));
         }
     }
+    // The same holds for the objects inside it.
+    if let Ok(serde_json::Value::Object(spec)) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        nested_objects(&spec)?;
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let input: FunctionSpecInput = match serde_path_to_error::deserialize(&mut de) {
         Ok(input) => input,
@@ -145,4 +149,28 @@ mod tests {
         assert_eq!(spec.name().as_str(), "hello");
         assert_eq!(spec.scaling().prewarm(), 1);
     }
+}
+
+/// `exec`, `limits`, `scaling`, `async` and each trigger are objects (or
+/// null where optional): serde would take an array for them too.
+fn nested_objects(spec: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let not_object = |field: String| {
+        ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", field, "must be a JSON object")
+    };
+    for key in ["exec", "limits", "scaling", "async"] {
+        if let Some(v) = spec.get(key)
+            && !matches!(v, Value::Object(_) | Value::Null)
+        {
+            return Err(not_object(key.to_owned()));
+        }
+    }
+    if let Some(Value::Array(triggers)) = spec.get("triggers") {
+        for (i, t) in triggers.iter().enumerate() {
+            if !t.is_object() {
+                return Err(not_object(format!("triggers.{i}")));
+            }
+        }
+    }
+    Ok(())
 }

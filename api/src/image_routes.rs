@@ -33,14 +33,37 @@ fn images(shared: &Shared) -> Result<Arc<dyn Images>> {
     })
 }
 
-async fn archive(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Vec<u8>> {
+async fn archive(shared: &Shared, headers: &HeaderMap, body: Body, field: &'static str) -> Result<Vec<u8>> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let bytes = read_capped(body, declared, shared.config.max_image_bytes).await?;
     if bytes.is_empty() {
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "body", "is empty: send a tar archive"));
     }
+    // Refused here, before any answer starts, rather than by the engine halfway.
+    if let Err(e) = tar_entries(&bytes) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            field,
+            format!("is not a tar archive: {e}"),
+        ));
+    }
     // The collected body is one unique buffer: this takes it over, no copy of up to 512 MiB.
     Ok(Vec::from(bytes))
+}
+
+/// Reads every entry header of a tar (not the contents' meaning); how many there are.
+fn tar_entries(bytes: &[u8]) -> std::io::Result<usize> {
+    let mut archive = tar::Archive::new(bytes);
+    let mut n = 0;
+    for entry in archive.entries()? {
+        entry?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "it holds no file"));
+    }
+    Ok(n)
 }
 
 fn runtime_error(e: RuntimeError) -> ApiError {
@@ -58,6 +81,7 @@ fn runtime_error(e: RuntimeError) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct BuildQuery {
     /// The reference to tag the image with, e.g. `localhost/app:1`.
+    #[param(min_length = 1, max_length = 512)]
     pub tag: String,
 }
 
@@ -86,7 +110,7 @@ pub async fn build(
         .map_err(|v| ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", "tag", v.message))?
         .to_string();
     let images = images(&shared)?;
-    let context = archive(&shared, &headers, body).await?;
+    let context = archive(&shared, &headers, body, "context").await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let built = tag.clone();
@@ -126,7 +150,7 @@ pub async fn build(
 )]
 pub async fn load(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Result<Json<LoadedImages>> {
     let images = images(&shared)?;
-    let archive = archive(&shared, &headers, body).await?;
+    let archive = archive(&shared, &headers, body, "archive").await?;
     let loaded = images.load(archive).await.map_err(runtime_error)?;
     Ok(Json(LoadedImages { images: loaded }))
 }

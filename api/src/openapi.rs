@@ -80,7 +80,7 @@ fn exact_spec(spec: &mut serde_json::Value) {
         env["maxProperties"] = json!(pilotlight_core::model::MAX_ENV_VARS);
         env["propertyNames"] =
             json!({"type": "string", "pattern": "^(?!PORT$)(?!PILOTLIGHT_)[A-Za-z_][A-Za-z0-9_]{0,255}$"});
-        env["additionalProperties"] = json!({"type": "string", "maxLength": 1024, "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f]*$"});
+        env["additionalProperties"] = json!({"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f]*$"});
     }
     if let Some(secrets) = spec.pointer_mut("/properties/secrets") {
         secrets["uniqueItems"] = json!(true);

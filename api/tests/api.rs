@@ -495,7 +495,7 @@ async fn secrets_are_set_listed_and_removed_and_never_shown() {
 }
 
 /// Builds that print three lines, then succeed, or fail for a tag with `bad`
-/// in it; loads that take anything starting with `tar`.
+/// in it; loads that take any tar but one whose first file is `zip`.
 struct FakeImages;
 
 #[async_trait::async_trait]
@@ -519,13 +519,13 @@ impl pilotlight_core::ports::Images for FakeImages {
     }
 
     async fn load(&self, archive: Vec<u8>) -> Result<Vec<String>, pilotlight_core::ports::RuntimeError> {
-        if archive.starts_with(b"tar") {
-            Ok(vec!["localhost/loaded:1".into()])
-        } else {
+        if archive.starts_with(b"zip\0") {
             Err(pilotlight_core::ports::RuntimeError::InvalidInput {
                 field: "archive".into(),
-                message: "not a tar".into(),
+                message: "the engine could not load it: no manifest".into(),
             })
+        } else {
+            Ok(vec!["localhost/loaded:1".into()])
         }
     }
 }
@@ -540,16 +540,16 @@ async fn images_are_built_and_loaded_with_their_output_and_clear_refusals() {
     let mut config = ApiConfig::new(ApiToken::new(TOKEN).unwrap());
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.images = Some(Arc::new(FakeImages));
-    config.max_image_bytes = 1024;
+    config.max_image_bytes = 4096;
     let api = ApiServer::start(platform.clone(), config).await.unwrap();
     let h = Harness { client: Client::new(&format!("http://{}", api.addr()), TOKEN).unwrap(), api, platform };
 
-    let lines: Vec<_> = h.client.build_image("localhost/app:1", b"tar".to_vec()).await.unwrap().collect().await;
+    let lines: Vec<_> = h.client.build_image("localhost/app:1", tiny_tar()).await.unwrap().collect().await;
     let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert_eq!(lines[0].log.as_deref(), Some("step 1 of 3 bytes"));
+    assert_eq!(lines[0].log.as_deref(), Some(format!("step 1 of {} bytes", tiny_tar().len()).as_str()));
     assert_eq!(lines[3].image.as_deref(), Some("localhost/app:1"));
-    let failed: Vec<_> = h.client.build_image("localhost/bad:1", b"tar".to_vec()).await.unwrap().collect().await;
+    let failed: Vec<_> = h.client.build_image("localhost/bad:1", tiny_tar()).await.unwrap().collect().await;
     let last = failed.last().unwrap().as_ref().unwrap();
     assert!(last.error.as_deref().unwrap().contains("step 3 went wrong") && last.image.is_none(), "{last:?}");
     assert_eq!(last.last_lines, ["step 3"]);
@@ -560,12 +560,21 @@ async fn images_are_built_and_loaded_with_their_output_and_clear_refusals() {
     assert_eq!((s, error_of(&body).code.as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
     let (s, _, body) = h.raw(Method::POST, "/v1/images/build?tag=a:1", Some(TOKEN), b"").await;
     assert_eq!((s, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some("body")));
-    let (s, _, body) = h.raw(Method::POST, "/v1/images/load", Some(TOKEN), &[b't'; 1025]).await;
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/load", Some(TOKEN), &[b't'; 4097]).await;
     assert_eq!((s, error_of(&body).code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    // Not a tar: refused before the engine sees it, naming what it is.
     let (s, _, body) = h.raw(Method::POST, "/v1/images/load", Some(TOKEN), b"zip").await;
     let e = error_of(&body);
     assert_eq!((s, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("archive")), "{e:?}");
-    assert_eq!(h.client.load_images(b"tar!".to_vec()).await.unwrap().images, ["localhost/loaded:1"]);
+    assert!(e.message.contains("not a tar"), "{e:?}");
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/build?tag=a:1", Some(TOKEN), b"{}").await;
+    assert_eq!((s, error_of(&body).field.as_deref()), (StatusCode::BAD_REQUEST, Some("context")));
+    // A tar the engine refuses: its reason, naming the archive.
+    let (s, _, body) = h.raw(Method::POST, "/v1/images/load", Some(TOKEN), &tiny_tar_named("zip")).await;
+    let e = error_of(&body);
+    assert_eq!((s, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("archive")), "{e:?}");
+    assert!(e.message.contains("no manifest"), "{e:?}");
+    assert_eq!(h.client.load_images(tiny_tar()).await.unwrap().images, ["localhost/loaded:1"]);
     h.shutdown().await;
 
     let h = harness().await;
@@ -577,4 +586,20 @@ async fn images_are_built_and_loaded_with_their_output_and_clear_refusals() {
         other => panic!("{other:?}"),
     }
     h.shutdown().await;
+}
+
+/// A tar with one small file.
+fn tiny_tar() -> Vec<u8> {
+    tiny_tar_named("Dockerfile")
+}
+
+fn tiny_tar_named(name: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let data = b"FROM scratch\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    b.append_data(&mut header, name, &data[..]).unwrap();
+    b.into_inner().unwrap()
 }

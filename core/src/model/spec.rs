@@ -372,7 +372,8 @@ impl FunctionSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecInput {
-    /// The program to run.
+    /// The program to run: 1 to 4096 bytes without control characters but tab.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 4096))]
     pub program: String,
     /// Its arguments.
     #[serde(default)]
