@@ -101,6 +101,30 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     }
 }
 
+/// `exec`, `limits`, `scaling`, `async` and each trigger are objects (or
+/// null where optional): serde would take an array for them too.
+fn nested_objects(spec: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let not_object = |field: String| {
+        ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", field, "must be a JSON object")
+    };
+    for key in ["exec", "limits", "scaling", "async"] {
+        if let Some(v) = spec.get(key)
+            && !matches!(v, Value::Object(_) | Value::Null)
+        {
+            return Err(not_object(key.to_owned()));
+        }
+    }
+    if let Some(Value::Array(triggers)) = spec.get("triggers") {
+        for (i, t) in triggers.iter().enumerate() {
+            if !t.is_object() {
+                return Err(not_object(format!("triggers.{i}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +155,19 @@ mod tests {
                 Some("scaling.min"),
             ),
             (r#"[1,2]"#, 422, "invalid_field", None),
+            (
+                r#"{"name":"ok","exec":{"program":"x"},"port":1,"async":[null,null]}"#,
+                422,
+                "invalid_field",
+                Some("async"),
+            ),
+            (r#"{"name":"ok","image":"x","port":1,"scaling":[1,2]}"#, 422, "invalid_field", Some("scaling")),
+            (
+                r#"{"name":"ok","image":"x","port":1,"triggers":[["* * * * *"]]}"#,
+                422,
+                "invalid_field",
+                Some("triggers.0"),
+            ),
             ("  ", 400, "invalid_json", None),
             (r#"{"name":"ok","#, 400, "invalid_json", None),
             (r#"{"name":"ok","image":"x","port":1} {}"#, 400, "invalid_json", None),
@@ -149,28 +186,4 @@ mod tests {
         assert_eq!(spec.name().as_str(), "hello");
         assert_eq!(spec.scaling().prewarm(), 1);
     }
-}
-
-/// `exec`, `limits`, `scaling`, `async` and each trigger are objects (or
-/// null where optional): serde would take an array for them too.
-fn nested_objects(spec: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
-    use serde_json::Value;
-    let not_object = |field: String| {
-        ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", field, "must be a JSON object")
-    };
-    for key in ["exec", "limits", "scaling", "async"] {
-        if let Some(v) = spec.get(key)
-            && !matches!(v, Value::Object(_) | Value::Null)
-        {
-            return Err(not_object(key.to_owned()));
-        }
-    }
-    if let Some(Value::Array(triggers)) = spec.get("triggers") {
-        for (i, t) in triggers.iter().enumerate() {
-            if !t.is_object() {
-                return Err(not_object(format!("triggers.{i}")));
-            }
-        }
-    }
-    Ok(())
 }
