@@ -8,6 +8,8 @@
 //! laptop it is skipped with the reason printed.
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use pilotlight::core::testkit::fixtures::{DockerCleanup, hello_image_context};
 use pilotlight::core::testkit::{free_port, unique};
 use pilotlight::docker::{LABEL_PLATFORM, build_image_from_dir};
-use pilotlight::server::{Server, ServerConfig};
+use pilotlight::server::Server;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const DRIVER: &str = "/usr/bin/chromedriver";
@@ -119,18 +121,7 @@ async fn sign_in_create_hello_open_it_and_delete_it_in_chromium() {
     let platform_id = unique("ui");
     // Whatever happens below, the containers of this test go with it.
     let _cleanup = DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") };
-    let server = Server::start(ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        https_addr: "off".into(),
-        runtime: pilotlight::server::RuntimeKind::Docker,
-        platform_id,
-        docker_network: "pilotlight-test".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .expect("server");
+    let server = Server::start(common::docker_server_config(data.path(), platform_id)).await.expect("server");
     let ui = format!("http://{}/", server.api_addr());
 
     let port = free_port();

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use pilotlight::core::testkit::fixtures::DockerCleanup;
 use pilotlight::core::testkit::unique;
 use pilotlight::docker::LABEL_PLATFORM;
-use pilotlight::server::{RuntimeKind, Server, ServerConfig, StoreKind};
+use pilotlight::server::{Server, ServerConfig, StoreKind};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,17 +39,10 @@ async fn schemathesis_finds_nothing_the_document_does_not_say() {
     let platform_id = unique("fuzz").replace('_', "-");
     let _cleanup = DockerCleanup { label: format!("{LABEL_PLATFORM}={platform_id}") };
     let server = Server::start(ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        https_addr: "off".into(),
-        runtime: RuntimeKind::Docker,
         store: StoreKind::Memory,
-        platform_id,
-        docker_network: "pilotlight-test".into(),
         // Deploys of images that are nowhere to be pulled: retried, but not often.
         backoff_max_s: 60,
-        ..ServerConfig::default()
+        ..common::docker_server_config(data.path(), platform_id)
     })
     .await
     .expect("server");

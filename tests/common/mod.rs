@@ -322,3 +322,18 @@ pub async fn docker_or_skip() -> Option<bollard::Docker> {
         }
     }
 }
+
+/// A server on Docker for one test: loopback ports picked by the system, no
+/// HTTPS, its containers labelled `platform_id` on the test network.
+pub fn docker_server_config(data: &std::path::Path, platform_id: String) -> pilotlight::server::ServerConfig {
+    pilotlight::server::ServerConfig {
+        data_dir: data.to_path_buf(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: "off".into(),
+        runtime: pilotlight::server::RuntimeKind::Docker,
+        platform_id,
+        docker_network: "pilotlight-test".into(),
+        ..pilotlight::server::ServerConfig::default()
+    }
+}
