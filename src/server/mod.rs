@@ -78,6 +78,7 @@ pub struct Server {
 /// The one recorder of this process (a recorder is process-wide): Prometheus
 /// for `/metrics` and the in-process [`History`] the UI charts, side by side.
 /// Installed before anything registers a handle, or those handles go nowhere.
+/// Two servers in one process (tests) share both, as they would share `/metrics`.
 fn recorder() -> Option<&'static (metrics_exporter_prometheus::PrometheusHandle, History)> {
     static RECORDER: OnceLock<Option<(metrics_exporter_prometheus::PrometheusHandle, History)>> = OnceLock::new();
     RECORDER

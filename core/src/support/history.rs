@@ -365,6 +365,15 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_function_costs_a_few_kilobytes() {
+        // 120 buckets without requests: no latency bins are allocated.
+        let ring = std::mem::size_of::<Bucket>() * BUCKETS;
+        assert!(ring < 12 * 1024, "{ring} bytes per function");
+        // A bucket with requests adds its bins.
+        assert_eq!(std::mem::size_of::<[u32; BINS]>(), 256);
+    }
+
+    #[test]
     fn latency_bins_cover_the_range_and_stay_within_their_error() {
         assert_eq!(bin(0.0), 0);
         assert_eq!(bin(f64::NAN), 0);
