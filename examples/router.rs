@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, env = "PILOTLIGHT_HTTPS_ADDR", value_name = "ADDR|off", default_value = "127.0.0.1:8443")]
     https: String,
     /// Names this router's status group.
-    #[arg(long, default_value = "router")]
+    #[arg(long, env = "PILOTLIGHT_ROUTER_ID", default_value = "router")]
     id: String,
 }
 
