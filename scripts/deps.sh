@@ -10,9 +10,12 @@
 # docker-registry, apache2-utils (htpasswd): the private-registry test runs its own
 # registry with htpasswd auth on a loopback port (the package's own service is not used).
 # python3 (with venv): schemathesis, below.
+# etcd-server: the Store on etcd is tested against real members the tests start on
+# loopback ports (the package's own service is not used); protobuf-compiler: etcd-client's
+# build runs protoc.
 set -euo pipefail
 
-packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver socat docker-registry apache2-utils)
+packages=(pebble nginx-light libssl-dev pkg-config rabbitmq-server chromium chromium-driver socat docker-registry apache2-utils etcd-server protobuf-compiler)
 
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()

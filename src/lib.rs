@@ -64,6 +64,10 @@ pub use pilotlight_process as process;
 #[cfg(feature = "redb")]
 pub use pilotlight_redb as redb;
 
+/// Store on etcd, shared by several nodes (feature `etcd`).
+#[cfg(feature = "etcd")]
+pub use pilotlight_etcd as etcd;
+
 /// Queue on AMQP 0.9.1 / RabbitMQ through lapin (feature `amqp`).
 #[cfg(feature = "amqp")]
 pub use pilotlight_amqp as amqp;

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use clap::{CommandFactory, FromArgMatches};
 use serde::{Deserialize, Serialize};
@@ -139,15 +140,85 @@ pub enum EdgeKind {
     Nginx,
 }
 
-/// Where the platform's desired and observed state is kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// Where the platform's desired and observed state is kept: `redb`,
+/// `memory` or `etcd://host:port[,host:port...][/?prefix=/p&user=u&password=p]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 #[non_exhaustive]
 pub enum StoreKind {
     /// One redb file in the data directory (`store.redb`): survives restarts.
     Redb,
     /// In memory: nothing survives a restart. For trying things out and tests.
     Memory,
+    /// An etcd cluster, shared by several nodes (feature `etcd`). The URL as given.
+    Etcd(String),
+}
+
+impl FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redb" => Ok(Self::Redb),
+            "memory" => Ok(Self::Memory),
+            url if url.starts_with("etcd://") => {
+                #[cfg(feature = "etcd")]
+                {
+                    pilotlight_etcd::EtcdConfig::from_url(url).map_err(|e| e.to_string())?;
+                    Ok(Self::Etcd(url.to_owned()))
+                }
+                #[cfg(not(feature = "etcd"))]
+                Err("this build has no etcd support: build pilotlight with the `etcd` feature".to_owned())
+            }
+            other => Err(format!(
+                "must be `redb`, `memory` or `etcd://host:port[,host:port]` (got {:?})",
+                redact_etcd(&redact(other))
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for StoreKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<StoreKind> for String {
+    fn from(s: StoreKind) -> Self {
+        match s {
+            StoreKind::Redb => "redb".into(),
+            StoreKind::Memory => "memory".into(),
+            StoreKind::Etcd(url) => url,
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redb => f.write_str("redb"),
+            Self::Memory => f.write_str("memory"),
+            Self::Etcd(url) => f.write_str(&redact_etcd(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreKind({self})")
+    }
+}
+
+/// An etcd URL without its password (given as a query option).
+fn redact_etcd(url: &str) -> String {
+    match url.find("password=") {
+        Some(i) => {
+            let end = url[i..].find('&').map_or(url.len(), |j| i + j);
+            format!("{}password=***{}", &url[..i], &url[end..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// How the gateway reaches Docker containers.
@@ -173,7 +244,7 @@ macro_rules! display_as_serde {
         }
     )*};
 }
-display_as_serde!(RuntimeKind, EdgeKind, StoreKind, DockerEndpoint);
+display_as_serde!(RuntimeKind, EdgeKind, DockerEndpoint);
 
 const EXAMPLES: &str = "Examples:
   server                                   Docker, the gateway, the memory queue, redb in ./pilotlight-data
@@ -232,8 +303,9 @@ pub struct Settings {
     /// What serves <name>.<domain>.
     #[arg(long, env = "PILOTLIGHT_EDGE")]
     pub edge: Option<EdgeKind>,
-    /// Where state is kept: redb (a file in the data directory) or memory (lost on restart).
-    #[arg(long, env = "PILOTLIGHT_STORE")]
+    /// Where state is kept: redb (a file in the data directory), memory (lost on restart), or
+    /// etcd://host:port[,host:port][/?prefix=/p&user=u&password=p] (shared by several nodes).
+    #[arg(long, env = "PILOTLIGHT_STORE", value_name = "redb|memory|URL", hide_env_values = true)]
     pub store: Option<StoreKind>,
     /// HTTPS certificate chain, PEM (without it the gateway makes a development CA).
     #[arg(long, env = "PILOTLIGHT_TLS_CERT", value_name = "FILE")]
@@ -421,6 +493,14 @@ impl ServerConfig {
 
     /// Checks the choices and their combinations, naming the key of the first bad one.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if matches!(self.store, StoreKind::Etcd(_)) && self.queue.kind() == QueueKind::Memory {
+            return Err(self.error(
+                "queue",
+                "`memory` is one process's queue, and a store on etcd is for several nodes: give \
+                 kafka://host:port or amqp://host:5672 so every node hears every change"
+                    .into(),
+            ));
+        }
         if self.docker_endpoint == DockerEndpoint::Namespace && self.edge == EdgeKind::Nginx {
             return Err(self.error(
                 "docker_endpoint",
@@ -526,7 +606,7 @@ fn clap_error(e: &clap::Error) -> ConfigError {
         .join("; ");
     // clap repeats the value; a URL's password must not be.
     let message = match e.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(v)) if !v.is_empty() => message.replace(v.as_str(), &redact(v)),
+        Some(ContextValue::String(v)) if !v.is_empty() => message.replace(v.as_str(), &redact_etcd(&redact(v))),
         _ => message,
     };
     ConfigError { origin: "command line".into(), key: if key.is_empty() { "arguments".into() } else { key }, message }
@@ -551,7 +631,7 @@ mod tests {
     fn defaults_are_the_embedded_platform() {
         let c = run(&[]).unwrap();
         assert_eq!(
-            (c.queue.kind(), c.runtime, c.edge, c.store),
+            (c.queue.kind(), c.runtime, c.edge, c.store.clone()),
             (QueueKind::Memory, RuntimeKind::Docker, EdgeKind::Gateway, StoreKind::Redb)
         );
         assert_eq!(c.http_addr.port(), 8080);
@@ -616,6 +696,17 @@ mod tests {
         // A password in a bad queue URL is not repeated.
         let e = run(&["--queue", "nats://u:hunter2@x"]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+        // A store on etcd needs a queue every node hears; a bad etcd URL is named.
+        let e = run(&["--store", "etcd://127.0.0.1:2379"]).unwrap_err();
+        if cfg!(feature = "etcd") {
+            assert_eq!(e.key, "queue", "{e}");
+            assert!(e.message.contains("several nodes"), "{e}");
+        } else {
+            assert!(e.key == "store" && e.message.contains("`etcd` feature"), "{e}");
+        }
+        let e = run(&["--store", "etcd://nohost/?password=hunter2"]).unwrap_err();
+        assert_eq!(e.key, "store", "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "runtime = \"process\"\ncolour = \"red\"\n").unwrap();
@@ -668,6 +759,20 @@ mod tests {
         assert_eq!(a.set.async_retry_any_5xx, Some(true));
         let table = toml::Table::try_from(&a.set).unwrap();
         assert_eq!(table.len(), 2, "only what was given: {table:?}");
+    }
+
+    #[test]
+    fn a_store_on_etcd_is_read_with_its_queue_and_hides_its_password() {
+        let c =
+            run(&["--store", "etcd://127.0.0.1:2379/?user=u&password=hunter2", "--queue", "kafka://127.0.0.1:9092"]);
+        if cfg!(feature = "etcd") {
+            let c = c.unwrap();
+            assert!(matches!(c.store, StoreKind::Etcd(_)));
+            assert_eq!(c.store.to_string(), "etcd://127.0.0.1:2379/?user=u&password=***");
+            assert!(!format!("{c:?}").contains("hunter2"));
+        } else {
+            assert_eq!(c.unwrap_err().key, "store");
+        }
     }
 
     #[test]

@@ -130,6 +130,23 @@ async fn sample_instances(platform: Platform, history: History, every: Duration,
     }
 }
 
+/// The store several nodes share, connected, when the setting names one.
+async fn shared_store(store: &StoreKind) -> Result<Option<Arc<dyn pilotlight_core::Store>>, ServerError> {
+    match store {
+        #[cfg(feature = "etcd")]
+        StoreKind::Etcd(url) => {
+            let config = pilotlight_etcd::EtcdConfig::from_url(url).map_err(|e| start_error("store")(e.to_string()))?;
+            let etcd = pilotlight_etcd::EtcdStore::connect(&config)
+                .await
+                .map_err(|e| start_error("store")(format!("{store}: {e}")))?;
+            Ok(Some(Arc::new(etcd)))
+        }
+        #[cfg(not(feature = "etcd"))]
+        StoreKind::Etcd(_) => Err(start_error("store")("this build has no etcd support (feature `etcd`)".into())),
+        _ => Ok(None),
+    }
+}
+
 impl Server {
     /// Checks the configuration, starts every part and the API. If a part
     /// fails, the parts already started are stopped again.
@@ -172,6 +189,9 @@ impl Server {
                 Arc::new(docker)
             }
         };
+        // A shared store next: an etcd that cannot be reached stops the start
+        // before anything is written, naming the members and the cause.
+        let shared_store = shared_store(&config.store).await?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Start {
             part: "data_dir",
             message: format!("cannot create {}: {e}", config.data_dir.display()),
@@ -180,9 +200,10 @@ impl Server {
             ApiToken::load_or_create(&config.data_dir).map_err(|e| start_error("api")(e.to_string()))?;
         let queue =
             crate::connect::queue(config.queue.as_str()).await.map_err(|e| start_error("queue")(e.to_string()))?;
-        let store: Arc<dyn pilotlight_core::Store> = match config.store {
-            StoreKind::Memory => Arc::new(pilotlight_core::memory::MemoryStore::new()),
-            StoreKind::Redb => Arc::new(
+        let store: Arc<dyn pilotlight_core::Store> = match (shared_store, &config.store) {
+            (Some(s), _) => s,
+            (None, StoreKind::Memory) => Arc::new(pilotlight_core::memory::MemoryStore::new()),
+            (None, _) => Arc::new(
                 RedbStore::open(config.data_dir.join("store.redb")).map_err(|e| start_error("store")(e.to_string()))?,
             ),
         };
@@ -409,9 +430,10 @@ impl Server {
         let c = &self.config;
         let mut out = vec![
             format!("data      {}", c.data_dir.display()),
-            match c.store {
-                StoreKind::Redb => format!("store     redb at {}", c.data_dir.join("store.redb").display()),
+            match &c.store {
                 StoreKind::Memory => "store     memory: nothing is kept across a restart".to_owned(),
+                StoreKind::Etcd(_) => format!("store     {} (shared)", c.store),
+                _ => format!("store     redb at {}", c.data_dir.join("store.redb").display()),
             },
             format!("queue     {}", c.queue),
             format!("runtime   {}", c.runtime),
