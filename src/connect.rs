@@ -124,15 +124,20 @@ impl std::fmt::Debug for QueueUrl {
 
 /// A URL with the password of its user info replaced by `***`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
+    let url = match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
         _ => url.to_owned(),
+    };
+    // A password given as a query option (`etcd://h:2379/?user=u&password=p`).
+    match url.find("password=") {
+        Some(i) => {
+            let end = url[i..].find('&').map_or(url.len(), |j| i + j);
+            format!("{}password=***{}", &url[..i], &url[end..])
+        }
+        None => url,
     }
 }
 
@@ -143,5 +148,12 @@ mod tests {
         let Err(e) = super::queue("nats://x").await else { panic!("accepted") };
         assert!(e.to_string().contains("unknown queue `nats`"), "{e}");
         assert!(super::queue("memory").await.is_ok());
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_either_place() {
+        assert_eq!(super::redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(super::redact("etcd://h:1/?user=u&password=secret&x=1"), "etcd://h:1/?user=u&password=***&x=1");
+        assert_eq!(super::redact("memory"), "memory");
     }
 }

@@ -169,10 +169,9 @@ impl FromStr for StoreKind {
                 #[cfg(not(feature = "etcd"))]
                 Err("this build has no etcd support: build pilotlight with the `etcd` feature".to_owned())
             }
-            other => Err(format!(
-                "must be `redb`, `memory` or `etcd://host:port[,host:port]` (got {:?})",
-                redact_etcd(&redact(other))
-            )),
+            other => {
+                Err(format!("must be `redb`, `memory` or `etcd://host:port[,host:port]` (got {:?})", redact(other)))
+            }
         }
     }
 }
@@ -199,7 +198,7 @@ impl fmt::Display for StoreKind {
         match self {
             Self::Redb => f.write_str("redb"),
             Self::Memory => f.write_str("memory"),
-            Self::Etcd(url) => f.write_str(&redact_etcd(url)),
+            Self::Etcd(url) => f.write_str(&redact(url)),
         }
     }
 }
@@ -207,17 +206,6 @@ impl fmt::Display for StoreKind {
 impl fmt::Debug for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "StoreKind({self})")
-    }
-}
-
-/// An etcd URL without its password (given as a query option).
-fn redact_etcd(url: &str) -> String {
-    match url.find("password=") {
-        Some(i) => {
-            let end = url[i..].find('&').map_or(url.len(), |j| i + j);
-            format!("{}password=***{}", &url[..i], &url[end..])
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -606,7 +594,7 @@ fn clap_error(e: &clap::Error) -> ConfigError {
         .join("; ");
     // clap repeats the value; a URL's password must not be.
     let message = match e.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(v)) if !v.is_empty() => message.replace(v.as_str(), &redact_etcd(&redact(v))),
+        Some(ContextValue::String(v)) if !v.is_empty() => message.replace(v.as_str(), &redact(v)),
         _ => message,
     };
     ConfigError { origin: "command line".into(), key: if key.is_empty() { "arguments".into() } else { key }, message }
