@@ -269,6 +269,10 @@ impl Store for EtcdStore {
     }
 
     async fn doc_list(&self, kind: &DocKind, query: &DocQuery) -> Result<Vec<Doc>, StoreError> {
+        // etcd reads a limit of 0 as none at all.
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
         let base = self.doc_key(kind, "");
         let start = match &query.after {
             // The first key after `after` that still has the prefix.

@@ -165,7 +165,17 @@ async fn the_leader_killed_under_1000_writes_loses_none_and_applies_none_twice()
         }
     }
     let took = started.elapsed();
-    let docs = store.doc_list(&kind, &DocQuery::prefix("", 2000)).await.unwrap();
+    // A read may still be sent to the dead member first: it is tried again, as a caller would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let docs = loop {
+        match store.doc_list(&kind, &DocQuery::prefix("", 2000)).await {
+            Ok(docs) => break docs,
+            Err(e) => {
+                assert!(e.is_retryable() && Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     assert_eq!(docs.len(), 1000, "every write is there");
     for (i, d) in docs.iter().enumerate() {
         assert_eq!((d.key.as_str(), d.value.as_slice()), (format!("{i:04}").as_str(), i.to_string().as_bytes()));

@@ -126,6 +126,10 @@ pub async fn docs_list_by_prefix_in_order_and_page(s: &dyn Store) {
         "docs: kinds are apart"
     );
     assert!(s.doc_list(&kind("conformance-none"), &DocQuery::prefix("", 10)).await.expect("list").is_empty());
+    assert!(
+        s.doc_list(&a, &DocQuery::prefix(format!("{p}/"), 0)).await.expect("list").is_empty(),
+        "docs: a limit of 0 lists none"
+    );
 }
 
 /// Documents and records take revisions from one counter: none repeats.
