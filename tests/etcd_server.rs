@@ -54,19 +54,6 @@ fn etcd(dir: &std::path::Path) -> Option<Etcd> {
     Some(Etcd(child, format!("127.0.0.1:{client}")))
 }
 
-async fn amqp_url() -> Option<String> {
-    let base = std::env::var("PILOTLIGHT_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let url = format!("{base}?prefix={}.", unique("etcd"));
-    match pilotlight::connect::queue(&url).await {
-        Ok(_) => Some(url),
-        Err(e) => {
-            assert!(!common::ci(), "RabbitMQ is required under CI: {e}");
-            eprintln!("SKIPPED: RabbitMQ is not reachable ({e})");
-            None
-        }
-    }
-}
-
 fn node(data: &std::path::Path, store: &str, queue: &str, id: &str) -> ServerConfig {
     ServerConfig {
         data_dir: data.to_path_buf(),
@@ -100,7 +87,7 @@ async fn an_unreachable_etcd_stops_the_start_before_anything_is_written() {
 async fn what_one_node_deploys_another_on_the_same_etcd_finds_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let Some(etcd) = etcd(dir.path()) else { return };
-    let Some(queue) = amqp_url().await else { return };
+    let Some(queue) = common::amqp_url("etcd").await else { return };
     let store = format!("etcd://{}/?prefix=/{}", etcd.1, unique("shared"));
     let id = unique("etcd-node");
     // Wait for etcd to answer.

@@ -4,6 +4,8 @@
 //! order, at a receiver it relays every message to.
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -216,22 +218,9 @@ async fn kafka_topic_trigger_keeps_order_per_key_while_every_broker_is_down_for_
     five_keys_in_order(&url, Fault::Outage(&outage)).await;
 }
 
-/// The test broker under a prefix of this test's own, or None (skipped with the reason) outside CI.
-async fn amqp_url() -> Option<String> {
-    let base = std::env::var("PILOTLIGHT_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let url = format!("{base}?prefix={}.", unique("topics"));
-    if let Err(e) = pilotlight::connect::queue(&url).await {
-        let msg = format!("RabbitMQ is not reachable ({e}); `bash scripts/deps.sh` installs and starts it");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    }
-    Some(url)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_topic_trigger_keeps_order_per_key_across_a_broker_restart() {
-    let Some(url) = amqp_url().await else { return };
+    let Some(url) = common::amqp_url("topics").await else { return };
     if !pilotlight::core::testkit::require_tool("rabbitmqctl", "the fault test restarts RabbitMQ") {
         return;
     }
@@ -247,6 +236,6 @@ async fn rabbitmq_topic_trigger_keeps_order_per_key_across_a_broker_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_topic_trigger_keeps_order_per_key_across_a_consumer_crash() {
-    let Some(url) = amqp_url().await else { return };
+    let Some(url) = common::amqp_url("topics").await else { return };
     five_keys_in_order(&url, Fault::ConsumerCrash).await;
 }

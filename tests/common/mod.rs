@@ -337,3 +337,20 @@ pub fn docker_server_config(data: &std::path::Path, platform_id: String) -> pilo
         ..pilotlight::server::ServerConfig::default()
     }
 }
+
+/// The test broker (`PILOTLIGHT_TEST_AMQP`, else the local RabbitMQ) under a
+/// prefix of this test's own, or None when no broker answers outside CI
+/// (skipped with the reason); under CI a missing broker fails the test.
+pub async fn amqp_url(prefix: &str) -> Option<String> {
+    let base = std::env::var("PILOTLIGHT_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = format!("{base}?prefix={}.", pilotlight::core::testkit::unique(prefix));
+    match pilotlight::connect::queue(&url).await {
+        Ok(_) => Some(url),
+        Err(e) => {
+            let msg = format!("RabbitMQ is not reachable ({e}); `bash scripts/deps.sh` installs and starts it");
+            assert!(!ci(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}

@@ -93,10 +93,18 @@ fn bin(seconds: f64) -> usize {
 
 type Ring = Box<[Bucket; BUCKETS]>;
 
+/// One function's ring, locked on its own: a registered handle holds it, so
+/// a request on the edge takes this lock and no map lookup or global lock.
+type SharedRing = Arc<Mutex<Ring>>;
+
+fn empty_ring() -> Ring {
+    Box::new(std::array::from_fn(|_| Bucket::default()))
+}
+
 /// The last hour of every function that had traffic; see the module's doc.
 #[derive(Clone, Default)]
 pub struct History {
-    functions: Arc<Mutex<HashMap<String, Ring>>>,
+    functions: Arc<Mutex<HashMap<String, SharedRing>>>,
     /// The clock, in seconds; a test sets its own.
     clock: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
@@ -149,17 +157,26 @@ impl History {
         }
     }
 
-    fn with_bucket(&self, function: &str, f: impl FnOnce(&mut Bucket)) {
-        let slot = self.now_s() / BUCKET_SECS;
+    /// `function`'s ring, made on first use.
+    fn ring(&self, function: &str) -> SharedRing {
         let mut functions = self.functions.lock();
-        let ring = match functions.get_mut(function) {
-            Some(r) => r,
-            None => functions
-                .entry(function.to_owned())
-                .or_insert_with(|| Box::new(std::array::from_fn(|_| Bucket::default()))),
-        };
+        match functions.get(function) {
+            Some(r) => Arc::clone(r),
+            None => {
+                Arc::clone(functions.entry(function.to_owned()).or_insert_with(|| Arc::new(Mutex::new(empty_ring()))))
+            }
+        }
+    }
+
+    /// Changes the current bucket of `ring`.
+    fn write(&self, ring: &Mutex<Ring>, f: impl FnOnce(&mut Bucket)) {
+        let slot = self.now_s() / BUCKET_SECS;
         let i = usize::try_from(slot % BUCKETS as u64).unwrap_or(0);
-        f(ring[i].at(slot));
+        f(ring.lock()[i].at(slot));
+    }
+
+    fn with_bucket(&self, function: &str, f: impl FnOnce(&mut Bucket)) {
+        self.write(&self.ring(function), f);
     }
 
     /// Counts requests of `function`.
@@ -174,16 +191,12 @@ impl History {
 
     /// Records one request's latency.
     pub fn observe_latency(&self, function: &str, seconds: f64) {
-        self.with_bucket(function, |b| {
-            let bins = b.latency.get_or_insert_with(|| Box::new([0; BINS]));
-            let i = bin(seconds);
-            bins[i] = bins[i].saturating_add(1);
-        });
+        self.with_bucket(function, |b| observe(b, seconds));
     }
 
     /// Counts one cold start of `tier`.
     pub fn cold_start(&self, function: &str, tier: &str) {
-        self.with_bucket(function, |b| *b.cold_starts.entry(tier.to_owned()).or_default() += 1);
+        self.with_bucket(function, |b| cold(b, tier));
     }
 
     /// Records how many instances run and how many are paused now.
@@ -191,9 +204,18 @@ impl History {
         self.with_bucket(function, |b| b.instances = Some((running, paused)));
     }
 
-    /// Forgets a function (deleted).
+    /// Forgets a function (deleted). A ring that registered handles still
+    /// feed is emptied and kept, so a function made again under the name is
+    /// charted from where those handles write.
     pub fn forget(&self, function: &str) {
-        self.functions.lock().remove(function);
+        let mut functions = self.functions.lock();
+        if let Some(ring) = functions.get(function) {
+            if Arc::strong_count(ring) == 1 {
+                functions.remove(function);
+            } else {
+                *ring.lock() = empty_ring();
+            }
+        }
     }
 
     /// The functions it holds.
@@ -205,8 +227,9 @@ impl History {
     /// buckets included, so a chart's time axis is even).
     pub fn points(&self, function: &str) -> Vec<HistoryPoint> {
         let now = self.now_s() / BUCKET_SECS;
-        let functions = self.functions.lock();
-        let ring = functions.get(function);
+        let shared = self.functions.lock().get(function).map(Arc::clone);
+        let guard = shared.as_ref().map(|r| r.lock());
+        let ring = guard.as_deref();
         let first = now.saturating_sub(BUCKETS as u64 - 1);
         (first..=now)
             .map(|slot| {
@@ -239,17 +262,18 @@ enum Feed {
     ColdStart(String),
 }
 
+/// A registered counter or histogram: the function's ring, found once.
 struct Handle {
     history: History,
-    function: String,
+    ring: SharedRing,
     feed: Feed,
 }
 
 impl CounterFn for Handle {
     fn increment(&self, value: u64) {
         match self.feed {
-            Feed::Requests => self.history.add_requests(&self.function, value),
-            Feed::Errors => self.history.add_errors(&self.function, value),
+            Feed::Requests => self.history.write(&self.ring, |b| b.requests += value),
+            Feed::Errors => self.history.write(&self.ring, |b| b.errors += value),
             Feed::Latency | Feed::ColdStart(_) => {}
         }
     }
@@ -259,11 +283,21 @@ impl CounterFn for Handle {
 impl HistogramFn for Handle {
     fn record(&self, value: f64) {
         match &self.feed {
-            Feed::Latency => self.history.observe_latency(&self.function, value),
-            Feed::ColdStart(tier) => self.history.cold_start(&self.function, tier),
+            Feed::Latency => self.history.write(&self.ring, |b| observe(b, value)),
+            Feed::ColdStart(tier) => self.history.write(&self.ring, |b| cold(b, tier)),
             Feed::Requests | Feed::Errors => {}
         }
     }
+}
+
+fn observe(b: &mut Bucket, seconds: f64) {
+    let bins = b.latency.get_or_insert_with(|| Box::new([0; BINS]));
+    let i = bin(seconds);
+    bins[i] = bins[i].saturating_add(1);
+}
+
+fn cold(b: &mut Bucket, tier: &str) {
+    *b.cold_starts.entry(tier.to_owned()).or_default() += 1;
 }
 
 impl History {
@@ -277,7 +311,7 @@ impl History {
             COLD_STARTS => Feed::ColdStart(label("tier").unwrap_or_else(|| "unknown".into())),
             _ => return None,
         };
-        Some(Arc::new(Handle { history: self.clone(), function, feed }))
+        Some(Arc::new(Handle { history: self.clone(), ring: self.ring(&function), feed }))
     }
 }
 
@@ -343,6 +377,12 @@ mod tests {
         assert_eq!(last.cold_starts.get("resume"), Some(&1));
         assert!(points[..BUCKETS - 1].iter().all(|p| p.requests == 0 && p.p50_ms.is_none()));
         assert_eq!(h.functions(), vec!["hello".to_owned()]);
+        // Deleted while the edge still holds its handles: emptied, and what they
+        // count next (the function made again) is charted.
+        h.forget("hello");
+        assert_eq!(h.points("hello").iter().map(|p| p.requests).sum::<u64>(), 0);
+        requests.increment(3);
+        assert_eq!(h.points("hello").last().unwrap().requests, 3);
     }
 
     #[test]
