@@ -1080,14 +1080,16 @@ fn pull_failed(image: String, registry: Option<&str>, message: String) -> Runtim
         "eof",
         "server misbehaving",
         "too many requests",
-        "502 ",
-        "503 ",
-        "504 ",
     ];
-    const REFUSED: &[&str] = &["unauthorized", "no basic auth credentials", "authentication required", "401", "denied"];
-    let lower = message.to_ascii_lowercase();
+    const REFUSED: &[&str] = &["unauthorized", "no basic auth credentials", "authentication required", "denied"];
     let place = registry.unwrap_or("docker.io");
-    if REFUSED.iter().any(|t| lower.contains(t)) {
+    // Classed on the engine's words, never on the addresses in them: a
+    // registry on port 40195 must not read as a 401.
+    let lower = message.to_ascii_lowercase().replace(&place.to_ascii_lowercase(), "");
+    let refused = REFUSED.iter().any(|t| lower.contains(t)) || has_status(&lower, "401");
+    let transient =
+        TRANSIENT.iter().any(|t| lower.contains(t)) || ["502", "503", "504"].iter().any(|c| has_status(&lower, c));
+    if refused {
         RuntimeError::Unpreparable {
             what: image,
             message: format!(
@@ -1095,7 +1097,7 @@ fn pull_failed(image: String, registry: Option<&str>, message: String) -> Runtim
                  run `pilotlight registry login {place}` with credentials that may read it"
             ),
         }
-    } else if TRANSIENT.iter().any(|t| lower.contains(t)) {
+    } else if transient {
         RuntimeError::Unavailable(format!(
             "image `{image}` is not present and registry {place} cannot be reached now ({message}); \
              build or load it locally, or wait for the registry"
@@ -1106,6 +1108,17 @@ fn pull_failed(image: String, registry: Option<&str>, message: String) -> Runtim
             message: format!("not present locally and the pull failed: {message}"),
         }
     }
+}
+
+/// Whether `text` holds the HTTP status `code` as a number of its own: not
+/// part of a longer number, a port (`:401`) or an address (`10.401`).
+fn has_status(text: &str, code: &str) -> bool {
+    text.match_indices(code).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == ':' || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit() || c == '.')
+    })
 }
 
 /// Records one `die` or `oom` event of this platform's containers.
@@ -1204,6 +1217,17 @@ mod tests {
         let denied = "Head \"http://127.0.0.1:5999/v2/x/manifests/v1\": no basic auth credentials";
         let e = pull_failed("a".into(), Some("127.0.0.1:5999"), denied.into());
         assert!(!e.is_retryable() && e.to_string().contains("registry 127.0.0.1:5999 refused the pull (401"), "{e}");
+        // A port that holds "401" (CI drew 40195 once) is an address, not a status.
+        let down = "Get \"http://127.0.0.1:40195/v2/\": dial tcp 127.0.0.1:40195: connect: connection refused";
+        let e = pull_failed("a".into(), Some("127.0.0.1:40195"), down.into());
+        assert!(e.is_retryable(), "{e}");
+        let other = "Get \"http://10.0.0.1:4010/v2/\": dial tcp 10.0.0.1:4010: connect: connection refused";
+        assert!(pull_failed("a".into(), Some("127.0.0.1:40195"), other.into()).is_retryable());
+        let status = "unexpected status from HEAD request: 401";
+        assert!(!pull_failed("a".into(), Some("r:401"), status.into()).is_retryable());
+        let gateway = "received unexpected HTTP status: 503 Service Unavailable";
+        assert!(pull_failed("a".into(), None, gateway.into()).is_retryable());
+        assert!(has_status("got 401 unauthorized", "401") && !has_status("port :401 and 14010", "401"));
     }
 
     #[test]
