@@ -139,6 +139,8 @@ enum Cmd {
     /// Registry logins, kept encrypted like secrets; pulls of that registry's images present them.
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// The live nodes of a cluster, with their health and the functions placed on each.
+    Nodes,
     /// Print shell completions: `pilotlight completions bash > /etc/bash_completion.d/pilotlight`.
     Completions {
         /// The shell.
@@ -414,6 +416,32 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Cmd::Secret(cmd) => secret(&client, cmd).await,
         Cmd::Registry(cmd) => registry(&client, cmd).await,
+        Cmd::Nodes => {
+            let list = client.nodes().await?;
+            if !list.clustered {
+                println!("one node alone ({}): it runs every function", list.this_node);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<16} {:<10} {:<22} {:<8} {:>9} {:>9}  LABELS",
+                "NODE", "REGION", "GATEWAY", "HEALTH", "FUNCTIONS", "INSTANCES"
+            );
+            for n in &list.nodes {
+                let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let me = if n.id == list.this_node { " *" } else { "" };
+                println!(
+                    "{:<16} {:<10} {:<22} {:<8} {:>9} {:>9}  {}",
+                    format!("{}{me}", n.id),
+                    n.region,
+                    n.gateway,
+                    n.health,
+                    n.functions.len(),
+                    n.instances,
+                    labels.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
 }

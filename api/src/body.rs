@@ -108,7 +108,7 @@ fn nested_objects(spec: &serde_json::Map<String, serde_json::Value>) -> Result<(
     let not_object = |field: String| {
         ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", field, "must be a JSON object")
     };
-    for key in ["exec", "limits", "scaling", "async"] {
+    for key in ["exec", "limits", "scaling", "async", "placement"] {
         if let Some(v) = spec.get(key)
             && !matches!(v, Value::Object(_) | Value::Null)
         {

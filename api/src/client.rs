@@ -148,6 +148,11 @@ impl Client {
         self.json(Method::GET, "/v1/info", None).await
     }
 
+    /// `GET /v1/nodes`: the live nodes and what each runs.
+    pub async fn nodes(&self) -> Result<crate::views::NodeList, ClientError> {
+        self.json(Method::GET, "/v1/nodes", None).await
+    }
+
     /// `POST /v1/functions` with a spec as JSON (a `FunctionSpecInput`, or any JSON value).
     pub async fn deploy<S: serde::Serialize>(&self, spec: &S) -> Result<Receipt, ClientError> {
         let body = serde_json::to_vec(spec).map_err(|e| ClientError::Decode(e.to_string()))?;

@@ -9,7 +9,7 @@ use crate::{error, image_routes, routes, secret_routes, views};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "pilotlight", description = "Deploy, inspect and delete functions on a pilotlight node."),
-    paths(routes::deploy, routes::list, routes::get, routes::delete, routes::logs, routes::history, routes::invocation, routes::invoke, routes::invocations, routes::dead_letters, routes::retry_dead_letter, routes::retry_dead_letters, routes::publish, secret_routes::list, secret_routes::set, secret_routes::remove, secret_routes::registries, secret_routes::login, secret_routes::logout, image_routes::build, image_routes::load, routes::events, routes::info, routes::metrics, routes::healthz),
+    paths(routes::deploy, routes::list, routes::get, routes::delete, routes::logs, routes::history, routes::invocation, routes::invoke, routes::invocations, routes::dead_letters, routes::retry_dead_letter, routes::retry_dead_letters, routes::publish, secret_routes::list, secret_routes::set, secret_routes::remove, secret_routes::registries, secret_routes::login, secret_routes::logout, image_routes::build, image_routes::load, routes::events, routes::info, routes::nodes, routes::metrics, routes::healthz),
     components(schemas(
         views::FunctionView, views::FunctionList, views::InstanceView, views::Receipt, views::InfoView,
         views::StatusEvent, views::LogLineView, views::Health, error::ErrorBody, error::ErrorDetail,

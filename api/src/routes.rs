@@ -13,6 +13,7 @@ use futures::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 use pilotlight_core::FunctionName;
 use pilotlight_core::controller::PlatformError;
+use pilotlight_core::model::InstanceState;
 use pilotlight_core::ports::LogOptions;
 use pilotlight_core::ports::{IntakeError, InvocationIntake, QueueError};
 use serde::Deserialize;
@@ -23,7 +24,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::server::Shared;
 use crate::views::{
     FunctionList, FunctionView, Health, HistoryView, InfoView, InstanceView, InvocationList, InvocationReceipt,
-    InvocationView, LogLineView, PublishReceipt, Receipt, RedriveCount, StatusEvent,
+    InvocationView, LogLineView, NodeList, NodeView, PublishReceipt, Receipt, RedriveCount, StatusEvent,
 };
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -588,6 +589,50 @@ pub async fn info(State(shared): State<Arc<Shared>>) -> Json<InfoView> {
         edge: c.edge.clone(),
         queue: c.queue.clone(),
     })
+}
+
+/// The live nodes, each with what runs on it (one node alone lists itself).
+#[utoipa::path(
+    get, path = "/v1/nodes", tag = "server",
+    responses((status = 200, body = NodeList), (status = 401, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn nodes(State(shared): State<Arc<Shared>>) -> Result<Json<NodeList>> {
+    let Some(m) = shared.platform.membership().cloned() else {
+        return Ok(Json(NodeList { clustered: false, this_node: String::new(), nodes: Vec::new() }));
+    };
+    let records = shared.platform.list().await?;
+    let region = shared.platform.region();
+    let fenced = m.fenced_for().is_some();
+    let nodes = m
+        .nodes()
+        .iter()
+        .map(|n| {
+            let placed = records.iter().filter(|r| !r.deleted);
+            let functions = placed
+                .clone()
+                .filter(|r| !m.is_clustered() || m.owner_of(&r.spec, region).is_ok_and(|o| o.id == n.id))
+                .map(|r| r.spec.name().to_string())
+                .collect();
+            let instances = placed
+                .filter(|r| r.status.node.as_ref().is_none_or(|id| *id == n.id))
+                .map(|r| r.status.instances.iter().filter(|i| i.state == InstanceState::Running).count())
+                .sum();
+            NodeView {
+                id: n.id.to_string(),
+                region: n.region.to_string(),
+                gateway: n.gateway.to_string(),
+                capacity_mb: n.capacity_mb,
+                labels: n.labels.clone().into(),
+                version: n.version.clone(),
+                started_ms: n.started_ms,
+                health: if fenced && n.id == *m.id() { "fenced" } else { "ready" }.to_owned(),
+                functions,
+                instances,
+            }
+        })
+        .collect();
+    Ok(Json(NodeList { clustered: m.is_clustered(), this_node: m.id().to_string(), nodes }))
 }
 
 /// Metrics in the Prometheus text format.

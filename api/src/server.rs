@@ -130,6 +130,7 @@ pub fn app(platform: Platform, config: ApiConfig, cancel: CancellationToken) -> 
         .route("/v1/images/load", post(image_routes::load))
         .route("/v1/events", get(routes::events))
         .route("/v1/info", get(routes::info))
+        .route("/v1/nodes", get(routes::nodes))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(routes::metrics))
         .fallback(not_found)

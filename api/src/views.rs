@@ -47,6 +47,9 @@ pub struct FunctionView {
     /// (when this server's runtime pulled it; absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<pilotlight_core::ports::PullProgress>,
+    /// The node that runs it and reported this status (several nodes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl FunctionView {
@@ -71,6 +74,7 @@ impl FunctionView {
             observed_at_ms: record.status.observed_at_ms,
             stale,
             pull: None,
+            node: record.status.node.as_ref().map(ToString::to_string),
             spec: record.spec.into(),
         }
     }
@@ -478,3 +482,40 @@ pub struct HistoryView {
 
 /// One bucket of a function's history.
 pub type HistoryPointView = pilotlight_core::support::HistoryPoint;
+
+/// The nodes of the platform, as this node sees them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    /// Whether this node is one of a cluster (false: one node alone, which runs everything).
+    pub clustered: bool,
+    /// The id of the node that answered.
+    pub this_node: String,
+    /// The live nodes, by id.
+    pub nodes: Vec<NodeView>,
+}
+
+/// One live node: what it registered, its health, and what it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    /// Its id.
+    pub id: String,
+    /// The region it serves.
+    pub region: String,
+    /// Where the other nodes reach its gateway.
+    pub gateway: String,
+    /// Its memory budget for instances, MiB (0: none).
+    pub capacity_mb: u64,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The pilotlight version it runs.
+    pub version: String,
+    /// When it registered, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// `ready`: registered and renewing; `fenced`: the node that answered
+    /// cannot renew its registration, so it takes no ownership action.
+    pub health: String,
+    /// The functions placed on it.
+    pub functions: Vec<String>,
+    /// Running instances it reported, over all its functions.
+    pub instances: usize,
+}

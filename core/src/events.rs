@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Endpoint, FunctionName, FunctionSpec, Instance, Phase};
+use crate::model::{Endpoint, FunctionName, FunctionSpec, Instance, NodeId, Phase};
 use crate::ports::Message;
 
 /// The schema version this build writes and reads.
@@ -92,6 +92,9 @@ pub enum Event {
         /// Whether the function was deleted.
         #[serde(default)]
         removed: bool,
+        /// The node that sent it (multi-node); `None` from a single node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<NodeId>,
     },
     /// What the runtime worker observed of a function at the end of a
     /// reconcile: its instances, what it wants and published, and the last
@@ -121,6 +124,9 @@ pub enum Event {
         next_retry_ms: Option<u64>,
         /// When it was observed, in milliseconds since the Unix epoch.
         at_ms: u64,
+        /// The node that sent it (multi-node); `None` from a single node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<NodeId>,
     },
     /// Where a function is, as the router reports it (`Ready` with the
     /// endpoints it routes, `Deleted`, or `Failed` when the edge refused).
@@ -143,6 +149,9 @@ pub enum Event {
         /// The endpoints routed, for `Ready`.
         #[serde(default)]
         endpoints: Vec<Endpoint>,
+        /// The node that sent it (multi-node); `None` from a single node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<NodeId>,
     },
 }
 

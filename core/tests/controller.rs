@@ -257,6 +257,7 @@ async fn an_older_generation_after_a_newer_one_is_ignored() {
         endpoints,
         timeout_ms: 1000,
         removed: false,
+        node: None,
     };
     rw.handle(changed(2, ep(42000)), first).await.unwrap();
     rw.handle(changed(1, ep(41000)), first).await.unwrap();
@@ -272,6 +273,7 @@ async fn an_older_generation_after_a_newer_one_is_ignored() {
         message: Some("old news".into()),
         will_retry: false,
         endpoints,
+        node: None,
     };
     sw.handle(status(2, Phase::Ready, ep(42000)), first).await.unwrap();
     sw.handle(status(1, Phase::Ready, ep(41000)), first).await.unwrap();

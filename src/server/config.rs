@@ -81,6 +81,15 @@ pub struct ServerConfig {
     pub callback_max_attempts: u64,
     /// Retry an asynchronous invocation on any 5xx, not only 502, 503 and 504.
     pub async_retry_any_5xx: bool,
+    /// This node's id in a cluster of nodes sharing an etcd store; unset: one node alone.
+    pub node_id: Option<String>,
+    /// Where the other nodes reach this node's gateway (`ip:port`); default `http_addr`.
+    pub advertise_addr: Option<SocketAddr>,
+    /// This node's labels, `key=value` comma-separated, which a function's `placement` may require.
+    pub node_labels: String,
+    /// How long this node's registration lives without renewal, in milliseconds:
+    /// a node gone this long has its functions taken over.
+    pub node_ttl_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +123,10 @@ impl Default for ServerConfig {
             async_max_attempts: 5,
             callback_max_attempts: 10,
             async_retry_any_5xx: false,
+            node_id: None,
+            advertise_addr: None,
+            node_labels: String::new(),
+            node_ttl_ms: 10_000,
         }
     }
 }
@@ -349,6 +362,18 @@ pub struct Settings {
     /// Retry asynchronous invocations on any 5xx, not only 502, 503 and 504.
     #[arg(long, env = "PILOTLIGHT_ASYNC_RETRY_ANY_5XX", value_name = "BOOL")]
     pub async_retry_any_5xx: Option<bool>,
+    /// This node's id in a cluster sharing an etcd store (a DNS label) [default: one node alone].
+    #[arg(long, env = "PILOTLIGHT_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Where other nodes reach this node's gateway, ip:port [default: http_addr].
+    #[arg(long, env = "PILOTLIGHT_ADVERTISE_ADDR", value_name = "ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
+    /// This node's labels for placement: key=value,key=value.
+    #[arg(long, env = "PILOTLIGHT_NODE_LABELS", value_name = "LABELS")]
+    pub node_labels: Option<String>,
+    /// A node unrenewed this long is gone and its functions move, ms (2000 to 300000).
+    #[arg(long, env = "PILOTLIGHT_NODE_TTL_MS", value_name = "MS")]
+    pub node_ttl_ms: Option<u64>,
 }
 
 /// A bad setting: which key, and the rule.
@@ -479,8 +504,45 @@ impl ServerConfig {
         }
     }
 
+    /// This node's id, labels and the gateway address it advertises, when it
+    /// is one of a cluster (`node_id` set); checked.
+    pub fn node(
+        &self,
+    ) -> Result<Option<(pilotlight_core::model::NodeId, pilotlight_core::model::NodeLabels, SocketAddr)>, ConfigError>
+    {
+        let labels = pilotlight_core::model::NodeLabels::parse_list("node_labels", &self.node_labels)
+            .map_err(|e| self.error("node_labels", e.message))?;
+        if !(2_000..=300_000).contains(&self.node_ttl_ms) {
+            return Err(self.error("node_ttl_ms", format!("must be 2000 to 300000 (got {})", self.node_ttl_ms)));
+        }
+        let Some(id) = &self.node_id else {
+            if !labels.is_empty() || self.advertise_addr.is_some() {
+                let key = if labels.is_empty() { "advertise_addr" } else { "node_labels" };
+                return Err(self.error(key, "is for a node of a cluster: set `node_id` too".into()));
+            }
+            return Ok(None);
+        };
+        let id = pilotlight_core::model::NodeId::new(id.clone()).map_err(|e| self.error("node_id", e.message))?;
+        if !matches!(self.store, StoreKind::Etcd(_)) {
+            return Err(self.error(
+                "node_id",
+                "makes this node one of a cluster, whose nodes share a store on etcd: set store = etcd://host:port"
+                    .into(),
+            ));
+        }
+        let advertise = self.advertise_addr.unwrap_or(self.http_addr);
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(self.error(
+                if self.advertise_addr.is_some() { "advertise_addr" } else { "http_addr" },
+                format!("other nodes cannot reach a gateway at {advertise}: set advertise_addr to this node's ip:port"),
+            ));
+        }
+        Ok(Some((id, labels, advertise)))
+    }
+
     /// Checks the choices and their combinations, naming the key of the first bad one.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.node()?;
         if matches!(self.store, StoreKind::Etcd(_)) && self.queue.kind() == QueueKind::Memory {
             return Err(self.error(
                 "queue",

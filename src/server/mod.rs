@@ -18,11 +18,12 @@ pub use config::{
     Settings, StoreKind,
 };
 use pilotlight_api::{ApiConfig, ApiServer, ApiToken};
+use pilotlight_core::controller::cluster::Membership;
 use pilotlight_core::controller::{
     AutoscalerConfig, CronConfig, CronScheduler, Invoker, InvokerConfig, KeySource, SECRET_KEY_ENV, SecretKey,
     SecretVault, StoreActivator, TopicConfig, TopicTriggers,
 };
-use pilotlight_core::model::InstanceState;
+use pilotlight_core::model::{InstanceState, NodeId, NodeInfo, Region};
 use pilotlight_core::ports::RuntimeError;
 use pilotlight_core::support::{FanoutRouter, History};
 use pilotlight_core::{Platform, Router, Runtime};
@@ -73,7 +74,21 @@ pub struct Server {
     invoker: tokio_util::sync::CancellationToken,
     /// Where the secret key came from, and where instances' secret files go.
     secrets: (KeySource, PathBuf),
+    /// This node's registration in etcd, when it is one of a cluster.
+    registration: tokio::sync::Mutex<Option<Registration>>,
 }
+
+/// A node's registration, held until shutdown.
+#[cfg(feature = "etcd")]
+type Registration = pilotlight_etcd::membership::Registration;
+#[cfg(not(feature = "etcd"))]
+type Registration = std::convert::Infallible;
+
+/// The shared store's way of registering this node, when it has one.
+#[cfg(feature = "etcd")]
+type Joiner = Option<pilotlight_etcd::EtcdStore>;
+#[cfg(not(feature = "etcd"))]
+type Joiner = Option<std::convert::Infallible>;
 
 /// The one recorder of this process (a recorder is process-wide): Prometheus
 /// for `/metrics` and the in-process [`History`] the UI charts, side by side.
@@ -130,8 +145,9 @@ async fn sample_instances(platform: Platform, history: History, every: Duration,
     }
 }
 
-/// The store several nodes share, connected, when the setting names one.
-async fn shared_store(store: &StoreKind) -> Result<Option<Arc<dyn pilotlight_core::Store>>, ServerError> {
+/// The store several nodes share, connected, when the setting names one;
+/// and what registers a node in it.
+async fn shared_store(store: &StoreKind) -> Result<(Option<Arc<dyn pilotlight_core::Store>>, Joiner), ServerError> {
     match store {
         #[cfg(feature = "etcd")]
         StoreKind::Etcd(url) => {
@@ -139,12 +155,27 @@ async fn shared_store(store: &StoreKind) -> Result<Option<Arc<dyn pilotlight_cor
             let etcd = pilotlight_etcd::EtcdStore::connect(&config)
                 .await
                 .map_err(|e| start_error("store")(format!("{store}: {e}")))?;
-            Ok(Some(Arc::new(etcd)))
+            Ok((Some(Arc::new(etcd.clone())), Some(etcd)))
         }
         #[cfg(not(feature = "etcd"))]
         StoreKind::Etcd(_) => Err(start_error("store")("this build has no etcd support (feature `etcd`)".into())),
+        _ => Ok((None, None)),
+    }
+}
+
+/// Registers this node (a cluster's) through `joiner`.
+#[cfg(feature = "etcd")]
+async fn join(joiner: &Joiner, membership: &Arc<Membership>) -> Result<Option<Registration>, ServerError> {
+    match joiner {
+        Some(etcd) if membership.is_clustered() => {
+            Ok(Some(etcd.join(Arc::clone(membership)).await.map_err(|e| start_error("node")(e.to_string()))?))
+        }
         _ => Ok(None),
     }
+}
+#[cfg(not(feature = "etcd"))]
+async fn join(_: &Joiner, _: &Arc<Membership>) -> Result<Option<Registration>, ServerError> {
+    Ok(None)
 }
 
 impl Server {
@@ -191,7 +222,7 @@ impl Server {
         };
         // A shared store next: an etcd that cannot be reached stops the start
         // before anything is written, naming the members and the cause.
-        let shared_store = shared_store(&config.store).await?;
+        let (shared_store, joiner) = shared_store(&config.store).await?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Start {
             part: "data_dir",
             message: format!("cannot create {}: {e}", config.data_dir.display()),
@@ -284,7 +315,25 @@ impl Server {
             scale_down_window: Duration::from_secs(config.scale_down_window_s),
             ..AutoscalerConfig::default()
         };
+        let node = config.node()?;
+        let me = NodeInfo {
+            id: node.as_ref().map_or_else(
+                || NodeId::new(config.platform_id.clone()).map_err(|e| start_error("node")(e.message)),
+                |(id, _, _)| Ok(id.clone()),
+            )?,
+            region: Region::new(config.region.clone()).map_err(|e| start_error("region")(e.message))?,
+            gateway: node.as_ref().map_or(gateway.http_addr(), |(_, _, a)| *a),
+            capacity_mb: budget.unwrap_or(0),
+            labels: node.as_ref().map(|(_, l, _)| l.clone()).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_ms: pilotlight_core::support::now_ms(),
+        };
+        let membership = match node {
+            Some(_) => Membership::clustered(me, Duration::from_millis(config.node_ttl_ms)),
+            None => Membership::solo(me),
+        };
         let mut builder = Platform::builder()
+            .membership(Arc::clone(&membership))
             .activator(&activator)
             .autoscaler(gateway.clone(), scaler)
             .resync_period(Duration::from_secs(config.resync_period_s))
@@ -319,6 +368,14 @@ impl Server {
             Err(e) => {
                 stop_edges().await;
                 return Err(start_error("platform")(e.to_string()));
+            }
+        };
+        // Registered before the workers start, so the first pass places functions over every live node.
+        let registration = match join(&joiner, &membership).await {
+            Ok(r) => r,
+            Err(e) => {
+                stop_edges().await;
+                return Err(e);
             }
         };
         if let Err(e) = platform.start().await {
@@ -397,6 +454,7 @@ impl Server {
             budget_mb: budget,
             invoker: invoker_stop,
             secrets: (key_source, secret_files.root().to_path_buf()),
+            registration: tokio::sync::Mutex::new(registration),
         })
     }
 
@@ -491,6 +549,11 @@ impl Server {
         self.invoker.cancel();
         self.api.shutdown().await;
         self.platform.shutdown().await;
+        // The other nodes take this node's functions now, not after its TTL.
+        #[cfg(feature = "etcd")]
+        if let Some(r) = self.registration.lock().await.take() {
+            r.leave().await;
+        }
         self.gateway.shutdown().await;
         if let Some(n) = &self.nginx {
             n.shutdown(Duration::from_secs(10)).await;

@@ -15,8 +15,12 @@
 //! mid-request) is reported as `Unavailable`, and the caller reads again
 //! before retrying, as it does after a `Conflict`.
 //!
-//! Not here yet: the watch (nodes learn of changes by the periodic pass),
-//! and TLS to etcd.
+//! Nodes register under a lease in the same etcd ([`membership`]).
+//!
+//! Not here yet: a watch of the records (nodes learn of changes through the
+//! queue's nudges and the periodic pass), and TLS to etcd.
+
+pub mod membership;
 
 use std::time::Duration;
 
@@ -123,6 +127,7 @@ fn redact(url: &str) -> String {
 #[derive(Clone)]
 pub struct EtcdStore {
     kv: KvClient,
+    client: Client,
     prefix: String,
 }
 
@@ -165,7 +170,7 @@ impl EtcdStore {
         kv.get(format!("{}/", config.prefix), Some(GetOptions::new().with_count_only()))
             .await
             .map_err(|e| named(&e))?;
-        Ok(Self { kv, prefix: config.prefix.clone() })
+        Ok(Self { kv, client, prefix: config.prefix.clone() })
     }
 
     fn function_key(&self, name: &str) -> String {

@@ -45,6 +45,16 @@ fn is_grpc(version: Version, headers: &HeaderMap) -> bool {
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// How many gateways a request has passed on its way to a function's
+/// instances (multi-node): set when a gateway forwards to another node's.
+pub const HOPS_HEADER: &str = "x-pilotlight-hops";
+
+/// A request is forwarded to another node at most this often. One hop is
+/// the rule (any edge to the owner); the second covers a move in progress,
+/// when the new owner's edge still sends to the old owner until its own
+/// instances serve. A third would be a loop while ownership settles: 503.
+pub const MAX_HOPS: u8 = 2;
+
 fn own(resp: Response<Full<Bytes>>) -> Response<RespBody> {
     resp.map(Either::Right)
 }
@@ -242,6 +252,21 @@ async fn forward(
     strip_hop_by_hop(&mut headers);
     if let Some(u) = &upgrade {
         u.restore(&mut headers);
+    }
+    // The hop count is the gateways' own: it never reaches a function, and
+    // one that is not a small number counts as spent.
+    let hops = headers
+        .remove(HOPS_HEADER)
+        .map_or(0, |v| v.to_str().ok().and_then(|s| s.parse::<u8>().ok()).unwrap_or(MAX_HOPS));
+    if route.endpoints.iter().any(|e| e.endpoint.node().is_some()) {
+        if hops >= MAX_HOPS {
+            route.counters.error(ErrorKind::NoInstance);
+            return own(responses::unavailable(
+                &format!("`{}` is moving between nodes (forwarded {hops} times already)", route.name),
+                1,
+            ));
+        }
+        headers.insert(HOPS_HEADER, HeaderValue::from(u16::from(hops) + 1));
     }
     if wants_trailers {
         // The one `TE` HTTP/2 allows, and gRPC servers insist on it.

@@ -67,6 +67,7 @@ pub struct Autoscaler {
     load: Arc<dyn LoadSource>,
     config: AutoscalerConfig,
     tracks: HashMap<FunctionName, Track>,
+    cluster: Option<(Arc<super::cluster::Membership>, crate::model::Region)>,
 }
 
 impl Autoscaler {
@@ -77,7 +78,25 @@ impl Autoscaler {
         load: Arc<dyn LoadSource>,
         config: AutoscalerConfig,
     ) -> Self {
-        Self { queue, store, load, config, tracks: HashMap::new() }
+        Self { queue, store, load, config, tracks: HashMap::new(), cluster: None }
+    }
+
+    /// Scales only the functions this node owns among `membership`'s live
+    /// nodes (`region` for specs that name none): the owner's edge sees all
+    /// of a function's requests, those forwarded to it included.
+    pub fn with_membership(
+        mut self,
+        membership: Arc<super::cluster::Membership>,
+        region: crate::model::Region,
+    ) -> Self {
+        self.cluster = Some((membership, region));
+        self
+    }
+
+    fn owns(&self, r: &FunctionRecord) -> bool {
+        self.cluster.as_ref().is_none_or(|(m, region)| {
+            !m.is_clustered() || m.owner_of(&r.spec, region).is_ok_and(|o| &o.id == m.id()) && m.fenced_for().is_none()
+        })
     }
 
     /// Ticks until `cancel` fires.
@@ -100,7 +119,8 @@ impl Autoscaler {
         let records = self.store.list().await?;
         let load: HashMap<FunctionName, FunctionLoad> = self.load.load().into_iter().collect();
         let mut asked = Vec::new();
-        for r in records.iter().filter(|r| !r.deleted) {
+        let ours: Vec<&FunctionRecord> = records.iter().filter(|r| !r.deleted && self.owns(r)).collect();
+        for r in ours {
             let l = load.get(r.spec.name()).copied().unwrap_or_default();
             let track = self.tracks.entry(r.spec.name().clone()).or_default();
             if let Decision::Scale(n) = decide(r, l, track, &self.config, now) {

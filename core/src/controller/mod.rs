@@ -16,6 +16,7 @@
 //! topic keeps only events that cannot be handled at all (undecodable).
 
 mod autoscaler;
+pub mod cluster;
 mod consume;
 mod cron;
 mod error;

@@ -8,7 +8,7 @@ use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
 use super::urls::PublicUrls;
 use crate::events::{Event, topics};
-use crate::model::{FunctionName, FunctionRecord, Phase, Route, RouteTable};
+use crate::model::{FunctionName, FunctionRecord, NodeId, Phase, Route, RouteTable};
 use crate::ports::{Queue, Router};
 
 /// Consumes `routes`: keeps the whole route table, applies it to the Router on
@@ -21,11 +21,17 @@ use crate::ports::{Queue, Router};
 /// generation already applied for that function is ignored, including after a
 /// delete (the last generation of a deleted function is remembered). If the
 /// Router fails, the table is left as it was and the event is retried.
+///
+/// On a node of a cluster ([`with_node`](Self::with_node)) it takes only
+/// the routes its own runtime worker published: those are its instances, or
+/// the gateway of the node that runs a function. It reports only what it
+/// serves itself: a route to another node's gateway is that node's to report.
 pub struct RouterWorker {
     queue: Arc<dyn Queue>,
     router: Arc<dyn Router>,
     urls: PublicUrls,
     state: Mutex<State>,
+    node: Option<NodeId>,
 }
 
 #[derive(Default)]
@@ -38,7 +44,13 @@ struct State {
 impl RouterWorker {
     /// A worker over these ports, writing URLs with `urls`.
     pub fn new(queue: Arc<dyn Queue>, router: Arc<dyn Router>, urls: PublicUrls) -> Self {
-        Self { queue, router, urls, state: Mutex::default() }
+        Self { queue, router, urls, state: Mutex::default(), node: None }
+    }
+
+    /// Takes only the routes published by node `node`'s runtime worker.
+    pub fn with_node(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
     }
 
     /// On start: re-applies the table, seeded from the endpoints each record
@@ -47,7 +59,9 @@ impl RouterWorker {
     pub async fn resync(&self, records: &[FunctionRecord]) -> Result<(), HandlerError> {
         let mut state = self.state.lock().await;
         for r in records {
-            if !r.deleted && r.status.routed_generation > 0 {
+            // Another node's instances are not reachable from here; the first pass routes to that node.
+            let ours = self.node.is_none() || r.status.node == self.node;
+            if ours && !r.deleted && r.status.routed_generation > 0 {
                 state.table.upsert(Route {
                     name: r.spec.name().clone(),
                     generation: r.status.routed_generation,
@@ -117,6 +131,7 @@ impl RouterWorker {
                 message: Some(format!("edge: {}", e.message)),
                 will_retry: attempt.will_retry(&e),
                 endpoints: Vec::new(),
+                node: self.node.clone(),
             };
             if let Err(err) = self.queue.publish(topics::STATUS, ev.to_message()).await {
                 tracing::warn!(error = %err, "cannot publish status");
@@ -127,6 +142,9 @@ impl RouterWorker {
         state.applied.insert(name.clone(), generation);
         drop(state);
         tracing::debug!(function = %name, generation, removed, "route applied to the edge");
+        if !removed && !route.endpoints.is_empty() && route.endpoints.iter().all(|e| e.node().is_some()) {
+            return Ok(());
+        }
         let ev = Event::StatusChanged {
             url: (!removed).then(|| self.urls.url_for(&name)),
             name,
@@ -135,6 +153,7 @@ impl RouterWorker {
             message: None,
             will_retry: false,
             endpoints: route.endpoints,
+            node: self.node.clone(),
         };
         self.queue.publish(topics::STATUS, ev.to_message()).await.map_err(Into::into)
     }
@@ -144,7 +163,8 @@ impl RouterWorker {
 impl EventHandler for RouterWorker {
     async fn handle(&self, event: Event, attempt: Attempt) -> Result<(), HandlerError> {
         match event {
-            Event::EndpointsChanged { name, generation, endpoints, timeout_ms, removed } => {
+            Event::EndpointsChanged { node, .. } if self.node.is_some() && node != self.node => Ok(()),
+            Event::EndpointsChanged { name, generation, endpoints, timeout_ms, removed, .. } => {
                 self.endpoints_changed(Route { name, generation, endpoints, timeout_ms }, removed, attempt).await
             }
             _ => Ok(()),

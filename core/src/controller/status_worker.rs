@@ -3,11 +3,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use super::cluster::Membership;
 use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
 use super::records;
 use crate::events::Event;
-use crate::model::{FunctionStatus, Phase};
+use crate::model::{FunctionRecord, FunctionStatus, NodeId, Phase, Region};
 use crate::ports::Store;
 
 /// Consumes `status`: merges what the runtime worker observed (`Observed`)
@@ -15,15 +16,50 @@ use crate::ports::Store;
 /// record, and derives the phase from them, for the API and `wait_ready`.
 /// An observation of another generation than the stored one is stale and
 /// ignored; a router confirmation moves the routed endpoints forward only.
+///
+/// With several nodes, only the function's owner reports it: a report from
+/// another node (a late one from the node it moved away from) is ignored,
+/// and the first report of a new owner drops the endpoints the previous one
+/// routed, so nobody reads them as the new owner's.
 pub struct StatusWorker {
     store: Arc<dyn Store>,
     changed: watch::Sender<u64>,
+    cluster: Option<(Arc<Membership>, Region)>,
 }
 
 impl StatusWorker {
     /// A worker over `store`; `changed` is bumped after every recorded change.
     pub fn new(store: Arc<dyn Store>, changed: watch::Sender<u64>) -> Self {
-        Self { store, changed }
+        Self { store, changed, cluster: None }
+    }
+
+    /// Takes reports only from each function's owner among `membership`'s
+    /// live nodes (`region` for specs that name none).
+    pub fn with_membership(mut self, membership: Arc<Membership>, region: Region) -> Self {
+        self.cluster = Some((membership, region));
+        self
+    }
+
+    /// Whether a report from `from` about `r` is the owner's, and so taken.
+    fn is_owners_report(&self, r: &FunctionRecord, from: Option<&NodeId>) -> bool {
+        match (&self.cluster, from) {
+            (Some((m, region)), Some(from)) if m.is_clustered() => match m.owner_of(&r.spec, region) {
+                Ok(owner) => &owner.id == from,
+                // Nobody may run it: whoever says so is heard.
+                Err(_) => true,
+            },
+            _ => true,
+        }
+    }
+}
+
+/// Takes `from` as the node that reports `s`; a new one's endpoints are not the old one's.
+fn take_reporter(s: &mut FunctionStatus, from: Option<&NodeId>) {
+    if s.node.as_ref() != from {
+        if s.node.is_some() {
+            s.endpoints.clear();
+        }
+        s.node = from.cloned();
     }
 }
 
@@ -46,6 +82,7 @@ impl EventHandler for StatusWorker {
                 attempts,
                 next_retry_ms,
                 at_ms,
+                node,
                 ..
             } => {
                 records::update(self.store.as_ref(), &name, |r| {
@@ -53,8 +90,13 @@ impl EventHandler for StatusWorker {
                         tracing::debug!(stored = r.generation, generation, "observation of another generation ignored");
                         return false;
                     }
+                    if !self.is_owners_report(r, node.as_ref()) {
+                        tracing::debug!(from = ?node, "observation of a node that does not own the function ignored");
+                        return false;
+                    }
                     let before = r.status.clone();
                     let s = &mut r.status;
+                    take_reporter(s, node.as_ref());
                     s.generation = generation;
                     s.instances = instances.clone();
                     s.wanted = wanted;
@@ -73,10 +115,15 @@ impl EventHandler for StatusWorker {
                 })
                 .await?;
             }
-            Event::StatusChanged { generation, phase, url, message, endpoints, .. } => {
+            Event::StatusChanged { generation, phase, url, message, endpoints, node, .. } => {
                 records::update(self.store.as_ref(), &name, |r| {
+                    if !self.is_owners_report(r, node.as_ref()) {
+                        tracing::debug!(from = ?node, "edge report of a node that does not own the function ignored");
+                        return false;
+                    }
                     let before = r.status.clone();
                     let s = &mut r.status;
+                    take_reporter(s, node.as_ref());
                     match phase {
                         // The route is gone: the delete is complete once it is the stored one.
                         Phase::Deleted if r.deleted && r.generation == generation => {

@@ -39,16 +39,28 @@ impl fmt::Display for InstanceId {
 pub struct Endpoint {
     addr: SocketAddr,
     netns: Option<std::sync::Arc<str>>,
+    /// Set when `addr` is another node's gateway, which serves the function
+    /// (multi-node): the edge forwards there with a hop header.
+    node: Option<std::sync::Arc<str>>,
 }
 
 impl Endpoint {
     /// An address in the platform's own network namespace.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, netns: None }
+        Self { addr, netns: None, node: None }
     }
     /// An address inside the network namespace at `netns`.
     pub fn in_namespace(addr: SocketAddr, netns: impl Into<std::sync::Arc<str>>) -> Self {
-        Self { addr, netns: Some(netns.into()) }
+        Self { addr, netns: Some(netns.into()), node: None }
+    }
+    /// The gateway of node `node` at `addr`, which runs the function: a
+    /// request sent there is forwarded once more at most.
+    pub fn node_gateway(addr: SocketAddr, node: impl Into<std::sync::Arc<str>>) -> Self {
+        Self { addr, netns: None, node: Some(node.into()) }
+    }
+    /// The node whose gateway this is, when it is one (not an instance).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
     /// The address.
     pub fn addr(&self) -> SocketAddr {
@@ -62,9 +74,10 @@ impl Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.netns {
-            None => self.addr.fmt(f),
-            Some(ns) => write!(f, "{} in {ns}", self.addr),
+        match (&self.netns, &self.node) {
+            (_, Some(node)) => write!(f, "{} (node {node})", self.addr),
+            (None, None) => self.addr.fmt(f),
+            (Some(ns), None) => write!(f, "{} in {ns}", self.addr),
         }
     }
 }
@@ -74,13 +87,15 @@ impl fmt::Display for Endpoint {
 enum EndpointRepr {
     Plain(SocketAddr),
     InNamespace { addr: SocketAddr, netns: String },
+    Node { addr: SocketAddr, node: String },
 }
 
 impl Serialize for Endpoint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.netns {
-            None => self.addr.serialize(s),
-            Some(ns) => EndpointRepr::InNamespace { addr: self.addr, netns: ns.to_string() }.serialize(s),
+        match (&self.netns, &self.node) {
+            (_, Some(node)) => EndpointRepr::Node { addr: self.addr, node: node.to_string() }.serialize(s),
+            (None, None) => self.addr.serialize(s),
+            (Some(ns), None) => EndpointRepr::InNamespace { addr: self.addr, netns: ns.to_string() }.serialize(s),
         }
     }
 }
@@ -90,6 +105,7 @@ impl<'de> Deserialize<'de> for Endpoint {
         Ok(match EndpointRepr::deserialize(d)? {
             EndpointRepr::Plain(addr) => Self::new(addr),
             EndpointRepr::InNamespace { addr, netns } => Self::in_namespace(addr, netns),
+            EndpointRepr::Node { addr, node } => Self::node_gateway(addr, node),
         })
     }
 }

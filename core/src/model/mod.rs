@@ -8,6 +8,7 @@ mod image;
 mod instance;
 mod invocation;
 mod names;
+mod node;
 mod record;
 mod route;
 mod spec;
@@ -22,12 +23,13 @@ pub use invocation::{
     InvocationId, InvocationRequest, InvocationResponse, InvocationState, MAX_CALLBACK_URL_BYTES,
     MAX_INVOCATION_HEADER_BYTES, MAX_INVOCATION_HEADERS, MAX_INVOCATION_PATH_BYTES,
 };
-pub use names::{Domain, FunctionName, Region, SecretName};
+pub use names::{Domain, FunctionName, NodeId, Region, SecretName};
+pub use node::{NodeInfo, NodeLabels};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
 pub use spec::{
     AsyncInput, AsyncPolicy, ExecInput, ExecSpec, FunctionSpec, FunctionSpecInput, HealthPath, Limits, LimitsInput,
-    MAX_SECRETS, Network, Port, Scaling, ScalingInput, Source,
+    MAX_SECRETS, Network, PlacementInput, Port, Scaling, ScalingInput, Source,
 };
 pub use trigger::{
     CatchUp, CronSchedule, CronTrigger, MAX_TRIGGER_BODY_BYTES, MAX_TRIGGERS, TopicTrigger, Trigger, TriggerInput,

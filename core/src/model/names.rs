@@ -81,6 +81,19 @@ impl FunctionName {
 }
 string_newtype!(FunctionName, "name");
 
+/// A node's id in a cluster, such as `node-1`: a DNS label, unique among
+/// the nodes sharing a Store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeId(String);
+
+impl NodeId {
+    fn check(field: &str, value: &str) -> Result<(), ValidationError> {
+        check_dns_label(field, value)
+    }
+}
+string_newtype!(NodeId, "node_id");
+
 /// A region a node serves, such as `local` or `eu-west-1`: a DNS label.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::instance::{Endpoint, Instance};
+use super::names::NodeId;
 use super::spec::FunctionSpec;
 
 /// Where a function is in its life. Derived from what was last observed (see
@@ -110,6 +111,10 @@ pub struct FunctionStatus {
     /// since the Unix epoch (0: never).
     #[serde(default)]
     pub observed_at_ms: u64,
+    /// The node that runs it and reported this status (multi-node); `None`
+    /// on a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
 }
 
 impl FunctionStatus {
@@ -130,6 +135,7 @@ impl FunctionStatus {
             next_retry_ms: None,
             permanent: false,
             observed_at_ms: 0,
+            node: None,
         }
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::env::EnvVars;
 use super::image::ImageRef;
 use super::names::{FunctionName, Region, SecretName};
+use super::node::NodeLabels;
 use super::trigger::{Trigger, TriggerInput, validate_triggers};
 use super::validation::{ValidationError, check_range, shown};
 
@@ -301,6 +302,7 @@ pub struct FunctionSpec {
     triggers: Vec<Trigger>,
     asynchronous: AsyncPolicy,
     secrets: Vec<SecretName>,
+    placement: NodeLabels,
 }
 
 impl FunctionSpec {
@@ -359,6 +361,10 @@ impl FunctionSpec {
     /// container, `$PILOTLIGHT_SECRETS_DIR/<name>` for a process); never env.
     pub fn secrets(&self) -> &[SecretName] {
         &self.secrets
+    }
+    /// The node labels a node must have to run it (empty: any node of its region).
+    pub fn placement(&self) -> &NodeLabels {
+        &self.placement
     }
     /// The same spec in a given region (the platform fills in its own when none was asked).
     pub fn with_region(mut self, region: Region) -> Self {
@@ -532,6 +538,20 @@ pub struct FunctionSpecInput {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(max_items = 32))]
     pub secrets: Vec<String>,
+    /// Where it may run when several nodes share the platform: the node
+    /// labels required (`{"labels": {"disk": "ssd"}}`); default any node of its region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementInput>,
+}
+
+/// `placement` as written by a user.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementInput {
+    /// Labels a node must have, each key and value 1 to 63 of a-z, 0-9, `-`, `_` and `.`; at most 16.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 const MAX_ARGS: usize = 256;
@@ -583,6 +603,8 @@ impl FunctionSpecInput {
         let triggers = validate_triggers(self.triggers)?;
         let asynchronous = validate_async(self.asynchronous.unwrap_or_default()).map_err(|e| e.within("async"))?;
         let secrets = validate_secrets(self.secrets)?;
+        let placement =
+            NodeLabels::parse_field("placement.labels", self.placement.map(|p| p.labels).unwrap_or_default())?;
         Ok(FunctionSpec {
             name,
             source,
@@ -597,6 +619,7 @@ impl FunctionSpecInput {
             triggers,
             asynchronous,
             secrets,
+            placement,
         })
     }
 }
@@ -730,6 +753,8 @@ impl From<FunctionSpec> for FunctionSpecInput {
                 forward_authorization: Some(s.asynchronous.forward_authorization),
             }),
             secrets: s.secrets.into_iter().map(String::from).collect(),
+            // Written out only when set, so specs stored before the field existed read back the same.
+            placement: (!s.placement.is_empty()).then(|| PlacementInput { labels: s.placement.into() }),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::activator::WorkerSlot;
 use super::{Inner, Platform, StoreActivator};
 use crate::controller::autoscaler::AutoscalerConfig;
+use crate::controller::cluster::Membership;
 use crate::controller::error::PlatformError;
 use crate::controller::groups;
 use crate::controller::runtime_worker::RuntimeWorkerConfig;
@@ -35,6 +36,8 @@ pub struct PlatformBuilder {
     worker: RuntimeWorkerConfig,
     autoscaler: Option<(Arc<dyn LoadSource>, AutoscalerConfig)>,
     worker_slot: Option<WorkerSlot>,
+    membership: Option<Arc<Membership>>,
+    fence_grace: Option<Duration>,
 }
 
 impl Default for PlatformBuilder {
@@ -52,6 +55,8 @@ impl Default for PlatformBuilder {
             worker: RuntimeWorkerConfig::default(),
             autoscaler: None,
             worker_slot: None,
+            membership: None,
+            fence_grace: None,
         }
     }
 }
@@ -158,6 +163,24 @@ impl PlatformBuilder {
         self
     }
 
+    /// Runs as one node of a cluster that shares the Store and the queue:
+    /// each function runs on the node `membership` places it on, the others
+    /// route to it; this node's runtime and router workers take every nudge
+    /// in groups of their own (`runtime.<node>`, `router.<node>`), and only
+    /// the owner's reports reach a function's status. Without it the
+    /// platform is one node that runs everything.
+    pub fn membership(mut self, membership: Arc<Membership>) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// How long a node cut off from the membership backend beyond its TTL
+    /// keeps its instances before it stops them (default: one TTL).
+    pub fn fence_grace(mut self, grace: Duration) -> Self {
+        self.fence_grace = Some(grace);
+        self
+    }
+
     /// Builds the platform; call [`Platform::start`] to run its workers.
     pub fn build(self) -> Result<Platform, PlatformError> {
         let queue =
@@ -181,6 +204,10 @@ impl PlatformBuilder {
                 tasks: Mutex::new(JoinSet::new()),
                 runtime_worker: OnceLock::new(),
                 fast_path: self.worker_slot.unwrap_or_default(),
+                fence_grace: self.fence_grace.unwrap_or_else(|| {
+                    self.membership.as_ref().map_or(Duration::from_secs(10), |m| m.ttl().min(Duration::from_secs(3600)))
+                }),
+                membership: self.membership,
             }),
         })
     }

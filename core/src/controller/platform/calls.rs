@@ -40,9 +40,12 @@ impl Platform {
     /// An update keeps the desired scale (at least `max(min, 1)`), so a
     /// function scaled to 3 comes up at 3 in its new generation.
     pub async fn deploy(&self, spec: FunctionSpec) -> Result<DeployReceipt, PlatformError> {
+        let cluster = self.inner.membership.as_ref().filter(|m| m.is_clustered());
         let spec = match spec.region() {
             None => spec.with_region(self.inner.region.clone()),
             Some(r) if *r == self.inner.region => spec,
+            // In a cluster, any region a live node serves (checked below).
+            Some(_) if cluster.is_some() => spec,
             Some(r) => {
                 return Err(ValidationError::new(
                     "region",
@@ -51,6 +54,15 @@ impl Platform {
                 .into());
             }
         };
+        if let Some(m) = cluster {
+            match m.owner_of(&spec, &self.inner.region) {
+                Ok(_) => {}
+                Err(e @ super::super::cluster::NoOwner::Region { .. }) => {
+                    return Err(ValidationError::new("region", e.to_string()).into());
+                }
+                Err(e) => return Err(ValidationError::new("placement.labels", e.to_string()).into()),
+            }
+        }
         let name = spec.name().clone();
         if let Some((i, missing)) = secrets::missing_secrets(self.inner.store.as_ref(), spec.secrets()).await? {
             return Err(ValidationError::new(

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
+use super::cluster::Membership;
 use super::consume::{EventHandler, run_consumer};
 use super::error::PlatformError;
 use super::groups;
@@ -63,6 +64,9 @@ struct Inner {
     runtime_worker: OnceLock<Arc<RuntimeWorker>>,
     /// The runtime worker, weakly, for the activators this platform made or was given: their fast path.
     fast_path: activator::WorkerSlot,
+    /// This node among others, when it is one of a cluster.
+    membership: Option<Arc<Membership>>,
+    fence_grace: Duration,
 }
 
 impl Platform {
@@ -86,6 +90,11 @@ impl Platform {
         self.inner.urls.url_for(name)
     }
 
+    /// This node among the live nodes, when it is one of a cluster.
+    pub fn membership(&self) -> Option<&Arc<Membership>> {
+        self.inner.membership.as_ref()
+    }
+
     /// How often every function is reconciled even when nothing asked. An
     /// observation older than two periods is stale.
     pub fn resync_period(&self) -> Duration {
@@ -102,13 +111,26 @@ impl Platform {
         let inner = &self.inner;
         let mut tasks = inner.tasks.lock().await;
         // Subscribe every group before publishing anything, so no event falls before a group exists.
+        let cluster = inner.membership.as_ref().filter(|m| m.is_clustered());
+        let group = |base: &str| match cluster {
+            Some(m) => format!("{base}.{}", m.id()),
+            None => base.to_owned(),
+        };
         let status_sub = inner.queue.subscribe(topics::STATUS, &inner.status_group).await?;
-        let status = Arc::new(StatusWorker::new(Arc::clone(&inner.store), inner.changed.clone()));
+        let mut status = StatusWorker::new(Arc::clone(&inner.store), inner.changed.clone());
+        if let Some(m) = cluster {
+            status = status.with_membership(Arc::clone(m), inner.region.clone());
+        }
+        let status = Arc::new(status);
         tasks.spawn(run_consumer("status", status_sub, status, 8, inner.cancel.clone()));
 
         if let Some(router) = &inner.router {
-            let sub = inner.queue.subscribe(topics::ROUTES, groups::ROUTER).await?;
-            let worker = Arc::new(RouterWorker::new(Arc::clone(&inner.queue), Arc::clone(router), inner.urls.clone()));
+            let sub = inner.queue.subscribe(topics::ROUTES, &group(groups::ROUTER)).await?;
+            let mut worker = RouterWorker::new(Arc::clone(&inner.queue), Arc::clone(router), inner.urls.clone());
+            if let Some(m) = cluster {
+                worker = worker.with_node(m.id().clone());
+            }
+            let worker = Arc::new(worker);
             let records = inner.store.list().await?;
             worker.resync(&records).await.map_err(|e| PlatformError::Config(format!("router resync: {e}")))?;
             tasks.spawn(Arc::clone(&worker).run_reapply(inner.worker.resync_period, inner.cancel.clone()));
@@ -116,7 +138,7 @@ impl Platform {
         }
 
         if let Some(runtime) = &inner.runtime {
-            let sub = inner.queue.subscribe(topics::DEPLOYMENTS, groups::RUNTIME).await?;
+            let sub = inner.queue.subscribe(topics::DEPLOYMENTS, &group(groups::RUNTIME)).await?;
             let mut worker = RuntimeWorker::with_config(
                 Arc::clone(&inner.queue),
                 Arc::clone(runtime),
@@ -125,6 +147,9 @@ impl Platform {
             );
             if let Some((load, _)) = inner.autoscaler.lock().await.as_ref() {
                 worker = worker.with_load_source(Arc::clone(load));
+            }
+            if let Some(m) = cluster {
+                worker = worker.with_membership(Arc::clone(m), inner.region.clone(), inner.fence_grace);
             }
             let worker = Arc::new(worker);
             worker.spawn(&mut tasks, &inner.cancel);
@@ -144,7 +169,10 @@ impl Platform {
             ));
         }
         if let Some((load, config)) = inner.autoscaler.lock().await.take() {
-            let scaler = Autoscaler::new(Arc::clone(&inner.queue), Arc::clone(&inner.store), load, config);
+            let mut scaler = Autoscaler::new(Arc::clone(&inner.queue), Arc::clone(&inner.store), load, config);
+            if let Some(m) = cluster {
+                scaler = scaler.with_membership(Arc::clone(m), inner.region.clone());
+            }
             tasks.spawn(scaler.run(inner.cancel.clone()));
         }
         tracing::info!(

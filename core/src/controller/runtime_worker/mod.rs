@@ -30,6 +30,7 @@ mod fast;
 
 pub use fast::FastResume;
 
+use super::cluster::{Membership, Ownership};
 use super::consume::{Attempt, EventHandler};
 use super::error::HandlerError;
 use super::plan::{Plan, PlanInput, Step, plan};
@@ -37,7 +38,8 @@ use super::records;
 use super::workqueue::{Backoff, Snapshot, WorkQueue, jitter};
 use crate::events::{Event, topics};
 use crate::model::{
-    DesiredScale, Endpoint, FunctionName, FunctionRecord, FunctionSpec, Instance, InstanceId, InstanceState, Phase,
+    DesiredScale, Endpoint, FunctionName, FunctionRecord, FunctionSpec, Instance, InstanceId, InstanceState, NodeId,
+    NodeInfo, Phase, Region,
 };
 use crate::ports::{LoadSource, Queue, Runtime, RuntimeError, RuntimeEvent, Store};
 use crate::support::now_ms;
@@ -105,6 +107,29 @@ struct Memory {
     finished: Option<Instant>,
     /// The last observation published, and when.
     observed: Option<(Observation, Instant)>,
+    /// Since when this node, no longer the owner, waits for the new owner to
+    /// serve before it stops its instances (a handover).
+    handing_over: Option<Instant>,
+}
+
+/// What a reconcile ended with.
+enum Outcome {
+    /// Nothing is left of the function (no record, or its delete is complete).
+    Gone,
+    /// The record and the instances as they are after the steps.
+    Converged(Box<FunctionRecord>, Option<Vec<Instance>>),
+    /// Another node runs it (or this node is fenced): nothing to report.
+    NotOurs,
+}
+
+/// This worker's node in a cluster.
+#[derive(Clone)]
+struct Node {
+    membership: Arc<Membership>,
+    /// The region of specs that name none.
+    region: Region,
+    /// How long a fenced node keeps its instances before it stops them.
+    grace: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +178,7 @@ pub struct RuntimeWorker {
     can_precreate: AtomicBool,
     pass_enabled: AtomicBool,
     passes: AtomicU64,
+    node: Option<Node>,
 }
 
 impl RuntimeWorker {
@@ -183,7 +209,23 @@ impl RuntimeWorker {
             can_precreate: AtomicBool::new(true),
             pass_enabled: AtomicBool::new(true),
             passes: AtomicU64::new(0),
+            node: None,
         }
+    }
+
+    /// Runs as one node of a cluster: only the functions `membership` says
+    /// this node owns run here (with their pools); for the others it routes
+    /// to the owner's gateway and stops what it has, once the owner serves.
+    /// Specs without a region are in `region`. Cut off from the membership
+    /// backend beyond its TTL it takes no ownership action, and after
+    /// `grace` more it stops its instances.
+    pub fn with_membership(mut self, membership: Arc<Membership>, region: Region, grace: Duration) -> Self {
+        self.node = Some(Node { membership, region, grace });
+        self
+    }
+
+    fn node_id(&self) -> Option<NodeId> {
+        self.node.as_ref().filter(|n| n.membership.is_clustered()).map(|n| n.membership.id().clone())
     }
 
     /// Reads the edge's per-endpoint request counts during drains, so a
@@ -262,12 +304,23 @@ impl RuntimeWorker {
 
     async fn pass_loop(self: Arc<Self>, cancel: CancellationToken) {
         let mut first = true;
+        let mut nodes = self.node.as_ref().map(|n| n.membership.subscribe());
         loop {
             if !first {
                 let period = self.config.resync_period.mul_f64(0.9 + 0.2 * jitter());
+                let nodes_changed = async {
+                    if let Some(rx) = nodes.as_mut()
+                        && rx.changed().await.is_ok()
+                    {
+                        return;
+                    }
+                    std::future::pending::<()>().await;
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(period) => {}
+                    // The live nodes changed: functions may have moved, here or away.
+                    () = nodes_changed => first = true,
                 }
             }
             // The first pass (at start) takes everything, backoff or not: nothing is known yet.
@@ -388,19 +441,25 @@ impl RuntimeWorker {
     /// Updates the function's memory after a reconcile (failures, backoff)
     /// and returns the observation to publish, unless it is unchanged and recent.
     #[allow(clippy::type_complexity)]
-    fn record_outcome(
-        &self,
-        name: &FunctionName,
-        outcome: Result<Option<(FunctionRecord, Option<Vec<Instance>>)>, Failure>,
-    ) -> Option<Event> {
+    fn record_outcome(&self, name: &FunctionName, outcome: Result<Outcome, Failure>) -> Option<Event> {
         let mut memory = self.memory.lock();
         let (record, world, failure) = match outcome {
-            Ok(None) => {
+            Ok(Outcome::Gone) => {
                 memory.remove(name);
                 metrics::counter!("pilotlight_reconcile_total", "outcome" => "ok").increment(1);
                 return None;
             }
-            Ok(Some((record, world))) => {
+            Ok(Outcome::NotOurs) => {
+                let m = memory.entry(name.clone()).or_default();
+                m.finished = Some(Instant::now());
+                m.failures = 0;
+                m.next_retry = None;
+                // Should it come back here, its first observation is written.
+                m.observed = None;
+                return None;
+            }
+            Ok(Outcome::Converged(record, world)) => {
+                let record = *record;
                 let m = memory.entry(name.clone()).or_default();
                 m.finished = Some(Instant::now());
                 m.failures = 0;
@@ -464,24 +523,19 @@ impl RuntimeWorker {
             attempts: observation.attempts,
             next_retry_ms: failure.map(|(_, d)| now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             at_ms,
+            node: self.node_id(),
         })
     }
 
-    /// One reconcile. `Ok(None)`: nothing is left of the function (no record,
-    /// or its delete is complete). `Ok(Some)`: the record and the instances
-    /// as they are after the steps.
-    async fn reconcile(
-        &self,
-        name: &FunctionName,
-        snapshot: Option<Snapshot>,
-    ) -> Result<Option<(FunctionRecord, Option<Vec<Instance>>)>, Failure> {
+    /// One reconcile.
+    async fn reconcile(&self, name: &FunctionName, snapshot: Option<Snapshot>) -> Result<Outcome, Failure> {
         let record = self.store.get(name).await?;
         let Some(record) = record else {
             for i in self.instances(name, snapshot).await? {
                 tracing::info!(instance = %i.id, "stopping an instance no stored function wants");
                 self.runtime.stop(&i.id).await?;
             }
-            return Ok(None);
+            return Ok(Outcome::Gone);
         };
         {
             let mut memory = self.memory.lock();
@@ -499,11 +553,164 @@ impl RuntimeWorker {
         if record.deleted {
             return self.remove(&record, instances).await.map_err(|(e, w)| fail(e, Some(w)));
         }
+        if let Some(node) = &self.node {
+            match node.membership.ownership(&record.spec, &node.region, node.grace) {
+                Ownership::Here => {
+                    self.take_over(&record, &instances, &node.membership).await.map_err(|e| fail(e, None))?;
+                }
+                Ownership::There(owner) => {
+                    return self.hand_over(&record, instances, &owner).await.map_err(|e| fail(e, None));
+                }
+                Ownership::Nowhere(why) => {
+                    self.stop_all(&record, instances, &[]).await.map_err(|e| fail(e, None))?;
+                    // One node says so, the same one on every node: the first live one.
+                    let reporter = node.membership.nodes().first().map(|n| n.id.clone());
+                    if reporter.as_ref() != Some(node.membership.id()) {
+                        return Ok(Outcome::NotOurs);
+                    }
+                    return Err(fail(HandlerError::fatal(why.to_string()), Some(Vec::new())));
+                }
+                Ownership::Fenced { drain: false } => {
+                    tracing::warn!("this node cannot renew its registration: no change until it can");
+                    return Ok(Outcome::NotOurs);
+                }
+                Ownership::Fenced { drain: true } => {
+                    tracing::warn!("this node has been cut off beyond its grace period: stopping its instances");
+                    self.stop_all(&record, instances, &[]).await.map_err(|e| fail(e, None))?;
+                    return Ok(Outcome::NotOurs);
+                }
+            }
+        }
         let mut world = instances;
         match self.converge(&record, &mut world).await {
-            Ok(()) => Ok(Some((record, Some(world)))),
+            Ok(()) => Ok(Outcome::Converged(Box::new(record), Some(world))),
             Err(e) => Err(fail(e, Some(world))),
         }
+    }
+
+    /// A function this node owns. If another node reported it last, this
+    /// node takes it over: its edge forwards to that node (when it still
+    /// serves this generation) until its own instances serve, and its next
+    /// publish is reported as its own, which tells the other node to stop.
+    async fn take_over(
+        &self,
+        record: &FunctionRecord,
+        instances: &[Instance],
+        membership: &Membership,
+    ) -> Result<(), HandlerError> {
+        let name = record.spec.name();
+        let s = &record.status;
+        let Some(previous) = s.node.as_ref().filter(|n| *n != membership.id()) else {
+            if let Some(m) = self.memory.lock().get_mut(name) {
+                m.handing_over = None;
+            }
+            return Ok(());
+        };
+        let serving_here =
+            instances.iter().any(|i| i.generation == record.generation && i.state == InstanceState::Running);
+        let live = membership.nodes().iter().find(|n| &n.id == previous).cloned();
+        let published = self.memory.lock().get(name).and_then(|m| m.published.clone());
+        let forwarding = published.as_ref().is_some_and(|(_, e)| e.iter().any(|e| e.node().is_some()));
+        if let Some(previous) = live.filter(|_| !serving_here && s.routed_generation == record.generation)
+            && !s.endpoints.is_empty()
+        {
+            let route = vec![Endpoint::node_gateway(previous.gateway, previous.id.as_str())];
+            if published.as_ref() != Some(&(record.generation, route.clone())) {
+                tracing::info!(from = %previous.id, "taking over: forwarding to the node that serves it until this one does");
+                self.publish_route(record, &route).await?;
+            }
+        } else if !forwarding {
+            // What this node published is not reported as its own yet: publish it again, so its edge reports it.
+            if let Some(m) = self.memory.lock().get_mut(name) {
+                m.published = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_route(&self, record: &FunctionRecord, route: &[Endpoint]) -> Result<(), HandlerError> {
+        let name = record.spec.name();
+        let event = Event::EndpointsChanged {
+            name: name.clone(),
+            generation: record.generation,
+            endpoints: route.to_vec(),
+            timeout_ms: u64::try_from(record.spec.timeout().as_millis()).unwrap_or(u64::MAX),
+            removed: false,
+            node: self.node_id(),
+        };
+        self.queue.publish(topics::ROUTES, event.to_message()).await?;
+        self.memory.lock().entry(name.clone()).or_default().published = Some((record.generation, route.to_vec()));
+        Ok(())
+    }
+
+    /// A function another node owns: this node routes it to that node's
+    /// gateway and runs none of it. While this node still serves it (it was
+    /// the owner) or routes it elsewhere (the node it moved away from), that
+    /// stays as it is until the owner reports that it serves this generation
+    /// itself, or one TTL has passed (the owner may be unable to), so a move
+    /// loses no request.
+    async fn hand_over(
+        &self,
+        record: &FunctionRecord,
+        instances: Vec<Instance>,
+        owner: &NodeInfo,
+    ) -> Result<Outcome, HandlerError> {
+        let name = record.spec.name();
+        let route = [Endpoint::node_gateway(owner.gateway, owner.id.as_str())];
+        let serving = instances.iter().any(|i| i.state == InstanceState::Running);
+        let elsewhere = self
+            .memory
+            .lock()
+            .get(name)
+            .and_then(|m| m.published.clone())
+            .is_some_and(|(_, e)| !e.is_empty() && e != route);
+        let s = &record.status;
+        let owner_serves = s.node.as_ref() == Some(&owner.id)
+            && s.routed_generation == record.generation
+            && !s.endpoints.is_empty()
+            && s.endpoints.iter().all(|e| e.node().is_none());
+        let patience = self.node.as_ref().map_or(Duration::ZERO, |n| n.membership.ttl().max(Duration::from_secs(1)));
+        if (serving || elsewhere) && !owner_serves {
+            let since =
+                *self.memory.lock().entry(name.clone()).or_default().handing_over.get_or_insert_with(Instant::now);
+            if since.elapsed() < patience {
+                tracing::debug!(owner = %owner.id, serving, "keeping the route until the new owner serves");
+                self.work.schedule(name, Instant::now() + Duration::from_millis(250));
+                return Ok(Outcome::NotOurs);
+            }
+            tracing::warn!(owner = %owner.id, ?patience, "the new owner does not serve yet; handing over anyway");
+        }
+        self.stop_all(record, instances, &route).await?;
+        if let Some(m) = self.memory.lock().get_mut(name) {
+            m.handing_over = None;
+        }
+        Ok(Outcome::NotOurs)
+    }
+
+    /// Routes `record`'s function to `route` (another node's gateway, or
+    /// nowhere) and takes its instances here out of service: running ones
+    /// drain first, the others stop now.
+    async fn stop_all(
+        &self,
+        record: &FunctionRecord,
+        instances: Vec<Instance>,
+        route: &[Endpoint],
+    ) -> Result<(), HandlerError> {
+        let name = record.spec.name();
+        let published = self.memory.lock().get(name).and_then(|m| m.published.clone());
+        if published.as_ref() != Some(&(record.generation, route.to_vec())) {
+            self.publish_route(record, route).await?;
+            tracing::info!(route = ?route.iter().map(ToString::to_string).collect::<Vec<_>>(), "not run here: routed on");
+        }
+        for i in instances {
+            if i.state == InstanceState::Running {
+                self.retire(i, false, record.spec.timeout());
+            } else {
+                tracing::info!(instance = %i.id, "stopping an instance of a function another node runs");
+                self.runtime.stop(&i.id).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The function's instances: from the pass's snapshot when nothing ran
@@ -523,7 +730,7 @@ impl RuntimeWorker {
         &self,
         record: &FunctionRecord,
         instances: Vec<Instance>,
-    ) -> Result<Option<(FunctionRecord, Option<Vec<Instance>>)>, (HandlerError, Vec<Instance>)> {
+    ) -> Result<Outcome, (HandlerError, Vec<Instance>)> {
         let name = record.spec.name();
         let mut world = instances;
         while let Some(i) = world.first().cloned() {
@@ -540,6 +747,7 @@ impl RuntimeWorker {
                 endpoints: Vec::new(),
                 timeout_ms: 0,
                 removed: true,
+                node: self.node_id(),
             };
             if let Err(e) = self.queue.publish(topics::ROUTES, event.to_message()).await {
                 return Err((e.into(), world));
@@ -547,9 +755,9 @@ impl RuntimeWorker {
             self.memory.lock().entry(name.clone()).or_default().published = Some((record.generation, Vec::new()));
         }
         if is_gone(record) {
-            return Ok(None);
+            return Ok(Outcome::Gone);
         }
-        Ok(Some((record.clone(), Some(world))))
+        Ok(Outcome::Converged(Box::new(record.clone()), Some(world)))
     }
 
     /// Plans and executes for a live function; `world` follows every step.
@@ -670,6 +878,7 @@ impl RuntimeWorker {
                         endpoints: endpoints.clone(),
                         timeout_ms: u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX),
                         removed: false,
+                        node: self.node_id(),
                     };
                     self.queue.publish(topics::ROUTES, event.to_message()).await?;
                     self.memory.lock().entry(spec.name().clone()).or_default().published =

@@ -1,0 +1,554 @@
+//! Three pilotlight nodes as separate processes (the process runtime, each
+//! its own platform id and loopback ports) on a three-member etcd cluster
+//! (Debian's `etcd-server`) and RabbitMQ: functions spread over the nodes,
+//! every edge serves every function, a killed owner's functions come back on
+//! the others and return to it when it is back, a hung node is fenced, a
+//! function at zero wakes on its owner from any edge, an update fails no
+//! request through any edge, and a placement no node satisfies is refused.
+//!
+//! The nodes are this test binary itself, run again as `node_process` with
+//! the node's settings in `PILOTLIGHT_TEST_NODE` (so they are built with the
+//! `etcd` feature, as the tests are).
+//!
+//! Under CI a missing etcd or RabbitMQ fails the tests; on a laptop they are
+//! skipped with the reason printed.
+#![cfg(feature = "etcd")]
+#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use pilotlight::api::client::Client;
+use pilotlight::core::testkit::{fixtures::hello_binary, free_port, http, unique};
+use pilotlight::server::{RuntimeKind, Server, ServerConfig};
+use serde_json::json;
+
+const ETCD: &str = "/usr/bin/etcd";
+/// The nodes' registration TTL: short, so failover is quick to test.
+const TTL: Duration = Duration::from_secs(3);
+
+/// One etcd member, killed when dropped.
+struct Member(Child);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three etcd members on loopback ports; their client addresses.
+fn etcd_cluster(dir: &Path) -> Option<(Vec<Member>, String)> {
+    if !Path::new(ETCD).exists() {
+        assert!(!common::ci(), "etcd is required under CI (apt install etcd-server)");
+        eprintln!("SKIPPED: no {ETCD} (apt install etcd-server)");
+        return None;
+    }
+    let token = unique("etcd");
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+    let members = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| {
+            let name = format!("m{i}");
+            let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+            Member(
+                Command::new(ETCD)
+                    .args(["--name", &name, "--data-dir"])
+                    .arg(dir.join(&name))
+                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args(["--initial-cluster", &initial.join(",")])
+                    .args(["--initial-cluster-state", "new", "--initial-cluster-token", &token])
+                    .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let clients: Vec<String> = ports.iter().map(|(c, _)| format!("127.0.0.1:{c}")).collect();
+    Some((members, clients.join(",")))
+}
+
+/// One node: this test binary as `node_process`, its settings in a file.
+struct Node {
+    id: String,
+    platform: String,
+    api: u16,
+    http: u16,
+    dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(dir: &Path, id: &str, store: &str, queue: &str, labels: &str) -> Node {
+        let dir = dir.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (api, http) = (free_port(), free_port());
+        let platform = unique(id).replace('_', "-");
+        let config = ServerConfig {
+            data_dir: dir.join("data"),
+            api_addr: format!("127.0.0.1:{api}").parse().unwrap(),
+            http_addr: format!("127.0.0.1:{http}").parse().unwrap(),
+            https_addr: "off".into(),
+            runtime: RuntimeKind::Process,
+            store: store.parse().unwrap(),
+            queue: queue.parse().unwrap(),
+            platform_id: platform.clone(),
+            node_id: Some(id.into()),
+            node_labels: labels.into(),
+            node_ttl_ms: u64::try_from(TTL.as_millis()).unwrap(),
+            resync_period_s: 2,
+            backoff_max_s: 2,
+            memory_budget_mb: 4096,
+            ..ServerConfig::default()
+        };
+        let path = dir.join("node.json");
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        let mut node = Node { id: id.into(), platform, api, http, dir, config: path, child: None };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env("PILOTLIGHT_TEST_NODE", &self.config)
+            .env("RUST_LOG", "info,pilotlight_core=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let before = self.log().matches("node running").count();
+        loop {
+            let log = self.log();
+            if log.matches("node running").count() > before {
+                break;
+            }
+            assert!(!log.contains("node failed"), "node {} did not start:\n{log}", self.id);
+            assert!(Instant::now() < deadline, "node {} did not start:\n{log}", self.id);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    fn client(&self) -> Client {
+        let token = std::fs::read_to_string(self.dir.join("data").join("api-token")).unwrap();
+        Client::new(&format!("http://127.0.0.1:{}", self.api), token.trim()).unwrap()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
+    }
+
+    /// `kill -9` of the node and of its instances: the machine is gone.
+    fn kill9(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        let _ = self.child.take().unwrap().wait();
+        for (pid, _) in instances().into_iter().filter(|(_, (p, _))| *p == self.platform) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// `GET /` of `function` through this node's edge.
+    async fn get(&self, function: &str) -> Result<u16, String> {
+        let edge = std::net::SocketAddr::from(([127, 0, 0, 1], self.http));
+        http::get(edge, &format!("{function}.localhost"), "/", Duration::from_secs(10)).await.map(|r| r.status)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = kill(Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)), Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for (pid, _) in instances().into_iter().filter(|(_, (p, _))| *p == self.platform) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Function instances of the process runtime running on this host: process
+/// group leaders labelled with a platform and a function, by pid.
+fn instances() -> BTreeMap<i32, (String, String)> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let vars: BTreeMap<String, String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('=').map(|(k, v)| (k.into(), v.into())))
+            .collect();
+        if let (Some(p), Some(f)) = (vars.get("PILOTLIGHT_PLATFORM"), vars.get("PILOTLIGHT_FUNCTION")) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let leader =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
+            if leader == Some(pid) && !stat.contains(") Z ") {
+                found.insert(pid, (p.clone(), f.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// Which platform(s) run each function.
+fn placement(nodes: &[Node]) -> BTreeMap<String, BTreeSet<String>> {
+    let by_platform: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.platform.as_str(), n.id.as_str())).collect();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (platform, function) in instances().into_values() {
+        if let Some(node) = by_platform.get(platform.as_str()) {
+            out.entry(function).or_default().insert((*node).to_owned());
+        }
+    }
+    out
+}
+
+/// The owner of each function, as node `asked` reports it.
+async fn owners(asked: &Node) -> BTreeMap<String, String> {
+    let list = asked.client().nodes().await.unwrap();
+    list.nodes.iter().flat_map(|n| n.functions.iter().map(|f| (f.clone(), n.id.clone()))).collect()
+}
+
+async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn hello(name: &str, min: u32) -> serde_json::Value {
+    json!({"name": name, "exec": {"program": hello_binary().to_str().unwrap()}, "port": 8080,
+           "scaling": {"min": min, "prewarm": 0}})
+}
+
+/// Requests through `edges` for `functions`, round robin, until `stop`
+/// (at most 20,000 and 120 s); the failures, with their answers.
+async fn request_loop(
+    edges: Vec<u16>,
+    functions: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (usize, Vec<String>) {
+    let began = Instant::now();
+    let mut sent = 0;
+    let mut failures = Vec::new();
+    while !*stop.borrow() && sent < 20_000 && began.elapsed() < Duration::from_secs(120) {
+        let edge = edges[sent % edges.len()];
+        let f = &functions[(sent / edges.len()) % functions.len()];
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], edge));
+        match http::get(addr, &format!("{f}.localhost"), "/", Duration::from_secs(10)).await {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => failures.push(format!("{f} via :{edge}: {} {}", r.status, r.body.trim())),
+            Err(e) => failures.push(format!("{f} via :{edge}: {e}")),
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (sent, failures)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[test]
+#[ignore = "a node of the cluster tests, which start it as a child process"]
+fn node_process() {
+    let Ok(path) = std::env::var("PILOTLIGHT_TEST_NODE") else { return };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config: ServerConfig = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        match Server::start(config).await {
+            Ok(server) => {
+                println!("node running");
+                std::future::pending::<()>().await;
+                drop(server);
+            }
+            Err(e) => println!("node failed: {e}"),
+        }
+    });
+}
+
+#[test]
+fn clear_errors_at_start() {
+    let mut c = ServerConfig { node_id: Some("n1".into()), ..ServerConfig::default() };
+    let e = c.check().unwrap_err().to_string();
+    assert!(e.contains("`node_id`") && e.contains("etcd"), "{e}");
+    c.store = "etcd://127.0.0.1:2379".parse().unwrap();
+    let e = c.check().unwrap_err().to_string();
+    assert!(e.contains("`queue`") && e.contains("memory"), "{e}");
+    c.queue = "amqp://127.0.0.1:5672".parse().unwrap();
+    c.node_id = Some("Node_1".into());
+    let e = c.check().unwrap_err().to_string();
+    assert!(e.contains("`node_id`"), "{e}");
+    c.node_id = Some("n1".into());
+    c.http_addr = "0.0.0.0:8080".parse().unwrap();
+    let e = c.check().unwrap_err().to_string();
+    assert!(e.contains("`http_addr`") && e.contains("advertise_addr"), "{e}");
+    c.advertise_addr = Some("10.0.0.2:8080".parse().unwrap());
+    c.node_labels = "disk".into();
+    let e = c.check().unwrap_err().to_string();
+    assert!(e.contains("`node_labels`") && e.contains("key=value"), "{e}");
+    c.node_labels = "disk=ssd".into();
+    c.node_ttl_ms = 500;
+    let e = c.check().unwrap_err().to_string();
+    assert!(e.contains("`node_ttl_ms`"), "{e}");
+    c.node_ttl_ms = 10_000;
+    c.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_spread_fail_over_fence_and_hand_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_etcd, members)) = etcd_cluster(dir.path()) else { return };
+    let Some(queue) = common::amqp_url("cluster").await else { return };
+    let store = format!("etcd://{members}/?prefix=/{}&timeout_ms=2000", unique("cluster"));
+    let mut nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|id| Node::new(dir.path(), id, &store, &queue, &format!("name={id}"))).collect();
+    let c = nodes[0].client();
+    until("every node sees three", Duration::from_secs(30), || async {
+        let mut all = true;
+        for n in &nodes {
+            all &= n.client().nodes().await.is_ok_and(|l| l.nodes.len() == 3);
+        }
+        all
+    })
+    .await;
+    let (_, listed, _) = cli(&nodes[1], &["nodes"]).await;
+    assert!(listed.contains("n1") && listed.contains("n2 *") && listed.contains("n3"), "{listed}");
+
+    // A placement no node satisfies is refused, naming the field and the live nodes.
+    let mut spec = hello("gpu", 1);
+    spec["placement"] = json!({"labels": {"gpu": "yes"}});
+    let e = c.deploy(&spec).await.unwrap_err().to_string();
+    assert!(e.contains("placement.labels") && e.contains("gpu=yes") && e.contains("n1 [name=n1]"), "{e}");
+    // One that a node satisfies runs there.
+    spec["placement"] = json!({"labels": {"name": "n3"}});
+    spec["name"] = json!("pinned");
+    c.deploy(&spec).await.unwrap();
+
+    // Spread: 30 functions through one node's API; every edge answers every
+    // function, and each runs on exactly one node, its owner.
+    let names: Vec<String> = (0..30).map(|i| format!("f{i:02}")).collect();
+    let began = Instant::now();
+    for n in &names {
+        c.deploy(&hello(n, 1)).await.unwrap();
+    }
+    until("30 functions answer through every edge", Duration::from_secs(120), || async {
+        for n in &names {
+            for node in &nodes {
+                if node.get(n).await != Ok(200) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    println!("30 functions ready through 3 edges in {:.1} s", began.elapsed().as_secs_f64());
+    let owner = owners(&nodes[0]).await;
+    assert_eq!(owner.get("pinned").map(String::as_str), Some("n3"));
+    until("each function runs on exactly its owner", Duration::from_secs(30), || async {
+        let placed = placement(&nodes);
+        names.iter().all(|n| placed.get(n).is_some_and(|on| on.len() == 1 && on.contains(&owner[n])))
+    })
+    .await;
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &names {
+        *count.entry(owner[n].as_str()).or_default() += 1;
+    }
+    println!("spread over the nodes: {count:?}");
+    assert!(count.len() == 3, "every node owns some: {count:?}");
+
+    // Failover: the node owning the most is killed with its instances.
+    let (victim_id, _) = count.iter().max_by_key(|(_, c)| **c).map(|(n, c)| ((*n).to_owned(), *c)).unwrap();
+    let victim = nodes.iter().position(|n| n.id == victim_id).unwrap();
+    let moved: Vec<String> = names.iter().filter(|n| owner[*n] == victim_id).cloned().collect();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    let mut back: Vec<Duration> = Vec::new();
+    let mut waiting: BTreeSet<&String> = moved.iter().collect();
+    while !waiting.is_empty() {
+        assert!(killed.elapsed() < TTL + Duration::from_secs(30), "not back: {waiting:?}");
+        for f in waiting.clone() {
+            let mut ok = true;
+            for s in &survivors {
+                ok &= nodes[*s].get(f).await == Ok(200);
+            }
+            if ok {
+                back.push(killed.elapsed());
+                waiting.remove(f);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    back.sort();
+    println!(
+        "failover of {} functions (TTL {TTL:?}): p50 {:.2} s, max {:.2} s after kill -9",
+        moved.len(),
+        percentile(&back, 0.5).as_secs_f64(),
+        percentile(&back, 1.0).as_secs_f64()
+    );
+    for f in &names {
+        for s in &survivors {
+            assert_eq!(nodes[*s].get(f).await, Ok(200), "{f} through {}", nodes[*s].id);
+        }
+    }
+
+    // Back: the node restarts; its functions return to it under a request loop through the other edges.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let edges: Vec<u16> = survivors.iter().map(|s| nodes[*s].http).collect();
+    let looping = tokio::spawn(request_loop(edges, names.clone(), stopped));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[victim].start();
+    until("the moved functions run on their owner again, and only there", Duration::from_secs(60), || async {
+        let placed = placement(&nodes);
+        moved.iter().all(|f| placed.get(f).is_some_and(|on| on.len() == 1 && on.contains(&victim_id)))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(true).unwrap();
+    let (sent, failures) = looping.await.unwrap();
+    println!("hand-back under load: {sent} requests, {} failed", failures.len());
+    assert!(failures.is_empty(), "no request fails while functions move back: {failures:?}");
+
+    // From zero on another node: a function at zero, reached through a non-owner edge.
+    let mut zero = hello("zero", 0);
+    zero["scaling"]["idle_timeout_s"] = json!(1);
+    c.deploy(&zero).await.unwrap();
+    until("zero answers through every edge", Duration::from_secs(30), || async {
+        for n in &nodes {
+            if n.get("zero").await != Ok(200) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let zero_owner = owners(&nodes[0]).await["zero"].clone();
+    until("zero is scaled to zero when idle", Duration::from_secs(30), || async {
+        !placement(&nodes).contains_key("zero")
+    })
+    .await;
+    let other = nodes.iter().find(|n| n.id != zero_owner).unwrap();
+    let t = Instant::now();
+    assert_eq!(other.get("zero").await, Ok(200), "the first request through a non-owner edge");
+    println!("from zero through {} to its owner {zero_owner}: {:.0} ms", other.id, t.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(placement(&nodes).get("zero"), Some(&BTreeSet::from([zero_owner.clone()])));
+
+    // A zero-downtime update across nodes: a request loop through all three edges fails nothing.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let edges: Vec<u16> = nodes.iter().map(|n| n.http).collect();
+    let target = names[0].clone();
+    let looping = tokio::spawn(request_loop(edges, vec![target.clone()], stopped));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut updated = hello(&target, 1);
+    updated["env"] = json!({"VERSION": "2"});
+    let receipt = c.deploy(&updated).await.unwrap();
+    until("the update is ready", Duration::from_secs(60), || async {
+        c.get(&target)
+            .await
+            .is_ok_and(|f| f.generation == receipt.generation && f.phase == pilotlight::core::model::Phase::Ready)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).unwrap();
+    let (sent, failures) = looping.await.unwrap();
+    println!("update across nodes: {sent} requests through 3 edges, {} failed", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Hang and fence: a node stopped beyond its TTL loses its functions; woken,
+    // it registers again, takes them back, and nothing runs twice. A cron
+    // trigger every 2 s fires once per tick throughout.
+    let mut ticking = hello("ticker", 1);
+    ticking["triggers"] = json!([{"cron": "*/2 * * * * *", "path": "/"}]);
+    c.deploy(&ticking).await.unwrap();
+    let ticks_from = Instant::now();
+    let owner = owners(&nodes[0]).await;
+    let hung = 1;
+    let hung_id = nodes[hung].id.clone();
+    let theirs: Vec<String> = names.iter().filter(|n| owner[*n] == hung_id).cloned().collect();
+    kill(nodes[hung].pid(), Signal::SIGSTOP).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != hung).collect();
+    until("a hung node's functions answer through the others", TTL + Duration::from_secs(30), || async {
+        for f in &theirs {
+            for o in &others {
+                if nodes[*o].get(f).await != Ok(200) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    tokio::time::sleep(TTL).await;
+    kill(nodes[hung].pid(), Signal::SIGCONT).unwrap();
+    until("the woken node registers again", Duration::from_secs(30), || async {
+        nodes[0].client().nodes().await.is_ok_and(|l| l.nodes.iter().any(|n| n.id == hung_id))
+    })
+    .await;
+    until("things settle: every function on exactly its owner", Duration::from_secs(60), || async {
+        let owner = owners(&nodes[0]).await;
+        let placed = placement(&nodes);
+        names
+            .iter()
+            .all(|n| placed.get(n).is_some_and(|on| on.len() == 1 && owner.get(n).is_some_and(|o| on.contains(o))))
+    })
+    .await;
+    assert!(
+        nodes[hung].log().contains("lease expired") || nodes[hung].log().contains("registering again"),
+        "the woken node saw its lease gone"
+    );
+    let elapsed = ticks_from.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let page = c.invocations("ticker", None, None, 500).await.unwrap();
+    let ticks: BTreeSet<String> = page.invocations.iter().map(|i| i.id.clone()).collect();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let most = (elapsed.as_secs_f64() / 2.0).ceil() as usize + 2;
+    println!("cron every 2 s over {:.0} s: {} ticks fired", elapsed.as_secs_f64() + 2.0, page.invocations.len());
+    assert_eq!(ticks.len(), page.invocations.len());
+    assert!(page.invocations.len() <= most, "no tick fired twice: {} in {elapsed:?}", page.invocations.len());
+    assert!(page.invocations.len() >= 3, "ticks fired: {}", page.invocations.len());
+}
+
+async fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let token = std::fs::read_to_string(node.dir.join("data").join("api-token")).unwrap();
+    let out = tokio::process::Command::new(common::example("pilotlight"))
+        .args(args)
+        .env("PILOTLIGHT_URL", format!("http://127.0.0.1:{}", node.api))
+        .env("PILOTLIGHT_TOKEN", token.trim())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    println!("$ pilotlight {}\n{stdout}{stderr}", args.join(" "));
+    (out.status.success(), stdout, stderr)
+}
