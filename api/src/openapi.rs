@@ -44,6 +44,7 @@ impl Modify for BearerAuth {
 /// not carry it: its `Link` serializes `operation_id`, not `operationId`):
 ///
 /// - the environment's names and size, the secrets' names and no repeats,
+///   the placement's labels,
 ///   and that a spec has exactly one of `image` and `exec`;
 /// - an event stream's schema as one event's (`event`, and JSON `data`);
 /// - links from a deploy and an asynchronous invocation to what takes their ids.
@@ -55,6 +56,12 @@ pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     if let Some(spec) = doc.pointer_mut("/components/schemas/FunctionSpecInput") {
         exact_spec(spec);
+    }
+    if let Some(labels) = doc.pointer_mut("/components/schemas/PlacementInput/properties/labels") {
+        let label = serde_json::json!({"type": "string", "pattern": "^[a-z0-9._-]{1,63}$"});
+        labels["maxProperties"] = serde_json::json!(pilotlight_core::model::MAX_NODE_LABELS);
+        labels["propertyNames"] = label.clone();
+        labels["additionalProperties"] = label;
     }
     if let Some(events) = doc.pointer_mut("/paths/~1v1~1events/get/responses/200/content/text~1event-stream/schema") {
         *events = serde_json::json!({

@@ -75,6 +75,7 @@ pub struct Server {
     /// Where the secret key came from, and where instances' secret files go.
     secrets: (KeySource, PathBuf),
     /// This node's registration in etcd, when it is one of a cluster.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     registration: tokio::sync::Mutex<Option<Registration>>,
 }
 

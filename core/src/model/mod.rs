@@ -24,7 +24,7 @@ pub use invocation::{
     MAX_INVOCATION_HEADER_BYTES, MAX_INVOCATION_HEADERS, MAX_INVOCATION_PATH_BYTES,
 };
 pub use names::{Domain, FunctionName, NodeId, Region, SecretName};
-pub use node::{NodeInfo, NodeLabels};
+pub use node::{MAX_NODE_LABELS, NodeInfo, NodeLabels};
 pub use record::{DesiredScale, FunctionRecord, FunctionStatus, Phase};
 pub use route::{Route, RouteTable};
 pub use spec::{
