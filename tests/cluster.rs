@@ -26,60 +26,23 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use pilotlight::api::client::Client;
 use pilotlight::core::testkit::{fixtures::hello_binary, free_port, http, unique};
+use pilotlight::etcd::local::{ETCD, LocalMember, clients, start_cluster};
 use pilotlight::server::{RuntimeKind, Server, ServerConfig};
 use serde_json::json;
 
-const ETCD: &str = "/usr/bin/etcd";
 /// The nodes' registration TTL: short, so failover is quick to test.
 const TTL: Duration = Duration::from_secs(3);
 
-/// One etcd member, killed when dropped.
-struct Member(Child);
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Three etcd members on loopback ports; their client addresses.
-fn etcd_cluster(dir: &Path) -> Option<(Vec<Member>, String)> {
+/// Three etcd members on loopback ports, and their client addresses.
+fn etcd_cluster(dir: &Path) -> Option<(Vec<LocalMember>, String)> {
     if !Path::new(ETCD).exists() {
         assert!(!common::ci(), "etcd is required under CI (apt install etcd-server)");
         eprintln!("SKIPPED: no {ETCD} (apt install etcd-server)");
         return None;
     }
-    let token = unique("etcd");
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
-    let members = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, peer))| {
-            let name = format!("m{i}");
-            let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-            Member(
-                Command::new(ETCD)
-                    .args(["--name", &name, "--data-dir"])
-                    .arg(dir.join(&name))
-                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .args(["--initial-cluster-state", "new", "--initial-cluster-token", &token])
-                    .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let clients: Vec<String> = ports.iter().map(|(c, _)| format!("127.0.0.1:{c}")).collect();
-    Some((members, clients.join(",")))
+    let members = start_cluster(dir, 3).unwrap();
+    let clients = clients(&members);
+    Some((members, clients))
 }
 
 /// One node: this test binary as `node_process`, its settings in a file.

@@ -10,27 +10,18 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pilotlight::api::client::Client;
 use pilotlight::core::model::Phase;
 use pilotlight::core::testkit::{fixtures::hello_binary, free_port, http, unique};
+use pilotlight::etcd::local::{ETCD, LocalMember, clients, start_cluster};
 use pilotlight::server::{RuntimeKind, Server, ServerConfig, ServerError};
 use serde_json::json;
 
-const ETCD: &str = "/usr/bin/etcd";
-
 /// One etcd member on loopback ports, killed when dropped.
-struct Etcd(Child, String);
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+struct Etcd(#[allow(dead_code)] Vec<LocalMember>, String);
 
 fn etcd(dir: &std::path::Path) -> Option<Etcd> {
     if !std::path::Path::new(ETCD).exists() {
@@ -38,20 +29,9 @@ fn etcd(dir: &std::path::Path) -> Option<Etcd> {
         eprintln!("SKIPPED: no {ETCD} (apt install etcd-server)");
         return None;
     }
-    let (client, peer) = (free_port(), free_port());
-    let child = Command::new(ETCD)
-        .args(["--name", "solo", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-        .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("solo=http://127.0.0.1:{peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Some(Etcd(child, format!("127.0.0.1:{client}")))
+    let members = start_cluster(dir, 1).unwrap();
+    let client = clients(&members);
+    Some(Etcd(members, client))
 }
 
 fn node(data: &std::path::Path, store: &str, queue: &str, id: &str) -> ServerConfig {

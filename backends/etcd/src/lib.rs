@@ -20,6 +20,7 @@
 //! Not here yet: a watch of the records (nodes learn of changes through the
 //! queue's nudges and the periodic pass), and TLS to etcd.
 
+pub mod local;
 pub mod membership;
 
 use std::time::Duration;

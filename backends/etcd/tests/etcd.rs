@@ -5,15 +5,13 @@
 //! with the reason printed.
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pilotlight_core::Store;
 use pilotlight_core::ports::{DocKey, DocKind, DocQuery, StoreError};
 use pilotlight_core::testkit::{free_port, unique};
+use pilotlight_etcd::local::{ETCD, LocalMember, clients, start_cluster};
 use pilotlight_etcd::{EtcdConfig, EtcdStore};
-
-const ETCD: &str = "/usr/bin/etcd";
 
 fn etcd_or_skip() -> bool {
     if std::path::Path::new(ETCD).exists() {
@@ -24,58 +22,13 @@ fn etcd_or_skip() -> bool {
     false
 }
 
-/// One etcd member, killed (SIGKILL) when dropped.
-struct Member {
-    name: String,
-    client: String,
-    child: Option<Child>,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A cluster of `n` members on loopback ports, in `dir`.
-fn cluster(dir: &std::path::Path, n: usize) -> Vec<Member> {
-    let token = unique("etcd");
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, peer))| {
-            let name = format!("m{i}");
-            let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-            let child = Command::new(ETCD)
-                .args(["--name", &name, "--data-dir"])
-                .arg(dir.join(&name))
-                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-cluster", &initial.join(",")])
-                .args(["--initial-cluster-state", "new", "--initial-cluster-token", &token])
-                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            Member { name, client: format!("127.0.0.1:{client}"), child: Some(child) }
-        })
-        .collect()
+fn cluster(dir: &std::path::Path, n: usize) -> Vec<LocalMember> {
+    start_cluster(dir, n).unwrap()
 }
 
-async fn connect(members: &[Member], prefix: &str) -> EtcdStore {
-    let url = format!(
-        "etcd://{}/?prefix={prefix}&timeout_ms=2000",
-        members.iter().map(|m| m.client.as_str()).collect::<Vec<_>>().join(",")
-    );
+async fn connect(members: &[LocalMember], prefix: &str) -> EtcdStore {
+    let url = format!("etcd://{}/?prefix={prefix}&timeout_ms=2000", clients(members));
     let config = EtcdConfig::from_url(&url).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -134,13 +87,7 @@ async fn the_leader_killed_under_1000_writes_loses_none_and_applies_none_twice()
             let leader = leader(&members).await;
             let m = &mut members[leader];
             eprintln!("killing the leader {} at write {i}", m.name);
-            let mut child = m.child.take().unwrap();
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
-            let _ = child.wait();
+            m.kill();
         }
         let key = DocKey::new(&kind, format!("{i:04}")).unwrap();
         let t = Instant::now();
@@ -181,7 +128,7 @@ async fn the_leader_killed_under_1000_writes_loses_none_and_applies_none_twice()
         assert_eq!((d.key.as_str(), d.value.as_slice()), (format!("{i:04}").as_str(), i.to_string().as_bytes()));
     }
     // Written once each: etcd counts the writes of a key in its version.
-    let live: Vec<String> = members.iter().filter(|m| m.child.is_some()).map(|m| m.client.clone()).collect();
+    let live: Vec<String> = members.iter().filter(|m| m.is_running()).map(|m| m.client.clone()).collect();
     let mut raw = etcd_client::Client::connect(&live, None).await.unwrap();
     let all =
         raw.get(format!("{prefix}/docs/writes/"), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
@@ -196,7 +143,7 @@ async fn the_leader_killed_under_1000_writes_loses_none_and_applies_none_twice()
 }
 
 /// The member that leads now.
-async fn leader(members: &[Member]) -> usize {
+async fn leader(members: &[LocalMember]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for (i, m) in members.iter().enumerate() {
