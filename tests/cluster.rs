@@ -15,19 +15,19 @@
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
 
+#[path = "../examples/common/cluster.rs"]
+mod cluster;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
-use pilotlight::api::client::Client;
-use pilotlight::core::testkit::{fixtures::hello_binary, free_port, http, unique};
+use cluster::{Node, NodeSetup, owners, percentile, placement, until};
+use nix::sys::signal::{Signal, kill};
+use pilotlight::core::testkit::{fixtures::hello_binary, http, unique};
 use pilotlight::etcd::local::{ETCD, LocalMember, clients, start_cluster};
-use pilotlight::server::{RuntimeKind, Server, ServerConfig};
+use pilotlight::server::ServerConfig;
 use serde_json::json;
 
 /// The nodes' registration TTL: short, so failover is quick to test.
@@ -43,162 +43,6 @@ fn etcd_cluster(dir: &Path) -> Option<(Vec<LocalMember>, String)> {
     let members = start_cluster(dir, 3).unwrap();
     let clients = clients(&members);
     Some((members, clients))
-}
-
-/// One node: this test binary as `node_process`, its settings in a file.
-struct Node {
-    id: String,
-    platform: String,
-    api: u16,
-    http: u16,
-    dir: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(dir: &Path, id: &str, store: &str, queue: &str, labels: &str) -> Node {
-        let dir = dir.join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (api, http) = (free_port(), free_port());
-        let platform = unique(id).replace('_', "-");
-        let config = ServerConfig {
-            data_dir: dir.join("data"),
-            api_addr: format!("127.0.0.1:{api}").parse().unwrap(),
-            http_addr: format!("127.0.0.1:{http}").parse().unwrap(),
-            https_addr: "off".into(),
-            runtime: RuntimeKind::Process,
-            store: store.parse().unwrap(),
-            queue: queue.parse().unwrap(),
-            platform_id: platform.clone(),
-            node_id: Some(id.into()),
-            node_labels: labels.into(),
-            node_ttl_ms: u64::try_from(TTL.as_millis()).unwrap(),
-            resync_period_s: 2,
-            backoff_max_s: 2,
-            memory_budget_mb: 4096,
-            ..ServerConfig::default()
-        };
-        let path = dir.join("node.json");
-        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-        let mut node = Node { id: id.into(), platform, api, http, dir, config: path, child: None };
-        node.start();
-        node
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
-            .env("PILOTLIGHT_TEST_NODE", &self.config)
-            .env("RUST_LOG", "info,pilotlight_core=debug")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let before = self.log().matches("node running").count();
-        loop {
-            let log = self.log();
-            if log.matches("node running").count() > before {
-                break;
-            }
-            assert!(!log.contains("node failed"), "node {} did not start:\n{log}", self.id);
-            assert!(Instant::now() < deadline, "node {} did not start:\n{log}", self.id);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-    }
-
-    fn client(&self) -> Client {
-        let token = std::fs::read_to_string(self.dir.join("data").join("api-token")).unwrap();
-        Client::new(&format!("http://127.0.0.1:{}", self.api), token.trim()).unwrap()
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
-    }
-
-    /// `kill -9` of the node and of its instances: the machine is gone.
-    fn kill9(&mut self) {
-        let _ = kill(self.pid(), Signal::SIGKILL);
-        let _ = self.child.take().unwrap().wait();
-        for (pid, _) in instances().into_iter().filter(|(_, (p, _))| *p == self.platform) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-
-    /// `GET /` of `function` through this node's edge.
-    async fn get(&self, function: &str) -> Result<u16, String> {
-        let edge = std::net::SocketAddr::from(([127, 0, 0, 1], self.http));
-        http::get(edge, &format!("{function}.localhost"), "/", Duration::from_secs(10)).await.map(|r| r.status)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = kill(Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)), Signal::SIGCONT);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for (pid, _) in instances().into_iter().filter(|(_, (p, _))| *p == self.platform) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Function instances of the process runtime running on this host: process
-/// group leaders labelled with a platform and a function, by pid.
-fn instances() -> BTreeMap<i32, (String, String)> {
-    let mut found = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let vars: BTreeMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('=').map(|(k, v)| (k.into(), v.into())))
-            .collect();
-        if let (Some(p), Some(f)) = (vars.get("PILOTLIGHT_PLATFORM"), vars.get("PILOTLIGHT_FUNCTION")) {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let leader =
-                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
-            if leader == Some(pid) && !stat.contains(") Z ") {
-                found.insert(pid, (p.clone(), f.clone()));
-            }
-        }
-    }
-    found
-}
-
-/// Which platform(s) run each function.
-fn placement(nodes: &[Node]) -> BTreeMap<String, BTreeSet<String>> {
-    let by_platform: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.platform.as_str(), n.id.as_str())).collect();
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (platform, function) in instances().into_values() {
-        if let Some(node) = by_platform.get(platform.as_str()) {
-            out.entry(function).or_default().insert((*node).to_owned());
-        }
-    }
-    out
-}
-
-/// The owner of each function, as node `asked` reports it.
-async fn owners(asked: &Node) -> BTreeMap<String, String> {
-    let list = asked.client().nodes().await.unwrap();
-    list.nodes.iter().flat_map(|n| n.functions.iter().map(|f| (f.clone(), n.id.clone()))).collect()
-}
-
-async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn hello(name: &str, min: u32) -> serde_json::Value {
@@ -231,31 +75,12 @@ async fn request_loop(
     (sent, failures)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 #[test]
 #[ignore = "a node of the cluster tests, which start it as a child process"]
 fn node_process() {
-    let Ok(path) = std::env::var("PILOTLIGHT_TEST_NODE") else { return };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let config: ServerConfig = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        match Server::start(config).await {
-            Ok(server) => {
-                println!("node running");
-                std::future::pending::<()>().await;
-                drop(server);
-            }
-            Err(e) => println!("node failed: {e}"),
-        }
-    });
+    if let Ok(path) = std::env::var(cluster::NODE_SETTINGS) {
+        cluster::run_node(Path::new(&path));
+    }
 }
 
 #[test]
@@ -292,8 +117,18 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     let Some((_etcd, members)) = etcd_cluster(dir.path()) else { return };
     let Some(queue) = common::amqp_url("cluster").await else { return };
     let store = format!("etcd://{members}/?prefix=/{}&timeout_ms=2000", unique("cluster"));
+    let setup = NodeSetup {
+        store: &store,
+        queue: &queue,
+        ttl: TTL,
+        command: (
+            std::env::current_exe().unwrap(),
+            ["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"].map(String::from).to_vec(),
+        ),
+        log_filter: "info,pilotlight_core=debug",
+    };
     let mut nodes: Vec<Node> =
-        ["n1", "n2", "n3"].iter().map(|id| Node::new(dir.path(), id, &store, &queue, &format!("name={id}"))).collect();
+        ["n1", "n2", "n3"].iter().map(|id| Node::new(dir.path(), id, &format!("name={id}"), &setup)).collect();
     let c = nodes[0].client();
     until("every node sees three", Duration::from_secs(30), || async {
         let mut all = true;
