@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh nginx      # NGINX router: apply time at 10..10,000 functions vs the gateway; requests
 #   bash scripts/bench.sh async      # async invocations vs sync calls; topic triggers on memory, Kafka, RabbitMQ vs the raw queue
 #   bash scripts/bench.sh reconcile  # one periodic pass at 100 and 1,000 functions, drift until healed, deploys vs the raw engine
+#   bash scripts/bench.sh cluster    # 3 nodes on 3 etcd members: etcd vs redb CAS, the cross-node hop, failover, RSS at 1,000 functions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-gateway}
@@ -25,6 +26,7 @@ case "$which" in
   nginx) cargo run --release -q --example bench_nginx ;;
   queue) bash scripts/deps.sh >/dev/null && cargo run --release -q --example bench_queue ;;
   async) bash scripts/deps.sh >/dev/null && cargo run --release -q --example bench_async ;;
+  cluster) bash scripts/deps.sh >/dev/null && cargo run --release -q --features etcd --example bench_cluster ;;
   coldstart)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_coldstart ;;
@@ -37,5 +39,5 @@ case "$which" in
   docker)
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p hello --target x86_64-unknown-linux-gnu
     cargo run --release -q --example bench_docker ;;
-  *) echo "unknown benchmark: $which (try: gateway, edge, docker, coldstart, nginx, queue, async, reconcile)" >&2; exit 2 ;;
+  *) echo "unknown benchmark: $which (try: gateway, edge, docker, coldstart, nginx, queue, async, reconcile, cluster)" >&2; exit 2 ;;
 esac

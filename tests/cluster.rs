@@ -114,7 +114,8 @@ fn clear_errors_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((_etcd, members)) = etcd_cluster(dir.path()) else { return };
+    let Some((etcd, members)) = etcd_cluster(dir.path()) else { return };
+    pilotlight::etcd::local::ready(&etcd, Duration::from_secs(30)).await.unwrap();
     let Some(queue) = common::amqp_url("cluster").await else { return };
     let store = format!("etcd://{members}/?prefix=/{}&timeout_ms=2000", unique("cluster"));
     let setup = NodeSetup {
@@ -282,11 +283,30 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     println!("update across nodes: {sent} requests through 3 edges, {} failed", failures.len());
     assert!(failures.is_empty(), "{failures:?}");
 
+    // Asynchronous invocations are shared work: accepted by any edge (also a
+    // non-owner's), taken by any node's invoker, called through its edge.
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let edge = &nodes[i % 3];
+        let (status, id) = async_call(edge.http, &names[1]).await;
+        assert_eq!(status, 202, "accepted through {}", edge.id);
+        ids.push(id);
+    }
+    until("12 asynchronous invocations succeed", Duration::from_secs(60), || async {
+        let mut all = true;
+        for (i, id) in ids.iter().enumerate() {
+            all &= nodes[(i + 1) % 3].client().invocation(id).await.is_ok_and(|v| v.state == "succeeded");
+        }
+        all
+    })
+    .await;
+    println!("12 asynchronous invocations through 3 edges: all succeeded");
+
     // Hang and fence: a node stopped beyond its TTL loses its functions; woken,
     // it registers again, takes them back, and nothing runs twice. A cron
     // trigger every 2 s fires once per tick throughout.
     let mut ticking = hello("ticker", 1);
-    ticking["triggers"] = json!([{"cron": "*/2 * * * * *", "path": "/"}]);
+    ticking["triggers"] = json!([{"cron": "*/2 * * * * *", "path": "/headers"}]);
     c.deploy(&ticking).await.unwrap();
     let ticks_from = Instant::now();
     let owner = owners(&nodes[0]).await;
@@ -334,6 +354,34 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     assert_eq!(ticks.len(), page.invocations.len());
     assert!(page.invocations.len() <= most, "no tick fired twice: {} in {elapsed:?}", page.invocations.len());
     assert!(page.invocations.len() >= 3, "ticks fired: {}", page.invocations.len());
+    let settled: Vec<(&str, Option<&str>)> = page
+        .invocations
+        .iter()
+        .filter(|i| i.created_ms + 5_000 < pilotlight::core::support::now_ms())
+        .map(|i| (i.state.as_str(), i.reason.as_deref()))
+        .collect();
+    assert!(settled.iter().all(|(s, _)| *s == "succeeded"), "every tick's call succeeded: {settled:?}");
+}
+
+/// `GET /` of `function` with `Prefer: respond-async` through the edge on
+/// `port`: the status and the `X-Call-Id`.
+async fn async_call(port: u16, function: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head =
+        format!("GET / HTTP/1.1\r\nHost: {function}.localhost\r\nPrefer: respond-async\r\nConnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let id = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("x-call-id")).map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, id)
 }
 
 async fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {

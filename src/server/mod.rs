@@ -333,8 +333,12 @@ impl Server {
             Some(_) => Membership::clustered(me, Duration::from_millis(config.node_ttl_ms)),
             None => Membership::solo(me),
         };
-        let mut builder = Platform::builder()
-            .membership(Arc::clone(&membership))
+        let mut builder = Platform::builder().membership(Arc::clone(&membership));
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = &joiner {
+            builder = builder.store_changes(Arc::new(etcd.clone()));
+        }
+        let mut builder = builder
             .activator(&activator)
             .autoscaler(gateway.clone(), scaler)
             .resync_period(Duration::from_secs(config.resync_period_s))

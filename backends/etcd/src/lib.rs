@@ -17,9 +17,12 @@
 //!
 //! Nodes register under a lease in the same etcd ([`membership`]).
 //!
-//! Not here yet: a watch of the records (nodes learn of changes through the
-//! queue's nudges and the periodic pass), and TLS to etcd.
+//! The records' changes are watched (`StoreChanges`), so a node reconciles
+//! a function another node changed at once.
+//!
+//! Not here yet: TLS to etcd.
 
+mod changes;
 pub mod local;
 pub mod membership;
 

@@ -75,6 +75,22 @@ pub fn start_cluster(dir: &Path, n: usize) -> std::io::Result<Vec<LocalMember>> 
     Ok(members)
 }
 
+/// Waits until the members answer (their election is done), at most `within`.
+pub async fn ready(
+    members: &[LocalMember],
+    within: std::time::Duration,
+) -> Result<(), pilotlight_core::ports::StoreError> {
+    let config = crate::EtcdConfig::from_url(&format!("etcd://{}/?timeout_ms=1000", clients(members)))?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match crate::EtcdStore::connect(&config).await {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The members' client addresses, comma-separated (an `etcd://` URL's hosts).
 pub fn clients(members: &[LocalMember]) -> String {
     members.iter().map(|m| m.client.as_str()).collect::<Vec<_>>().join(",")

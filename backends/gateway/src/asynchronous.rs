@@ -249,6 +249,14 @@ impl Dispatch for GatewayDispatch {
         };
         let (parts, body, truncated) =
             tokio::time::timeout(timeout, exchange).await.map_err(|_| DispatchError::Timeout(timeout))??;
+        // The edge (this node's, or the owner's it forwarded to) does not route
+        // the function yet: a function just deployed, or moving between nodes.
+        // That is the edge's answer, not the function's, and passes.
+        if parts.status == http::StatusCode::NOT_FOUND
+            && parts.headers.get(crate::responses::EDGE_ERROR_HEADER).is_some_and(|v| v == "unknown_host")
+        {
+            return Err(DispatchError::Connect(format!("the edge does not route `{function}` yet")));
+        }
         let retry_after = parts
             .headers
             .get(header::RETRY_AFTER)

@@ -10,8 +10,15 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<F
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The edge's own answer, not the function's: the invoker tells them apart.
+    if let Ok(v) = HeaderValue::from_str(code) {
+        resp.headers_mut().insert(EDGE_ERROR_HEADER, v);
+    }
     resp
 }
+
+/// Set on the answers the gateway gives itself (its error code), never on a function's.
+pub const EDGE_ERROR_HEADER: &str = "x-pilotlight-edge-error";
 
 /// 503 with `Retry-After`.
 pub(crate) fn unavailable(message: &str, retry_after_s: u32) -> Response<Full<Bytes>> {

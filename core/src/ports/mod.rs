@@ -29,7 +29,7 @@ pub use runtime::{
     RuntimeError, RuntimeEvent, RuntimeEvents,
 };
 pub use secrets::{RegistryAuth, RegistryCredentials, SecretError, SecretSource, SecretValue};
-pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreError};
+pub use store::{Doc, DocKey, DocKind, DocQuery, Store, StoreChanges, StoreError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use activator::MockActivator;

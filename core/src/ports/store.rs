@@ -43,6 +43,17 @@ pub trait Store: Send + Sync + 'static {
     async fn doc_delete(&self, key: &DocKey, expected: u64) -> Result<(), StoreError>;
 }
 
+/// A Store shared with other processes that can tell when a record changes
+/// (etcd's watch): a runtime worker then reconciles a function another node
+/// changed at once, not at its next pass. Optional: the periodic pass is the
+/// backstop, so a change this misses is repaired within one period.
+pub trait StoreChanges: Send + Sync + 'static {
+    /// Records as they change (written by anyone: the record; deleted: its
+    /// name and `None`), from now on while the stream is held. It may skip
+    /// changes when the reader falls behind or the backend reconnects.
+    fn changes(&self) -> futures::stream::BoxStream<'static, (FunctionName, Option<FunctionRecord>)>;
+}
+
 /// A key space of documents: lowercase ASCII letters and `-`, 1 to 32 of them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DocKind(String);

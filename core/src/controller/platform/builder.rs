@@ -16,7 +16,7 @@ use crate::controller::groups;
 use crate::controller::runtime_worker::RuntimeWorkerConfig;
 use crate::controller::urls::PublicUrls;
 use crate::model::{Domain, Region, ValidationError};
-use crate::ports::{LoadSource, Queue, Router, Runtime, Store};
+use crate::ports::{LoadSource, Queue, Router, Runtime, Store, StoreChanges};
 
 /// Assembles a [`Platform`] from its ports.
 ///
@@ -38,6 +38,7 @@ pub struct PlatformBuilder {
     worker_slot: Option<WorkerSlot>,
     membership: Option<Arc<Membership>>,
     fence_grace: Option<Duration>,
+    store_changes: Option<Arc<dyn StoreChanges>>,
 }
 
 impl Default for PlatformBuilder {
@@ -57,6 +58,7 @@ impl Default for PlatformBuilder {
             worker_slot: None,
             membership: None,
             fence_grace: None,
+            store_changes: None,
         }
     }
 }
@@ -174,6 +176,13 @@ impl PlatformBuilder {
         self
     }
 
+    /// The Store's changes (a Store shared by several nodes): the runtime
+    /// worker reconciles a function when another node changed its record.
+    pub fn store_changes(mut self, changes: Arc<dyn StoreChanges>) -> Self {
+        self.store_changes = Some(changes);
+        self
+    }
+
     /// How long a node cut off from the membership backend beyond its TTL
     /// keeps its instances before it stops them (default: one TTL).
     pub fn fence_grace(mut self, grace: Duration) -> Self {
@@ -208,6 +217,7 @@ impl PlatformBuilder {
                     self.membership.as_ref().map_or(Duration::from_secs(10), |m| m.ttl().min(Duration::from_secs(3600)))
                 }),
                 membership: self.membership,
+                store_changes: self.store_changes,
             }),
         })
     }

@@ -67,6 +67,7 @@ struct Inner {
     /// This node among others, when it is one of a cluster.
     membership: Option<Arc<Membership>>,
     fence_grace: Duration,
+    store_changes: Option<Arc<dyn crate::ports::StoreChanges>>,
 }
 
 impl Platform {
@@ -150,6 +151,9 @@ impl Platform {
             }
             if let Some(m) = cluster {
                 worker = worker.with_membership(Arc::clone(m), inner.region.clone(), inner.fence_grace);
+            }
+            if let Some(changes) = &inner.store_changes {
+                worker = worker.with_store_changes(Arc::clone(changes));
             }
             let worker = Arc::new(worker);
             worker.spawn(&mut tasks, &inner.cancel);

@@ -41,7 +41,7 @@ use crate::model::{
     DesiredScale, Endpoint, FunctionName, FunctionRecord, FunctionSpec, Instance, InstanceId, InstanceState, NodeId,
     NodeInfo, Phase, Region,
 };
-use crate::ports::{LoadSource, Queue, Runtime, RuntimeError, RuntimeEvent, Store};
+use crate::ports::{LoadSource, Queue, Runtime, RuntimeError, RuntimeEvent, Store, StoreChanges};
 use crate::support::now_ms;
 
 /// Settings of a [`RuntimeWorker`].
@@ -112,6 +112,27 @@ struct Memory {
     handing_over: Option<Instant>,
 }
 
+/// The least a node that loses a function waits for the new owner to serve
+/// it before it stops serving it anyway (three TTLs when that is longer).
+const HANDOVER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What in a record is intent: a change of it is a reconcile on every node.
+/// (Status changes are not: they come from the reconciles themselves, every
+/// node would reconcile again on each, and a node waiting on one, in a
+/// handover, looks again every 250 ms.)
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    generation: u64,
+    deleted: bool,
+    running: Option<u32>,
+}
+
+impl Fingerprint {
+    fn of(r: &FunctionRecord) -> Self {
+        Self { generation: r.generation, deleted: r.deleted, running: r.scale.running }
+    }
+}
+
 /// What a reconcile ended with.
 enum Outcome {
     /// Nothing is left of the function (no record, or its delete is complete).
@@ -179,6 +200,7 @@ pub struct RuntimeWorker {
     pass_enabled: AtomicBool,
     passes: AtomicU64,
     node: Option<Node>,
+    changes: Option<Arc<dyn StoreChanges>>,
 }
 
 impl RuntimeWorker {
@@ -210,7 +232,16 @@ impl RuntimeWorker {
             pass_enabled: AtomicBool::new(true),
             passes: AtomicU64::new(0),
             node: None,
+            changes: None,
         }
+    }
+
+    /// Reconciles a function as soon as its record changes in the Store,
+    /// whoever changed it (another node, through a shared Store), not only
+    /// when a nudge or the periodic pass asks.
+    pub fn with_store_changes(mut self, changes: Arc<dyn StoreChanges>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Runs as one node of a cluster: only the functions `membership` says
@@ -255,6 +286,33 @@ impl RuntimeWorker {
         }
         tasks.spawn(Arc::clone(self).pass_loop(cancel.clone()));
         tasks.spawn(Arc::clone(self).watch_runtime(cancel.clone()));
+        if let Some(changes) = &self.changes {
+            let mut stream = changes.changes();
+            let worker = Arc::clone(self);
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                // Only a change of intent (spec, delete, scale); not the status writes.
+                let mut seen: HashMap<FunctionName, Fingerprint> = HashMap::new();
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        next = stream.next() => match next {
+                            Some((name, record)) => {
+                                let print = record.as_ref().map(Fingerprint::of);
+                                if print.is_none() || seen.get(&name) != print.as_ref() {
+                                    worker.nudge_gently(&name);
+                                }
+                                match print {
+                                    Some(p) => seen.insert(name, p),
+                                    None => seen.remove(&name),
+                                };
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
     }
 
     /// Stops the drains still running in the background. The instances they
@@ -647,8 +705,8 @@ impl RuntimeWorker {
     /// gateway and runs none of it. While this node still serves it (it was
     /// the owner) or routes it elsewhere (the node it moved away from), that
     /// stays as it is until the owner reports that it serves this generation
-    /// itself, or one TTL has passed (the owner may be unable to), so a move
-    /// loses no request.
+    /// itself, or three TTLs (at least 10 s) have passed (the owner may be
+    /// unable to), so a move loses no request.
     async fn hand_over(
         &self,
         record: &FunctionRecord,
@@ -669,7 +727,7 @@ impl RuntimeWorker {
             && s.routed_generation == record.generation
             && !s.endpoints.is_empty()
             && s.endpoints.iter().all(|e| e.node().is_none());
-        let patience = self.node.as_ref().map_or(Duration::ZERO, |n| n.membership.ttl().max(Duration::from_secs(1)));
+        let patience = self.node.as_ref().map_or(Duration::ZERO, |n| (n.membership.ttl() * 3).max(HANDOVER_PATIENCE));
         if (serving || elsewhere) && !owner_serves {
             let since =
                 *self.memory.lock().entry(name.clone()).or_default().handing_over.get_or_insert_with(Instant::now);
