@@ -81,6 +81,7 @@ async fn bench() -> Result<(), Error> {
         ttl,
         command: (std::env::current_exe()?, Vec::new()),
         log_filter: "warn",
+        runtime: pilotlight::server::RuntimeKind::Process,
     };
     let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|id| Node::new(dir.path(), id, "", &setup)).collect();
     let c = nodes[0].client();
@@ -152,9 +153,10 @@ async fn bench() -> Result<(), Error> {
         times.push(killed.elapsed());
         nodes[victim].start();
         let asked = &nodes[other];
-        until("the node is back and probe settled on one node", Duration::from_secs(60), || async {
+        until("the node is back and probe runs on its owner only", Duration::from_secs(60), || async {
             let seen = asked.client().nodes().await.is_ok_and(|l| l.nodes.len() == 3);
-            seen && placement(&nodes).get("probe").is_some_and(|on| on.len() == 1)
+            let owner = owners(asked).await.get("probe").cloned().unwrap_or_default();
+            seen && placement(&nodes).get("probe").is_some_and(|on| on.len() == 1 && on.contains(&owner))
         })
         .await;
         eprintln!("  kill {}: {:.2} s", round + 1, times[round].as_secs_f64());

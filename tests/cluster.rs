@@ -23,11 +23,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster::{Node, NodeSetup, owners, percentile, placement, until};
+use cluster::{Node, NodeSetup, container_placement, owners, percentile, placement, until};
 use nix::sys::signal::{Signal, kill};
 use pilotlight::core::testkit::{fixtures::hello_binary, http, unique};
 use pilotlight::etcd::local::{ETCD, LocalMember, clients, start_cluster};
-use pilotlight::server::ServerConfig;
+use pilotlight::server::{RuntimeKind, ServerConfig};
 use serde_json::json;
 
 /// The nodes' registration TTL: short, so failover is quick to test.
@@ -127,6 +127,7 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
             ["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"].map(String::from).to_vec(),
         ),
         log_filter: "info,pilotlight_core=debug",
+        runtime: RuntimeKind::Process,
     };
     let mut nodes: Vec<Node> =
         ["n1", "n2", "n3"].iter().map(|id| Node::new(dir.path(), id, &format!("name={id}"), &setup)).collect();
@@ -397,4 +398,86 @@ async fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
         (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     println!("$ pilotlight {}\n{stdout}{stderr}", args.join(" "));
     (out.status.success(), stdout, stderr)
+}
+
+/// The same on Docker, smaller: three nodes with distinct platform ids, six
+/// functions in containers; each runs on exactly its owner (by the
+/// containers' platform labels) and answers through every edge; the owner
+/// of one is killed with its containers, and the function answers again
+/// through the other edges from a container on its new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_docker_nodes_place_serve_and_fail_over() {
+    let Some(d) = common::docker_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some((etcd, members)) = etcd_cluster(dir.path()) else { return };
+    pilotlight::etcd::local::ready(&etcd, Duration::from_secs(30)).await.unwrap();
+    let Some(queue) = common::amqp_url("cluster-docker").await else { return };
+    let image = "pilotlight/hello:cluster";
+    let context = pilotlight::core::testkit::fixtures::hello_image_context();
+    pilotlight::docker::build_image_from_dir(&d, image, context.path()).await.unwrap();
+    let store = format!("etcd://{members}/?prefix=/{}&timeout_ms=2000", unique("cluster-docker"));
+    let setup = NodeSetup {
+        store: &store,
+        queue: &queue,
+        ttl: TTL,
+        command: (
+            std::env::current_exe().unwrap(),
+            ["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"].map(String::from).to_vec(),
+        ),
+        log_filter: "info",
+        runtime: RuntimeKind::Docker,
+    };
+    let mut nodes: Vec<Node> = ["d1", "d2", "d3"].iter().map(|id| Node::new(dir.path(), id, "", &setup)).collect();
+    let c = nodes[0].client();
+    until("every node sees three", Duration::from_secs(30), || async {
+        nodes[2].client().nodes().await.is_ok_and(|l| l.nodes.len() == 3)
+    })
+    .await;
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    for n in &names {
+        let spec = json!({"name": n, "image": image, "port": 8080, "scaling": {"min": 1, "prewarm": 0}});
+        c.deploy(&spec).await.unwrap();
+    }
+    until("6 container functions answer through every edge", Duration::from_secs(120), || async {
+        for n in &names {
+            for node in &nodes {
+                if node.get(n).await != Ok(200) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    let owner = owners(&nodes[0]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let placed = container_placement(&nodes);
+        if names.iter().all(|n| placed.get(n).is_some_and(|on| on.len() == 1 && on.contains(&owner[n]))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "each function's containers on its owner only: {placed:?}, owners {owner:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("docker: {:?}", container_placement(&nodes));
+    let victim = nodes.iter().position(|n| n.id == owner["c0"]).unwrap();
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    until("c0 answers through the other edges", TTL + Duration::from_secs(60), || async {
+        let mut ok = true;
+        for o in &others {
+            ok &= nodes[*o].get("c0").await == Ok(200);
+        }
+        ok
+    })
+    .await;
+    println!("docker failover of c0: {:.2} s after kill -9", killed.elapsed().as_secs_f64());
+    let placed = container_placement(&nodes);
+    assert!(placed["c0"].len() == 1 && !placed["c0"].contains(&nodes[victim].id), "{placed:?}");
+    drop(nodes);
+    let _ = d.remove_image(image, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
 }

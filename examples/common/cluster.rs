@@ -64,6 +64,8 @@ pub struct NodeSetup<'a> {
     /// The program and arguments that run [`run_node`].
     pub command: (PathBuf, Vec<String>),
     pub log_filter: &'a str,
+    /// What runs instances (containers are labelled with the node's platform id).
+    pub runtime: RuntimeKind,
 }
 
 impl Node {
@@ -78,7 +80,7 @@ impl Node {
             api_addr: format!("127.0.0.1:{api}").parse().unwrap(),
             http_addr: format!("127.0.0.1:{http}").parse().unwrap(),
             https_addr: "off".into(),
-            runtime: RuntimeKind::Process,
+            runtime: setup.runtime,
             store: setup.store.parse().unwrap(),
             queue: setup.queue.parse().unwrap(),
             platform_id: platform.clone(),
@@ -163,6 +165,23 @@ impl Node {
         for (pid, _) in instances().into_iter().filter(|(_, (p, _))| *p == self.platform) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        let ids = self.containers().into_keys().collect::<Vec<_>>();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+
+    /// This node's containers (by its platform label): id and function.
+    pub fn containers(&self) -> BTreeMap<String, String> {
+        let filter = format!("label=io.pilotlight.platform={}", self.platform);
+        let format = "{{.ID}} {{.Label \"io.pilotlight.function\"}}";
+        let Ok(out) = Command::new("docker").args(["ps", "--filter", &filter, "--format", format]).output() else {
+            return BTreeMap::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(id, f)| (id.to_owned(), f.to_owned())))
+            .collect()
     }
 
     /// `GET /` of `function` through this node's edge: the status.
@@ -208,13 +227,24 @@ pub fn instances() -> BTreeMap<i32, (String, String)> {
     found
 }
 
-/// Which node(s) run each function.
+/// Which node(s) run each function (processes, or running containers when `docker`).
 pub fn placement(nodes: &[Node]) -> BTreeMap<String, BTreeSet<String>> {
     let by_platform: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.platform.as_str(), n.id.as_str())).collect();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (platform, function) in instances().into_values() {
         if let Some(node) = by_platform.get(platform.as_str()) {
             out.entry(function).or_default().insert((*node).to_owned());
+        }
+    }
+    out
+}
+
+/// Which node(s) run each function in running containers.
+pub fn container_placement(nodes: &[Node]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for n in nodes {
+        for function in n.containers().into_values() {
+            out.entry(function).or_default().insert(n.id.clone());
         }
     }
     out
