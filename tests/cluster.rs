@@ -75,6 +75,31 @@ async fn request_loop(
     (sent, failures)
 }
 
+/// Nodes that are this test binary run again as `node_process`.
+fn node_setup<'a>(store: &'a str, queue: &'a str, runtime: RuntimeKind, log_filter: &'a str) -> NodeSetup<'a> {
+    let args = ["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"];
+    NodeSetup {
+        store,
+        queue,
+        ttl: TTL,
+        command: (std::env::current_exe().unwrap(), args.map(String::from).to_vec()),
+        log_filter,
+        runtime,
+    }
+}
+
+/// Whether every function answers 200 through every node's edge.
+async fn answered_everywhere(nodes: &[Node], functions: &[String]) -> bool {
+    for f in functions {
+        for n in nodes {
+            if n.get(f).await != Ok(200) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 #[test]
 #[ignore = "a node of the cluster tests, which start it as a child process"]
 fn node_process() {
@@ -118,17 +143,7 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     pilotlight::etcd::local::ready(&etcd, Duration::from_secs(30)).await.unwrap();
     let Some(queue) = common::amqp_url("cluster").await else { return };
     let store = format!("etcd://{members}/?prefix=/{}&timeout_ms=2000", unique("cluster"));
-    let setup = NodeSetup {
-        store: &store,
-        queue: &queue,
-        ttl: TTL,
-        command: (
-            std::env::current_exe().unwrap(),
-            ["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"].map(String::from).to_vec(),
-        ),
-        log_filter: "info,pilotlight_core=debug",
-        runtime: RuntimeKind::Process,
-    };
+    let setup = node_setup(&store, &queue, RuntimeKind::Process, "info,pilotlight_core=debug");
     let mut nodes: Vec<Node> =
         ["n1", "n2", "n3"].iter().map(|id| Node::new(dir.path(), id, &format!("name={id}"), &setup)).collect();
     let c = nodes[0].client();
@@ -160,17 +175,8 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     for n in &names {
         c.deploy(&hello(n, 1)).await.unwrap();
     }
-    until("30 functions answer through every edge", Duration::from_secs(120), || async {
-        for n in &names {
-            for node in &nodes {
-                if node.get(n).await != Ok(200) {
-                    return false;
-                }
-            }
-        }
-        true
-    })
-    .await;
+    until("30 functions answer through every edge", Duration::from_secs(120), || answered_everywhere(&nodes, &names))
+        .await;
     println!("30 functions ready through 3 edges in {:.1} s", began.elapsed().as_secs_f64());
     let owner = owners(&nodes[0]).await;
     assert_eq!(owner.get("pinned").map(String::as_str), Some("n3"));
@@ -243,15 +249,8 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     let mut zero = hello("zero", 0);
     zero["scaling"]["idle_timeout_s"] = json!(1);
     c.deploy(&zero).await.unwrap();
-    until("zero answers through every edge", Duration::from_secs(30), || async {
-        for n in &nodes {
-            if n.get("zero").await != Ok(200) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let zero_only = ["zero".to_owned()];
+    until("zero answers through every edge", Duration::from_secs(30), || answered_everywhere(&nodes, &zero_only)).await;
     let zero_owner = owners(&nodes[0]).await["zero"].clone();
     until("zero is scaled to zero when idle", Duration::from_secs(30), || async {
         !placement(&nodes).contains_key("zero")
@@ -416,17 +415,7 @@ async fn three_docker_nodes_place_serve_and_fail_over() {
     let context = pilotlight::core::testkit::fixtures::hello_image_context();
     pilotlight::docker::build_image_from_dir(&d, image, context.path()).await.unwrap();
     let store = format!("etcd://{members}/?prefix=/{}&timeout_ms=2000", unique("cluster-docker"));
-    let setup = NodeSetup {
-        store: &store,
-        queue: &queue,
-        ttl: TTL,
-        command: (
-            std::env::current_exe().unwrap(),
-            ["node_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"].map(String::from).to_vec(),
-        ),
-        log_filter: "info",
-        runtime: RuntimeKind::Docker,
-    };
+    let setup = node_setup(&store, &queue, RuntimeKind::Docker, "info");
     let mut nodes: Vec<Node> = ["d1", "d2", "d3"].iter().map(|id| Node::new(dir.path(), id, "", &setup)).collect();
     let c = nodes[0].client();
     until("every node sees three", Duration::from_secs(30), || async {
@@ -438,15 +427,8 @@ async fn three_docker_nodes_place_serve_and_fail_over() {
         let spec = json!({"name": n, "image": image, "port": 8080, "scaling": {"min": 1, "prewarm": 0}});
         c.deploy(&spec).await.unwrap();
     }
-    until("6 container functions answer through every edge", Duration::from_secs(120), || async {
-        for n in &names {
-            for node in &nodes {
-                if node.get(n).await != Ok(200) {
-                    return false;
-                }
-            }
-        }
-        true
+    until("6 container functions answer through every edge", Duration::from_secs(120), || {
+        answered_everywhere(&nodes, &names)
     })
     .await;
     let owner = owners(&nodes[0]).await;

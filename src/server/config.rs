@@ -775,6 +775,8 @@ mod tests {
             tls_cert: Some("a".into()),
             tls_key: Some("b".into()),
             docker_host: Some("unix:///x".into()),
+            node_id: Some("n1".into()),
+            advertise_addr: Some(SocketAddr::from(([10, 0, 0, 2], 8080))),
             ..Default::default()
         })
         .unwrap()
