@@ -333,11 +333,13 @@ impl Server {
             Some(_) => Membership::clustered(me, Duration::from_millis(config.node_ttl_ms)),
             None => Membership::solo(me),
         };
-        let mut builder = Platform::builder().membership(Arc::clone(&membership));
+        let builder = Platform::builder().membership(Arc::clone(&membership));
+        // A shared Store's changes reach this node's runtime worker at once.
         #[cfg(feature = "etcd")]
-        if let Some(etcd) = &joiner {
-            builder = builder.store_changes(Arc::new(etcd.clone()));
-        }
+        let builder = match &joiner {
+            Some(etcd) => builder.store_changes(Arc::new(etcd.clone())),
+            None => builder,
+        };
         let mut builder = builder
             .activator(&activator)
             .autoscaler(gateway.clone(), scaler)
