@@ -305,7 +305,8 @@ pub struct Settings {
     #[arg(long, env = "PILOTLIGHT_EDGE")]
     pub edge: Option<EdgeKind>,
     /// Where state is kept: redb (a file in the data directory), memory (lost on restart), or
-    /// etcd://host:port[,host:port][/?prefix=/p&user=u&password=p] (shared by several nodes).
+    /// etcd://host:port[,host:port][/?prefix=/p&user=u&password=p&ca=/ca.pem&cert=/c.pem&key=/k.pem]
+    /// (shared by several nodes; ca turns TLS on).
     #[arg(long, env = "PILOTLIGHT_STORE", value_name = "redb|memory|URL", hide_env_values = true)]
     pub store: Option<StoreKind>,
     /// HTTPS certificate chain, PEM (without it the gateway makes a development CA).

@@ -18,9 +18,9 @@
 //! Nodes register under a lease in the same etcd ([`membership`]).
 //!
 //! The records' changes are watched (`StoreChanges`), so a node reconciles
-//! a function another node changed at once.
-//!
-//! Not here yet: TLS to etcd.
+//! a function another node changed at once. TLS to the members (rustls, the
+//! `ring` provider) is on when the URL names a CA (`ca=`), with a client
+//! certificate (`cert=`, `key=`) for members that ask for one.
 
 mod changes;
 pub mod local;
@@ -47,6 +47,18 @@ pub struct EtcdConfig {
     pub user: Option<(String, String)>,
     /// How long to wait for a connection, and for each request.
     pub timeout: Duration,
+    /// TLS to the members: the CA that signed their certificates, and this
+    /// client's certificate and key when they ask for one.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS settings, as files (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA certificate the members' certificates are checked against.
+    pub ca: std::path::PathBuf,
+    /// This client's certificate and key, for members with `--client-cert-auth`.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -56,12 +68,14 @@ impl std::fmt::Debug for EtcdConfig {
             .field("prefix", &self.prefix)
             .field("user", &self.user.as_ref().map(|(u, _)| u))
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl EtcdConfig {
-    /// Reads `etcd://host:port[,host:port...][/?prefix=/p&user=u&password=p&timeout_ms=n]`.
+    /// Reads `etcd://host:port[,host:port...][/?prefix=/p&user=u&password=p&timeout_ms=n&ca=/ca.pem&cert=/c.pem&key=/k.pem]`
+    /// (`ca` turns TLS on; `cert` and `key` go together and need `ca`).
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let bad = |message: String| StoreError::InvalidInput { field: "store".into(), message };
         let rest = url
@@ -83,8 +97,17 @@ impl EtcdConfig {
             }
             endpoints.push(h.to_owned());
         }
-        let mut config = Self { endpoints, prefix: "/pilotlight".into(), user: None, timeout: Duration::from_secs(5) };
+        let mut config =
+            Self { endpoints, prefix: "/pilotlight".into(), user: None, timeout: Duration::from_secs(5), tls: None };
         let (mut user, mut password) = (None, None);
+        let (mut ca, mut cert, mut key) = (None, None, None);
+        let file = |name: &str, v: &str| {
+            if v.starts_with('/') && v.len() <= 4096 && !v.chars().any(char::is_control) {
+                Ok(std::path::PathBuf::from(v))
+            } else {
+                Err(bad(format!("{name} must be an absolute file path (got {v:?})")))
+            }
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
@@ -104,7 +127,14 @@ impl EtcdConfig {
                         .ok_or_else(|| bad(format!("timeout_ms must be 100 to 60000 (got {v:?})")))?;
                     config.timeout = Duration::from_millis(ms);
                 }
-                other => return Err(bad(format!("unknown option {other:?}: use prefix, user, password, timeout_ms"))),
+                "ca" => ca = Some(file("ca", v)?),
+                "cert" => cert = Some(file("cert", v)?),
+                "key" => key = Some(file("key", v)?),
+                other => {
+                    return Err(bad(format!(
+                        "unknown option {other:?}: use prefix, user, password, timeout_ms, ca, cert, key"
+                    )));
+                }
             }
         }
         match (user, password) {
@@ -112,8 +142,34 @@ impl EtcdConfig {
             (None, None) => {}
             _ => return Err(bad("user and password go together".into())),
         }
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(bad("cert and key go together".into())),
+        };
+        match (ca, identity) {
+            (Some(ca), identity) => config.tls = Some(EtcdTls { ca, identity }),
+            (None, Some(_)) => return Err(bad("cert and key need ca (TLS to the members)".into())),
+            (None, None) => {}
+        }
         Ok(config)
     }
+}
+
+/// The client's TLS settings, from the files; an unreadable one is named.
+fn tls_options(tls: &EtcdTls) -> Result<etcd_client::TlsOptions, StoreError> {
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| StoreError::InvalidInput {
+            field: "store".into(),
+            message: format!("{what} {}: {e}", path.display()),
+        })
+    };
+    let mut options =
+        etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read("ca", &tls.ca)?));
+    if let Some((cert, key)) = &tls.identity {
+        options = options.identity(etcd_client::Identity::from_pem(read("cert", cert)?, read("key", key)?));
+    }
+    Ok(options)
 }
 
 /// An etcd URL without its password, for messages.
@@ -165,6 +221,9 @@ impl EtcdStore {
         let mut options = ConnectOptions::new().with_connect_timeout(config.timeout).with_timeout(config.timeout);
         if let Some((u, p)) = &config.user {
             options = options.with_user(u.clone(), p.clone());
+        }
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls_options(tls)?);
         }
         let named = |e: &etcd_client::Error| {
             StoreError::Unavailable(format!("etcd at {} cannot be reached: {e}", config.endpoints.join(",")))
@@ -349,10 +408,17 @@ mod tests {
             "etcd://h:1/?user=u",
             "etcd://h:1/?colour=red",
             "etcd://h:1/?timeout_ms=5",
+            "etcd://h:1/?ca=relative.pem",
+            "etcd://h:1/?ca=/ca.pem&cert=/c.pem",
+            "etcd://h:1/?cert=/c.pem&key=/k.pem",
         ] {
             let e = EtcdConfig::from_url(bad).unwrap_err();
             assert!(matches!(e, StoreError::InvalidInput { ref field, .. } if field == "store"), "{bad}: {e}");
         }
+        let c = EtcdConfig::from_url("etcd://h:1/?ca=/etc/ca.pem&cert=/etc/c.pem&key=/etc/k.pem").unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.ca, std::path::PathBuf::from("/etc/ca.pem"));
+        assert_eq!(tls.identity, Some(("/etc/c.pem".into(), "/etc/k.pem".into())));
         let e = EtcdConfig::from_url("nope://u?password=s3cret").unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }

@@ -75,6 +75,32 @@ pub fn start_cluster(dir: &Path, n: usize) -> std::io::Result<Vec<LocalMember>> 
     Ok(members)
 }
 
+/// Starts one member that serves clients over TLS with `cert` and `key`,
+/// and asks each client for a certificate signed by `client_ca`.
+pub fn start_tls_member(dir: &Path, cert: &Path, key: &Path, client_ca: &Path) -> std::io::Result<LocalMember> {
+    let (client, peer) = (free_port()?, free_port()?);
+    let log = std::fs::File::create(dir.join("tls.log"))?;
+    let child = Command::new(ETCD)
+        .args(["--name", "tls", "--data-dir"])
+        .arg(dir.join("tls"))
+        .args(["--listen-client-urls", &format!("https://127.0.0.1:{client}")])
+        .args(["--advertise-client-urls", &format!("https://127.0.0.1:{client}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-cluster", &format!("tls=http://127.0.0.1:{peer}")])
+        .arg("--cert-file")
+        .arg(cert)
+        .arg("--key-file")
+        .arg(key)
+        .arg("--client-cert-auth")
+        .arg("--trusted-ca-file")
+        .arg(client_ca)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(LocalMember { name: "tls".into(), client: format!("127.0.0.1:{client}"), child: Some(child) })
+}
+
 /// Waits until the members answer (their election is done), at most `within`.
 pub async fn ready(
     members: &[LocalMember],

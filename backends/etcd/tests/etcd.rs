@@ -158,3 +158,86 @@ async fn leader(members: &[LocalMember]) -> usize {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A CA, and a certificate it signed for `name` (with 127.0.0.1 as an address), as PEM files in `dir`.
+fn issue(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        p.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        (p.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+    };
+    let write = |file: &str, pem: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let (server, server_key) = leaf("localhost");
+    let (client, client_key) = leaf("pilotlight");
+    (
+        write("ca.pem", &ca_cert.pem()),
+        write("server.pem", &server),
+        write("server.key", &server_key),
+        write("client.pem", &client),
+        write("client.key", &client_key),
+    )
+}
+
+#[tokio::test]
+async fn the_store_works_over_tls_with_a_client_certificate_and_a_wrong_ca_is_named() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, server, server_key, client, client_key) = issue(dir.path());
+    let member = pilotlight_etcd::local::start_tls_member(dir.path(), &server, &server_key, &ca).unwrap();
+    let url = format!(
+        "etcd://{}/?prefix=/{}&timeout_ms=2000&ca={}&cert={}&key={}",
+        member.client,
+        unique("tls"),
+        ca.display(),
+        client.display(),
+        client_key.display()
+    );
+    let config = EtcdConfig::from_url(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let store = loop {
+        match EtcdStore::connect(&config).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "etcd over TLS did not answer: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    pilotlight_core::testkit::store::run_all(&store).await;
+
+    // Without a client certificate the member refuses; with another CA the client refuses the member.
+    let plain =
+        EtcdConfig::from_url(&format!("etcd://{}/?timeout_ms=1000&ca={}", member.client, ca.display())).unwrap();
+    let e = EtcdStore::connect(&plain).await.unwrap_err().to_string();
+    assert!(e.contains(&member.client), "{e}");
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, ..) = issue(other.path());
+    let url = format!(
+        "etcd://{}/?timeout_ms=1000&ca={}&cert={}&key={}",
+        member.client,
+        other_ca.display(),
+        client.display(),
+        client_key.display()
+    );
+    let e = EtcdStore::connect(&EtcdConfig::from_url(&url).unwrap()).await.unwrap_err().to_string();
+    assert!(e.contains("cannot be reached"), "{e}");
+    // A file that is not there is named.
+    let url = format!("etcd://{}/?ca=/nonexistent/ca.pem", member.client);
+    let e = EtcdStore::connect(&EtcdConfig::from_url(&url).unwrap()).await.unwrap_err().to_string();
+    assert!(e.contains("ca /nonexistent/ca.pem"), "{e}");
+}
