@@ -192,6 +192,48 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
     println!("spread over the nodes: {count:?}");
     assert!(count.len() == 3, "every node owns some: {count:?}");
 
+    // NGINX in front of the nodes (examples/front.rs's mode): it renders the
+    // live nodes' gateways as every function's upstream, and again when one goes.
+    let front = if pilotlight::core::testkit::require_tool("nginx", "a front NGINX renders the nodes' gateways") {
+        let store = pilotlight::etcd::EtcdStore::connect(&pilotlight::etcd::EtcdConfig::from_url(&store).unwrap())
+            .await
+            .unwrap();
+        let mut config = pilotlight::nginx::NginxConfig::managed(
+            pilotlight::core::model::Domain::new("localhost").unwrap(),
+            dir.path().join("front"),
+        );
+        config.http_addr = ([127, 0, 0, 1], pilotlight::core::testkit::free_port()).into();
+        config.status_addr = ([127, 0, 0, 1], pilotlight::core::testkit::free_port()).into();
+        config.mode =
+            pilotlight::nginx::NginxMode::Managed { worker_processes: 1, worker_connections: 256, stop_on_drop: true };
+        let http = config.http_addr;
+        let nginx = std::sync::Arc::new(pilotlight::nginx::NginxRouter::start(config).await.unwrap());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let live = store.live_nodes(Duration::from_secs(1), cancel.clone());
+        tokio::spawn(pilotlight::core::controller::cluster::run_front(
+            std::sync::Arc::new(store),
+            live,
+            nginx.clone(),
+            pilotlight::core::model::Region::new("local").unwrap(),
+            Duration::from_secs(1),
+            cancel.clone(),
+        ));
+        until("every function answers through the front NGINX", Duration::from_secs(30), || async {
+            for f in &names {
+                let r = http::get(http, &format!("{f}.localhost"), "/", Duration::from_secs(10)).await;
+                if !r.is_ok_and(|r| r.status == 200) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        println!("the front NGINX serves all 30 through the three gateways");
+        Some((nginx, http, cancel))
+    } else {
+        None
+    };
+
     // Failover: the node owning the most is killed with its instances.
     let (victim_id, _) = count.iter().max_by_key(|(_, c)| **c).map(|(n, c)| ((*n).to_owned(), *c)).unwrap();
     let victim = nodes.iter().position(|n| n.id == victim_id).unwrap();
@@ -226,6 +268,18 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
         for s in &survivors {
             assert_eq!(nodes[*s].get(f).await, Ok(200), "{f} through {}", nodes[*s].id);
         }
+    }
+    if let Some((_, http, _)) = &front {
+        until("the front NGINX serves all 30 without the killed node", Duration::from_secs(30), || async {
+            for f in &names {
+                let r = http::get(*http, &format!("{f}.localhost"), "/", Duration::from_secs(10)).await;
+                if !r.is_ok_and(|r| r.status == 200) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
     }
 
     // Back: the node restarts; its functions return to it under a request loop through the other edges.
@@ -361,6 +415,10 @@ async fn three_nodes_spread_fail_over_fence_and_hand_back() {
         .map(|i| (i.state.as_str(), i.reason.as_deref()))
         .collect();
     assert!(settled.iter().all(|(s, _)| *s == "succeeded"), "every tick's call succeeded: {settled:?}");
+    if let Some((nginx, _, cancel)) = front {
+        cancel.cancel();
+        nginx.shutdown(Duration::from_secs(5)).await;
+    }
 }
 
 /// `GET /` of `function` with `Prefer: respond-async` through the edge on

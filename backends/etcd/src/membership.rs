@@ -122,8 +122,34 @@ impl EtcdStore {
             Arc::clone(&lease),
             cancel.clone(),
         ));
-        tasks.spawn(watch_nodes(client.clone(), Arc::clone(&membership), prefix, cancel.clone()));
+        let feed = Arc::clone(&membership);
+        tasks.spawn(watch_nodes(client.clone(), move |n| feed.set_nodes(n), ttl / 2, prefix, cancel.clone()));
         Ok(Registration { membership, cancel, tasks, client, key, lease })
+    }
+}
+
+impl EtcdStore {
+    /// The live nodes, as a reader that is not one of them sees them (a
+    /// front load balancer): kept current by a watch and a full read every
+    /// `every`, until `cancel`.
+    pub fn live_nodes(
+        &self,
+        every: Duration,
+        cancel: CancellationToken,
+    ) -> tokio::sync::watch::Receiver<Arc<Vec<NodeInfo>>> {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+        let set = move |mut nodes: Vec<NodeInfo>| {
+            nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            tx.send_if_modified(|current| {
+                let changed = **current != nodes;
+                if changed {
+                    *current = Arc::new(nodes);
+                }
+                changed
+            });
+        };
+        tokio::spawn(watch_nodes(self.client.clone(), set, every, format!("{}/nodes/", self.prefix), cancel));
+        rx
     }
 }
 
@@ -223,11 +249,16 @@ async fn keep_alive(
 /// Keeps the membership's live nodes current: a watch of the prefix for
 /// speed, and a full read every half TTL (and after any watch error) so a
 /// missed event is repaired.
-async fn watch_nodes(mut client: Client, membership: Arc<Membership>, prefix: String, cancel: CancellationToken) {
-    let every = membership.ttl() / 2;
+async fn watch_nodes(
+    mut client: Client,
+    set: impl Fn(Vec<NodeInfo>) + Send + 'static,
+    every: Duration,
+    prefix: String,
+    cancel: CancellationToken,
+) {
     loop {
         match list(&mut client, &prefix).await {
-            Ok(nodes) => membership.set_nodes(nodes),
+            Ok(nodes) => set(nodes),
             Err(e) => tracing::warn!(error = %e, "cannot list the nodes"),
         }
         let watched = async {
@@ -241,7 +272,7 @@ async fn watch_nodes(mut client: Client, membership: Arc<Membership>, prefix: St
                     let nodes = list(&mut client.clone(), &prefix)
                         .await
                         .map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
-                    membership.set_nodes(nodes);
+                    set(nodes);
                 }
             }
         };

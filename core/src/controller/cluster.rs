@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::model::{FunctionSpec, NodeId, NodeInfo, NodeLabels, Region};
+use crate::model::{Endpoint, FunctionRecord, FunctionSpec, NodeId, NodeInfo, NodeLabels, Region, Route, RouteTable};
+use crate::ports::{Router, Store};
 
 /// The live nodes as this node last heard them, and whether its own
 /// registration is current. Fed by a membership backend (`set_nodes` on
@@ -230,6 +231,68 @@ fn pair_hash(name: &str, node: &str) -> u64 {
     h ^ (h >> 31)
 }
 
+/// The route table of a front load balancer over the nodes (NGINX in front
+/// of them, say): every live function of `records` routed to the gateways of
+/// every live node of its region, any of which serves it (each forwards to
+/// the owner once). Functions no live node of their region can take are left out.
+pub fn front_routes(records: &[FunctionRecord], nodes: &[NodeInfo], default_region: &Region) -> RouteTable {
+    let mut table = RouteTable::new();
+    for r in records.iter().filter(|r| !r.deleted) {
+        let region = r.spec.region().unwrap_or(default_region);
+        let mut endpoints: Vec<Endpoint> =
+            nodes.iter().filter(|n| &n.region == region).map(|n| Endpoint::new(n.gateway)).collect();
+        if endpoints.is_empty() {
+            continue;
+        }
+        endpoints.sort();
+        table.upsert(Route {
+            name: r.spec.name().clone(),
+            generation: r.generation,
+            endpoints,
+            timeout_ms: u64::try_from(r.spec.timeout().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    table
+}
+
+/// Keeps `router` (a front load balancer) on [`front_routes`]: applied at
+/// once, again whenever the live nodes change, and every `period` (new or
+/// deleted functions), until `cancel`. A failed apply is logged and tried
+/// at the next change or period.
+pub async fn run_front(
+    store: Arc<dyn Store>,
+    mut nodes: watch::Receiver<Arc<Vec<NodeInfo>>>,
+    router: Arc<dyn Router>,
+    default_region: Region,
+    period: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut applied: Option<RouteTable> = None;
+    loop {
+        let live = nodes.borrow_and_update().clone();
+        match store.list().await {
+            Ok(records) => {
+                let table = front_routes(&records, &live, &default_region);
+                if applied.as_ref() != Some(&table) {
+                    match router.apply(&table).await {
+                        Ok(()) => {
+                            tracing::info!(functions = table.len(), nodes = live.len(), "front routes applied");
+                            applied = Some(table);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot apply the front routes; trying again"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the functions for the front routes"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = nodes.changed() => {}
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -310,6 +373,28 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "no live node of region `eu` has the labels `gpu=yes` (live nodes: a [disk=ssd], b [])"
+        );
+    }
+
+    #[test]
+    fn the_front_routes_every_function_to_every_gateway_of_its_region() {
+        let spec = |n: &str, region: &str| {
+            let mut input = crate::model::FunctionSpecInput::exec(n, "/bin/true", &[], 8080);
+            input.region = Some(region.into());
+            input.validate().unwrap()
+        };
+        let mut gone = FunctionRecord::new(spec("gone", "eu"), 2);
+        gone.deleted = true;
+        let records = vec![FunctionRecord::new(spec("a", "eu"), 3), FunctionRecord::new(spec("b", "us"), 1), gone];
+        let mut nodes = vec![node("n1", "eu", 0, ""), node("n2", "eu", 0, "")];
+        nodes[1].gateway = "127.0.0.2:80".parse().unwrap();
+        let table = front_routes(&records, &nodes, &Region::new("eu").unwrap());
+        assert_eq!(table.len(), 1, "b has no node of its region; gone is deleted");
+        let a = table.get(&"a".parse().unwrap()).unwrap();
+        assert_eq!(a.generation, 3);
+        assert_eq!(
+            a.endpoints.iter().map(|e| e.addr().to_string()).collect::<Vec<_>>(),
+            ["127.0.0.1:80", "127.0.0.2:80"]
         );
     }
 
