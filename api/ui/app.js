@@ -81,6 +81,8 @@ function signOut(message) {
   if (state.events) state.events.abort();
   if (state.logs) state.logs.abort();
   state.functions.clear();
+  if (state.nodesTimer) { clearInterval(state.nodesTimer); state.nodesTimer = null; }
+  $("#nodes-view").hidden = true;
   $("#app-view").hidden = true;
   $("#node").hidden = true;
   $("#signout").hidden = true;
@@ -107,6 +109,7 @@ function showApp() {
   $("#image-field").hidden = exec;
   $("#exec-field").hidden = !exec;
   refreshAll().then(followEvents);
+  if (!state.nodesTimer) state.nodesTimer = setInterval(refreshNodes, 5000);
 }
 
 // ---- the function list ----
@@ -116,6 +119,41 @@ async function refreshAll() {
   const { functions } = await res.json();
   state.functions = new Map(functions.map((f) => [f.name, f]));
   render();
+  refreshNodes();
+}
+
+// ---- nodes (several nodes sharing an etcd store) ----
+
+async function refreshNodes() {
+  if (!state.token) return;
+  let list;
+  try {
+    list = await (await api("GET", "/v1/nodes")).json();
+  } catch (e) {
+    return;
+  }
+  const view = $("#nodes-view");
+  view.hidden = !list.clustered;
+  if (!list.clustered) return;
+  const rows = list.nodes.map((n) => {
+    const tr = el("tr");
+    const id = el("td", "mono", n.id === list.this_node ? `${n.id} (this node)` : n.id);
+    const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(", ");
+    const health = el("td");
+    health.append(el("span", n.health === "ready" ? "phase ready" : "phase failed", n.health));
+    tr.append(
+      id,
+      el("td", null, n.region),
+      el("td", "mono", n.gateway),
+      health,
+      el("td", null, n.functions.length),
+      el("td", null, n.instances),
+      el("td", "mono", labels),
+    );
+    tr.title = n.functions.join(", ");
+    return tr;
+  });
+  $("#nodes tbody").replaceChildren(...rows);
 }
 
 async function refreshOne(name) {
