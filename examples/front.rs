@@ -7,8 +7,6 @@
 //! cargo run --features etcd --example front -- \
 //!   --store 'etcd://10.0.0.5:2379/?prefix=/pilotlight' --domain example.com --http-addr 0.0.0.0:80
 //! ```
-#![allow(clippy::unwrap_used)] // a test or a tool: a failure should stop it loudly
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -601,20 +601,26 @@ pub async fn nodes(State(shared): State<Arc<Shared>>) -> Result<Json<NodeList>> 
     let Some(m) = shared.platform.membership().cloned() else {
         return Ok(Json(NodeList { clustered: false, this_node: String::new(), nodes: Vec::new() }));
     };
-    let records = shared.platform.list().await?;
+    let records: Vec<_> = shared.platform.list().await?.into_iter().filter(|r| !r.deleted).collect();
     let region = shared.platform.region();
     let fenced = m.fenced_for().is_some();
+    // Each function's owner once, not once per node.
+    let owners: Vec<Option<pilotlight_core::model::NodeId>> = records
+        .iter()
+        .map(|r| if m.is_clustered() { m.owner_of(&r.spec, region).ok().map(|o| o.id) } else { Some(m.id().clone()) })
+        .collect();
     let nodes = m
         .nodes()
         .iter()
         .map(|n| {
-            let placed = records.iter().filter(|r| !r.deleted);
-            let functions = placed
-                .clone()
-                .filter(|r| !m.is_clustered() || m.owner_of(&r.spec, region).is_ok_and(|o| o.id == n.id))
-                .map(|r| r.spec.name().to_string())
+            let functions = records
+                .iter()
+                .zip(&owners)
+                .filter(|(_, o)| o.as_ref() == Some(&n.id))
+                .map(|(r, _)| r.spec.name().to_string())
                 .collect();
-            let instances = placed
+            let instances = records
+                .iter()
                 .filter(|r| r.status.node.as_ref().is_none_or(|id| *id == n.id))
                 .map(|r| r.status.instances.iter().filter(|i| i.state == InstanceState::Running).count())
                 .sum();

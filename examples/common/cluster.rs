@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use pilotlight::api::client::Client;
+use pilotlight::core::testkit::free_port;
 use pilotlight::server::{RuntimeKind, Server, ServerConfig};
 
 /// The variable that names a node's settings file.
@@ -38,10 +39,6 @@ pub fn run_node(path: &Path) {
             Err(e) => println!("node failed: {e}"),
         }
     });
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One node, as a child process.

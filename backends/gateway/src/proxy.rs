@@ -258,7 +258,7 @@ async fn forward(
     let hops = headers
         .remove(HOPS_HEADER)
         .map_or(0, |v| v.to_str().ok().and_then(|s| s.parse::<u8>().ok()).unwrap_or(MAX_HOPS));
-    if route.endpoints.iter().any(|e| e.endpoint.node().is_some()) {
+    if route.forwards {
         if hops >= MAX_HOPS {
             route.counters.error(ErrorKind::NoInstance);
             return own(responses::unavailable(

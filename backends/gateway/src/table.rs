@@ -62,6 +62,9 @@ pub(crate) struct RouteState {
     pub(crate) timeout: Duration,
     pub(crate) endpoints: Vec<Arc<EndpointState>>,
     pub(crate) counters: Arc<FunctionCounters>,
+    /// Whether it forwards to another node's gateway (multi-node), decided
+    /// when the table is compiled so a request does not look.
+    pub(crate) forwards: bool,
     next: AtomicUsize,
 }
 
@@ -122,6 +125,7 @@ impl Table {
             Arc::new(RouteState {
                 name: route.name.clone(),
                 timeout: route.timeout,
+                forwards: endpoints.iter().any(|e| e.endpoint.node().is_some()),
                 endpoints,
                 counters: Arc::clone(&route.counters),
                 next: AtomicUsize::new(0),
@@ -142,7 +146,7 @@ impl Table {
         let mut out = HashMap::with_capacity(routes.len());
         for route in routes.iter() {
             let old = previous.routes.get(route.name.as_str());
-            let endpoints = route
+            let endpoints: Vec<Arc<EndpointState>> = route
                 .endpoints
                 .iter()
                 .filter_map(|ep| {
@@ -162,6 +166,7 @@ impl Table {
                 Arc::new(RouteState {
                     name: route.name.clone(),
                     timeout: route.timeout(),
+                    forwards: endpoints.iter().any(|e| e.endpoint.node().is_some()),
                     endpoints,
                     counters: c,
                     next: AtomicUsize::new(0),
@@ -247,6 +252,7 @@ mod tests {
             name,
             timeout: Duration::from_secs(1),
             endpoints: eps.clone(),
+            forwards: false,
             next: AtomicUsize::new(0),
         };
         let _g1 = EndpointGuard::new(eps[0].clone());

@@ -686,6 +686,7 @@ impl RuntimeWorker {
         Ok(())
     }
 
+    /// Asks the edge to route `record`'s generation to `route`, and remembers that it did.
     async fn publish_route(&self, record: &FunctionRecord, route: &[Endpoint]) -> Result<(), HandlerError> {
         let name = record.spec.name();
         let event = Event::EndpointsChanged {
@@ -930,17 +931,7 @@ impl RuntimeWorker {
                         .collect();
                     endpoints.sort();
                     endpoints.dedup();
-                    let event = Event::EndpointsChanged {
-                        name: spec.name().clone(),
-                        generation,
-                        endpoints: endpoints.clone(),
-                        timeout_ms: u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX),
-                        removed: false,
-                        node: self.node_id(),
-                    };
-                    self.queue.publish(topics::ROUTES, event.to_message()).await?;
-                    self.memory.lock().entry(spec.name().clone()).or_default().published =
-                        Some((generation, endpoints));
+                    self.publish_route(record, &endpoints).await?;
                     if let (true, Some(tier)) = (cold, tier) {
                         let took = began.elapsed();
                         metrics::histogram!("pilotlight_cold_start_seconds", "function" => spec.name().to_string(), "tier" => tier)
